@@ -1,0 +1,250 @@
+"""ZeroMQ DEALER client for the Image2Points backend. Pure Python, no bpy, no threads.
+
+Blender polls it with ``poll_events(0)`` from a modal timer; scripts and background mode call
+``wait()``, a blocking loop bounded by a deadline (timers never fire there). libzmq does the
+network I/O on its own C++ thread, so nothing here ever starts a Python thread.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import zmq
+
+from . import protocol
+from .protocol import Message, ProtocolError
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+MAX_RESULT_BYTES = 1 << 30
+
+
+class BackendError(Exception):
+    """A failure with a protocol error code and a message a person can act on."""
+
+    def __init__(self, code: str, message: str, job: str = ""):
+        super().__init__(f"[{code}] {message}")
+        self.code = code
+        self.message = message
+        self.job = job
+
+
+@dataclass
+class CurveKeys:
+    """Client side of CurveZMQ: the server's public key and our own key pair (Z85 strings)."""
+
+    server_public: bytes
+    client_public: bytes
+    client_secret: bytes
+
+
+@dataclass
+class JobResult:
+    job: str
+    header: dict[str, Any]
+    blobs: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Event:
+    """One message from the backend, as seen by a poller."""
+
+    kind: str  # progress | result | error
+    job: str
+    message: Message
+
+
+class Client:
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        connect_timeout: float = 3.0,
+        curve: CurveKeys | None = None,
+        context: zmq.Context | None = None,
+    ):
+        self.endpoint = endpoint
+        self.connect_timeout = connect_timeout
+        self.curve = curve
+        self._own_ctx = context is None
+        self.ctx = context or zmq.Context()
+        self.sock: zmq.Socket | None = None
+        self._open()
+
+    # -- socket lifecycle ------------------------------------------------------------------
+    def _open(self) -> None:
+        s = self.ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a peer that is not there
+        s.setsockopt(zmq.MAXMSGSIZE, MAX_RESULT_BYTES)
+        s.setsockopt(zmq.RCVHWM, 0)
+        if self.curve is not None:
+            s.curve_serverkey = self.curve.server_public
+            s.curve_publickey = self.curve.client_public
+            s.curve_secretkey = self.curve.client_secret
+        s.connect(self.endpoint)
+        self.sock = s
+
+    def reconnect(self) -> None:
+        """Drop the socket (and anything queued on it) and connect afresh."""
+        if self.sock is not None:
+            self.sock.close(linger=0)
+        self._open()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(linger=0)
+            self.sock = None
+        if self._own_ctx:
+            self.ctx.term()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- sending ---------------------------------------------------------------------------
+    def _send(self, header: Mapping[str, Any], blobs: Mapping[str, Any] | None = None,
+              media: Mapping[str, str] | None = None, timeout: float | None = None) -> None:
+        assert self.sock is not None, "client is closed"
+        frames = protocol.encode(header, blobs, media)
+        wait_ms = int(1000 * (self.connect_timeout if timeout is None else timeout))
+        # With IMMEDIATE=1, POLLOUT only turns on once a connection to the backend exists.
+        if not self.sock.poll(wait_ms, zmq.POLLOUT):
+            raise BackendError(
+                "UNREACHABLE",
+                f"backend not reachable at {self.endpoint} (no connection within "
+                f"{wait_ms / 1000:.1f} s). Start it with: image2points serve",
+            )
+        self.sock.send_multipart(frames, copy=False)
+
+    def submit(self, op: str, params: Mapping[str, Any] | None = None,
+               blobs: Mapping[str, Any] | None = None, media: Mapping[str, str] | None = None,
+               job: str | None = None) -> str:
+        job = job or protocol.new_job_id()
+        self._send({"type": "submit", "job": job, "op": op, "params": dict(params or {})},
+                   blobs, media)
+        return job
+
+    def cancel(self, job: str) -> None:
+        try:
+            self._send({"type": "cancel", "job": job}, timeout=0.2)
+        except BackendError:
+            pass  # nothing to cancel on a backend that is gone
+
+    def unload(self) -> str:
+        job = protocol.new_job_id()
+        self._send({"type": "unload", "job": job})
+        return job
+
+    # -- receiving -------------------------------------------------------------------------
+    def poll_events(self, timeout: float = 0.0, max_events: int = 64) -> list[Event]:
+        """Everything that has arrived (waiting up to ``timeout`` s for the first message)."""
+        assert self.sock is not None, "client is closed"
+        events: list[Event] = []
+        wait_ms = int(timeout * 1000)
+        while len(events) < max_events and self.sock.poll(wait_ms, zmq.POLLIN):
+            wait_ms = 0
+            frames = self.sock.recv_multipart(copy=False)
+            try:
+                msg = protocol.decode(frames, max_bytes=MAX_RESULT_BYTES)
+            except ProtocolError as exc:
+                msg = Message(protocol.error_header("", exc.code, f"bad reply: {exc.message}"))
+            events.append(Event(msg.type, msg.job, msg))
+        return events
+
+    def _request(self, mtype: str, timeout: float) -> Message:
+        job = protocol.new_job_id()
+        t0 = time.monotonic()
+        self._send({"type": mtype, "job": job}, timeout=timeout)
+        deadline = t0 + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BackendError("TIMEOUT", f"backend at {self.endpoint} did not answer "
+                                   f"{mtype} within {timeout:.1f} s")
+            for ev in self.poll_events(left):
+                if ev.job == job:
+                    if ev.kind == "error":
+                        err = ev.message.header.get("error", {})
+                        raise BackendError(err.get("code", "MODEL"), err.get("message", ""), job)
+                    return ev.message
+
+    def hello(self, timeout: float = 3.0) -> dict[str, Any]:
+        """Server facts: version, protocol, device, model, limits."""
+        return dict(self._request("hello", timeout).header.get("server", {}))
+
+    def ping(self, timeout: float = 3.0) -> float:
+        t0 = time.perf_counter()
+        self._request("ping", timeout)
+        return time.perf_counter() - t0
+
+    def wait(
+        self,
+        job: str,
+        timeout: float = 300.0,
+        stall_timeout: float = 15.0,
+        on_progress: Callable[[float, str, Message], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> JobResult:
+        """Block until ``job`` ends. Raises BackendError on error, deadline or a silent backend.
+
+        The server sends progress (or heartbeats) at least every few seconds while a job runs, so
+        ``stall_timeout`` of silence means the backend died, not that the job is slow.
+        """
+        deadline = time.monotonic() + timeout
+        last_heard = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now > deadline:
+                self.cancel(job)
+                raise BackendError("TIMEOUT", f"job did not finish within {timeout:.0f} s", job)
+            if now - last_heard > stall_timeout:
+                raise BackendError(
+                    "UNREACHABLE",
+                    f"backend at {self.endpoint} went silent for {stall_timeout:.0f} s "
+                    "(stopped or crashed?)", job)
+            if should_cancel is not None and should_cancel():
+                self.cancel(job)
+                raise BackendError("CANCELLED", "cancelled by the user", job)
+            for ev in self.poll_events(min(0.25, max(0.0, deadline - now))):
+                if ev.job != job:
+                    continue
+                last_heard = time.monotonic()
+                if ev.kind == "progress":
+                    p = ev.message.header.get("progress", {})
+                    if on_progress is not None:
+                        on_progress(float(p.get("value", 0.0)), str(p.get("stage", "")), ev.message)
+                elif ev.kind == "result":
+                    return JobResult(job, ev.message.header, dict(ev.message.blobs),
+                                     dict(ev.message.header.get("meta", {})))
+                elif ev.kind == "error":
+                    err = ev.message.header.get("error", {})
+                    raise BackendError(str(err.get("code", "MODEL")), str(err.get("message", "")),
+                                       job)
+
+
+def points_from_result(res: JobResult) -> tuple[np.ndarray, np.ndarray]:
+    """Checked (xyz float32 (N,3), rgb uint8 (N,3)) out of a reconstruct-like result."""
+    msg = Message(res.header, res.blobs)
+    try:
+        xyz = protocol.require_array(msg, "xyz", "<f4", (None, 3))
+        rgb = protocol.require_array(msg, "rgb", "|u1", (xyz.shape[0], 3))
+    except ProtocolError as exc:
+        raise BackendError(exc.code, f"malformed result: {exc.message}", res.job) from None
+    if not np.isfinite(xyz).all():
+        raise BackendError("BAD_INPUT", "result has non-finite coordinates", res.job)
+    return xyz, rgb
+
+
+def guess_media(data: bytes) -> str:
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "application/octet-stream"

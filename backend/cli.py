@@ -1,0 +1,166 @@
+"""``image2points`` command line: serve | ping | reconstruct | keys | make-data | train | eval |
+nerf | bench.
+
+Sub-commands that pull in torch live in their own modules and are imported only when named, so
+``image2points ping`` answers in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Callable
+
+from . import __version__
+
+# sub-command -> module defining register(sub) (imported lazily)
+PLUGINS = {
+    "make-data": "backend.data.make",
+    "train": "backend.train",
+    "eval": "backend.evaluate",
+    "nerf": "backend.nerf_cli",
+    "bench": "bench.__main__",
+}
+
+
+def _quiet_threads_env() -> None:
+    # Beside Blender on few cores, busy-waiting OpenMP threads slow torch 10-25x (measured).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _quiet_threads_env()
+    import logging
+
+    from .server import Limits, ServerConfig, serve
+
+    logging.basicConfig(level=getattr(logging, args.log_level),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    limits = Limits(max_queue=args.max_queue, max_batch=args.max_batch,
+                    batch_wait_s=args.batch_wait_ms / 1000.0, max_pixels=args.max_image_px ** 2)
+    threads = args.threads if args.threads is not None else max(1, (os.cpu_count() or 2) // 2)
+    cfg = ServerConfig(host=args.host, port=args.port, device=args.device, threads=threads,
+                       checkpoint=args.checkpoint, preload=not args.lazy, insecure=args.insecure,
+                       curve_secret=args.curve_secret, curve_clients=args.curve_clients,
+                       limits=limits)
+    return serve(cfg, ready_file=args.ready_file)
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    from addon.client import BackendError, Client
+
+    try:
+        with Client(args.endpoint, connect_timeout=args.timeout) as c:
+            info = c.hello(timeout=args.timeout)
+    except BackendError as exc:
+        print(f"image2points ping: {exc.message}", file=sys.stderr)
+        return 2
+    model = info.get("model", {})
+    label = model.get("name") or model.get("path") or "none"
+    print(f"image2points {info.get('version')} protocol v{info.get('protocol')} at {args.endpoint}: "
+          f"device {info.get('device')}, model {label} ({model.get('state')}), "
+          f"queue {info.get('queue')}")
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    _quiet_threads_env()
+    from addon.plyio import write_ply
+
+    from .images import decode_image
+    from .ops import JobError
+    from .reconstruct_op import FRAME
+
+    try:
+        with open(args.image, "rb") as f:
+            img = decode_image(f.read())
+        from .model.reconstruct import Reconstructor
+
+        model = Reconstructor.load(args.checkpoint, device=args.device)
+    except (OSError, JobError, ValueError) as exc:
+        print(f"image2points reconstruct: {exc}", file=sys.stderr)
+        return 2
+    cloud = model.reconstruct([img])[0]
+    write_ply(args.output, cloud.xyz, cloud.rgb, comment=f"Image2Points frame={FRAME}")
+    print(f"wrote {len(cloud.xyz)} points to {args.output} (frame {FRAME})")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    import zmq.auth
+
+    os.makedirs(args.dir, exist_ok=True)
+    pub, sec = zmq.auth.create_certificates(args.dir, args.name)
+    print(f"public key: {pub}\nsecret key: {sec} (keep it private)")
+    return 0
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="image2points", description="Image2Points backend")
+    p.add_argument("--version", action="version", version=f"image2points {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the backend service")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    s.add_argument("--port", type=int, default=5555, help="TCP port (0 = pick a free one)")
+    s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    s.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: half the cores, leaving Blender room)")
+    s.add_argument("--checkpoint", default=None, help="model checkpoint (default: shipped one)")
+    s.add_argument("--lazy", action="store_true", help="load the model on the first job")
+    s.add_argument("--max-queue", type=int, default=64)
+    s.add_argument("--max-batch", type=int, default=8)
+    s.add_argument("--batch-wait-ms", type=float, default=5.0)
+    s.add_argument("--max-image-px", type=int, default=4096, help="max image side (pixels^2 cap)")
+    s.add_argument("--curve-secret", default=None, help="server .key_secret file (enables CURVE)")
+    s.add_argument("--curve-clients", default=None, help="directory of allowed client .key files")
+    s.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without CURVE")
+    s.add_argument("--ready-file", default=None, help="write the bound port here once listening")
+    s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("ping", help="check that a backend answers")
+    s.add_argument("--endpoint", default="tcp://127.0.0.1:5555")
+    s.add_argument("--timeout", type=float, default=3.0)
+    s.set_defaults(func=cmd_ping)
+
+    s = sub.add_parser("reconstruct", help="one image -> PLY, in-process (no server)")
+    s.add_argument("image")
+    s.add_argument("-o", "--output", required=True, help="output .ply")
+    s.add_argument("--checkpoint", default=None)
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_reconstruct)
+
+    s = sub.add_parser("keys", help="CurveZMQ key pairs")
+    ks = s.add_subparsers(dest="keys_command", required=True)
+    k = ks.add_parser("new", help="write NAME.key and NAME.key_secret into DIR")
+    k.add_argument("dir")
+    k.add_argument("--name", default="image2points")
+    k.set_defaults(func=cmd_keys)
+
+    for name, module in PLUGINS.items():
+        if only is not None and only != name:
+            continue
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            if only == name:
+                raise SystemExit(f"image2points {name} is unavailable here: {exc}")
+            continue
+        register: Callable[[argparse._SubParsersAction], None] = getattr(mod, "register")
+        register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    only = first if first in PLUGINS else ("" if first is not None else None)
+    args = build_parser(only).parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

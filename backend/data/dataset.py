@@ -1,0 +1,160 @@
+"""Per-shape sample generation, the on-disk npz cache, splits by shape seed, and the in-memory loader.
+
+Layout: ``<data>/<split>/shard_XXXXX.npz`` (plain arrays, loaded with ``allow_pickle=False``).
+Splits are disjoint ranges of shape seeds, so no test shape is ever rendered into the train split.
+Each shape gives ``views`` samples (input views); every sample stores its preprocessed input, the
+GT depth/albedo at the fixed views and at ``novel`` random views, all in that sample's output frame,
+plus its rotation ``R_in`` so the shape's surface samples (stored once per shape, centred unit-ball
+model frame) map to the output frame as ``surf @ R_in.T``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from backend.data.render import (Caster, normalizer, render_input, render_views, surface_samples,
+                                 view_rotation)
+from backend.data.shapes import make_shape
+from backend.model import geometry
+from backend.model.preprocess import preprocess, to_uint8
+
+SPLIT_SEED_BASE = {"train": 0, "val": 1_000_000, "test": 2_000_000}
+OUT_RES = 64
+ELEV_RANGE = (-10.0, 50.0)
+
+
+@dataclass
+class MakeConfig:
+    views: int = 3          # input views per shape
+    novel: int = 4          # novel GT views per sample (stage 2)
+    n_fixed: int = 8
+    surf_points: int = 4096
+    keep_raw: bool = False  # also store the 128x128 RGBA render (test split: grids, examples)
+
+
+def shape_seed(split: str, i: int) -> int:
+    return SPLIT_SEED_BASE[split] + i
+
+
+def make_samples(seed: int, cfg: MakeConfig) -> dict[str, np.ndarray]:
+    """Render all samples of shape ``seed``; deterministic. Arrays have a leading views axis except
+    the per-shape ``surf``/``surf_rgb``/``family``/``seed``."""
+    shape = make_shape(seed)
+    norm = normalizer(shape.mesh)
+    caster = Caster(shape, norm)
+    rng = np.random.default_rng([seed, 7])
+    gen = torch.Generator().manual_seed(seed)
+    fR, ft = (x.numpy().astype(np.float64) for x in geometry.fixed_views(cfg.n_fixed))
+    out: dict[str, list] = {k: [] for k in ("inp", "fdepth", "frgb", "nR", "nt", "ndepth", "nrgb", "R_in", "raw")}
+    for _ in range(cfg.views):
+        R_in = view_rotation(rng.uniform(0, 360), rng.uniform(*ELEV_RANGE))
+        raw = render_input(caster, R_in, rng)
+        out["raw"].append(raw)
+        out["inp"].append(to_uint8(preprocess(raw)))
+        d, c = render_views(caster, R_in, fR, ft, OUT_RES, OUT_RES, geometry.ORTHO_S)
+        out["fdepth"].append(d.astype(np.float16))
+        out["frgb"].append(c)
+        nR, nt = (x.numpy().astype(np.float64) for x in geometry.random_views(cfg.novel, gen))
+        d, c = render_views(caster, R_in, nR, nt, OUT_RES, OUT_RES, geometry.ORTHO_S)
+        out["nR"].append(nR.astype(np.float32))
+        out["nt"].append(nt.astype(np.float32))
+        out["ndepth"].append(d.astype(np.float16))
+        out["nrgb"].append(c)
+        out["R_in"].append(R_in.astype(np.float32))
+    res = {k: np.stack(v) for k, v in out.items()}
+    if not cfg.keep_raw:
+        del res["raw"]
+    surf, surf_rgb = surface_samples(shape, norm, cfg.surf_points, seed)
+    res.update(surf=surf, surf_rgb=surf_rgb, family=np.array(shape.family), seed=np.array(seed))
+    return res
+
+
+PER_SAMPLE = ("inp", "fdepth", "frgb", "nR", "nt", "ndepth", "nrgb", "R_in", "raw")
+PER_SHAPE = ("surf", "surf_rgb", "family", "seed")
+
+
+def write_shard(path: Path, items: list[dict[str, np.ndarray]]) -> None:
+    """Concatenate per-shape dicts into one npz; ``shape_index`` maps samples to shapes."""
+    arrs: dict[str, np.ndarray] = {}
+    for k in PER_SAMPLE:
+        if k in items[0]:
+            arrs[k] = np.concatenate([it[k] for it in items])
+    for k in PER_SHAPE:
+        arrs[k] = np.stack([it[k] for it in items])
+    arrs["family"] = arrs["family"].astype("<U16")
+    arrs["shape_index"] = np.concatenate([np.full(len(it["inp"]), i, np.int32) for i, it in enumerate(items)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrs)
+    tmp.replace(path)
+
+
+class ShapeDataset:
+    """All shards of one split in memory, served as torch batches.
+
+    Why in memory: a few thousand samples are a few GB at most; random access then costs nothing
+    next to the network step on CPU.
+    """
+
+    def __init__(self, root: str | Path, split: str, max_shapes: int | None = None):
+        files = sorted(Path(root, split).glob("shard_*.npz"))
+        files = [f for f in files if not f.name.endswith(".tmp.npz")]
+        if not files:
+            raise FileNotFoundError(f"no shards in {Path(root, split)}; run `image2points make-data` first")
+        parts: dict[str, list[np.ndarray]] = {}
+        offset = 0
+        for f in files:
+            with np.load(f, allow_pickle=False) as z:
+                for k in z.files:
+                    v = z[k] + offset if k == "shape_index" else z[k]
+                    parts.setdefault(k, []).append(v)
+                offset += len(z["seed"])
+        self.a = {k: np.concatenate(v) for k, v in parts.items()}
+        if max_shapes is not None:
+            keep = self.a["shape_index"] < max_shapes
+            for k in PER_SAMPLE + ("shape_index",):
+                if k in self.a:
+                    self.a[k] = self.a[k][keep]
+            for k in PER_SHAPE:
+                self.a[k] = self.a[k][:max_shapes]
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.a["inp"])
+
+    @property
+    def n_shapes(self) -> int:
+        return len(self.a["seed"])
+
+    def gt_points(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """GT surface samples of sample ``i`` in its output frame (float32) and their albedo."""
+        s = self.a["shape_index"][i]
+        return self.a["surf"][s] @ self.a["R_in"][i].T, self.a["surf_rgb"][s]
+
+    def batch(self, idx: np.ndarray | list[int], novel: int = 0,
+              rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Tensors for samples ``idx``: inp (B,4,H,W), depth (B,V,H,W), rgb (B,V,3,H,W) in [0,1],
+        mask; with ``novel`` > 0 also that many of the stored novel views, picked at random."""
+        idx = np.asarray(idx)
+        a = self.a
+        b = {
+            "inp": torch.from_numpy(a["inp"][idx].astype(np.float32) / 255.0),
+            "depth": torch.from_numpy(a["fdepth"][idx].astype(np.float32)),
+            "rgb": torch.from_numpy(a["frgb"][idx]).permute(0, 1, 4, 2, 3).float() / 255.0,
+        }
+        b["mask"] = (b["depth"] > 0).float()
+        if novel:
+            rng = rng or np.random.default_rng()
+            kk = a["nR"].shape[1]
+            pick = np.stack([rng.choice(kk, size=novel, replace=False) for _ in idx])
+            rows = idx[:, None]
+            b["nR"] = torch.from_numpy(a["nR"][rows, pick])
+            b["nt"] = torch.from_numpy(a["nt"][rows, pick])
+            b["ndepth"] = torch.from_numpy(a["ndepth"][rows, pick].astype(np.float32))
+            b["nrgb"] = torch.from_numpy(a["nrgb"][rows, pick]).permute(0, 1, 4, 2, 3).float() / 255.0
+            b["nmask"] = (b["ndepth"] > 0).float()
+        return b

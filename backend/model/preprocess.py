@@ -1,0 +1,85 @@
+"""Image -> network input. Training images and user images go through exactly this function.
+
+Steps: (1) object mask = alpha channel if present (and not fully opaque), else estimated from the
+image border: the median border colour is the background, pixels far from it are the object,
+keeping connected components that are large and filling holes; (2) crop a square centred on the
+mask's bounding box with a margin (``MARGIN`` of the box's larger side each way), padding with
+background; (3) resize to ``SIZE`` x ``SIZE`` with antialiasing. Output: float32 (4, SIZE, SIZE) —
+RGB premultiplied by alpha (black background) and alpha — quantised to multiples of 1/255 so a
+cached uint8 copy is bit-identical to what inference computes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+SIZE = 64
+MARGIN = 0.08
+BORDER_THRESH = 30.0  # colour distance (0-255 scale) from the background that counts as object
+
+
+def estimate_alpha(rgb: np.ndarray) -> np.ndarray:
+    """Mask (H,W) float32 in {0,1} for an RGB image on a plain background (median border colour)."""
+    img = rgb.astype(np.float32)
+    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+    bg = np.median(border, axis=0)
+    fg = np.linalg.norm(img - bg, axis=-1) > BORDER_THRESH
+    lab, n = ndimage.label(fg)
+    if n > 1:  # drop specks: keep components at least 5% of the largest
+        sizes = ndimage.sum(fg, lab, index=np.arange(1, n + 1))
+        fg = np.isin(lab, 1 + np.flatnonzero(sizes >= 0.05 * sizes.max()))
+    fg = ndimage.binary_fill_holes(fg)
+    return fg.astype(np.float32)
+
+
+def object_alpha(image: np.ndarray) -> np.ndarray:
+    """Alpha (H,W) float32 in [0,1]: the alpha channel when it carries a mask, else border estimate."""
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"expected an HxWx3 or HxWx4 image, got shape {image.shape}")
+    if image.shape[2] == 4:
+        a = image[..., 3].astype(np.float32) / 255.0
+        if a.min() < 0.99:  # a real mask; fully opaque RGBA falls back to the border estimate
+            return a
+    return estimate_alpha(image[..., :3])
+
+
+def crop_box(alpha: np.ndarray, margin: float = MARGIN) -> tuple[int, int, int]:
+    """Square (top, left, side) around the mask bbox, centred on it, side = (1 + 2*margin) * max(h, w)."""
+    ys, xs = np.nonzero(alpha > 0.5)
+    if len(ys) == 0:
+        raise ValueError("no object found in the image (empty alpha / nothing differs from the border)")
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    side = int(np.ceil(max(y1 - y0, x1 - x0) * (1 + 2 * margin)))
+    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+    return int(round(cy - side / 2)), int(round(cx - side / 2)), side
+
+
+def preprocess(image: np.ndarray, size: int = SIZE) -> np.ndarray:
+    """HxWx3/4 uint8 image -> (4, size, size) float32 network input (see module docstring)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels, got {image.dtype}")
+    a = object_alpha(image)
+    top, left, side = crop_box(a)
+    rgba = np.concatenate([image[..., :3].astype(np.float32) / 255.0 * a[..., None], a[..., None]], -1)
+    h, w = a.shape
+    canvas = np.zeros((side, side, 4), np.float32)
+    sy0, sx0 = max(top, 0), max(left, 0)
+    sy1, sx1 = min(top + side, h), min(left + side, w)
+    canvas[sy0 - top:sy1 - top, sx0 - left:sx1 - left] = rgba[sy0:sy1, sx0:sx1]
+    t = torch.from_numpy(canvas).permute(2, 0, 1).unsqueeze(0)
+    out = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    out = torch.round(out.clamp(0, 1) * 255) / 255
+    return out.numpy().astype(np.float32)
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """Cache form of a preprocess() output (exact, as values are multiples of 1/255)."""
+    return np.round(x * 255).astype(np.uint8)
+
+
+def from_uint8(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float32) / 255.0

@@ -1,0 +1,157 @@
+"""The ``reconstruct`` op: image bytes -> coloured points, batched over queued jobs."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from .images import decode_image
+from .ops import Job, JobError, Output, register_op
+
+FRAME = "viewer-unit-ball/v1"
+DEFAULT_MAX_POINTS = 200_000
+HARD_MAX_POINTS = 5_000_000
+
+_lock = threading.Lock()
+_model: Any = None
+_model_error: str | None = None
+_device: str = "cpu"
+_checkpoint: str | None = None
+
+
+def configure(device: str = "cpu", checkpoint: str | None = None) -> None:
+    global _device, _checkpoint
+    _device, _checkpoint = device, checkpoint
+
+
+def checkpoint_path() -> str | None:
+    if _checkpoint:
+        return _checkpoint
+    try:
+        from .model.reconstruct import default_checkpoint_path
+    except ImportError:
+        return None
+    return str(default_checkpoint_path())
+
+
+def get_model() -> Any:
+    """Load the checkpoint once (thread-safe); a missing or bad one is a coded MODEL error."""
+    global _model, _model_error
+    with _lock:
+        if _model is None:
+            try:
+                from .model.reconstruct import Reconstructor
+
+                _model = Reconstructor.load(_checkpoint, device=_device)
+                _model_error = None
+            except (FileNotFoundError, ImportError) as exc:
+                _model_error = f"no model checkpoint available ({exc}). Train one with " \
+                               "'image2points train' or reinstall the package."
+                raise JobError("MODEL", _model_error) from None
+            except (ValueError, RuntimeError, KeyError) as exc:
+                _model_error = f"the model checkpoint could not be loaded: {exc}"
+                raise JobError("MODEL", _model_error) from None
+        return _model
+
+
+def unload() -> bool:
+    global _model
+    with _lock:
+        had = _model is not None
+        _model = None
+    if had:
+        import gc
+
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+    return had
+
+
+def status() -> dict[str, Any]:
+    """What ``hello`` says about the model, without loading it."""
+    if _model is not None:
+        return {"state": "ready", **{k: v for k, v in _model.info.items() if _jsonable(v)}}
+    path = checkpoint_path()
+    import os
+
+    if path is None or not os.path.exists(path):
+        return {"state": "missing", "path": path, "error": _model_error or "no checkpoint"}
+    return {"state": "error" if _model_error else "not loaded", "path": os.path.basename(path),
+            **({"error": _model_error} if _model_error else {})}
+
+
+def _jsonable(v: Any) -> bool:
+    return isinstance(v, (str, int, float, bool, type(None), list, dict))
+
+
+def _max_points(job: Job) -> int:
+    n = job.params.get("max_points", DEFAULT_MAX_POINTS)
+    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+        raise JobError("BAD_INPUT", "max_points must be a positive integer")
+    if n > HARD_MAX_POINTS:
+        raise JobError("TOO_LARGE", f"max_points {n} exceeds the limit {HARD_MAX_POINTS}")
+    return n
+
+
+@register_op("reconstruct", batch=True)
+def reconstruct(jobs: list[Job], limits: dict[str, int] | None = None) -> list[Output | JobError]:
+    limits = limits or {}
+    outs: list[Output | JobError | None] = [None] * len(jobs)
+    images, idx = [], []
+    for i, job in enumerate(jobs):
+        try:
+            data = job.blobs.get("image")
+            if not isinstance(data, (bytes, memoryview)):
+                raise JobError("BAD_INPUT", "reconstruct needs an encoded image blob named 'image'")
+            job.progress(0.05, "decoding image")
+            img = decode_image(data, max_pixels=limits.get("max_pixels", 4096 * 4096),
+                               max_bytes=limits.get("max_image_bytes", 64 << 20))
+            _max_points(job)
+            job.check_cancel()
+            images.append(img)
+            idx.append(i)
+        except JobError as exc:
+            outs[i] = exc
+    if images:
+        t0 = time.perf_counter()
+        for i in idx:
+            jobs[i].progress(0.2, "loading model" if _model is None else "running model")
+        model = get_model()
+        for i in idx:
+            jobs[i].progress(0.3, "running model")
+        clouds = model.reconstruct(images)
+        dt = time.perf_counter() - t0
+        for i, cloud in zip(idx, clouds):
+            job = jobs[i]
+            try:
+                job.check_cancel()
+                xyz, rgb = _subsample(cloud.xyz, cloud.rgb, _max_points(job), job.id)
+                digest = hashlib.sha256(bytes(job.blobs["image"])).hexdigest()[:16]
+                meta = {"frame": FRAME, "units": "unit ball (max surface distance 1)",
+                        "count": int(len(xyz)), "model": model.info.get("name", "?"),
+                        "model_sha256": str(model.info.get("sha256", ""))[:16],
+                        "image_sha256": digest, "batch": len(idx), "model_seconds": round(dt, 4)}
+                outs[i] = Output(meta, {"xyz": xyz, "rgb": rgb})
+            except JobError as exc:
+                outs[i] = exc
+    return [o for o in outs if o is not None]
+
+
+def _subsample(xyz: np.ndarray, rgb: np.ndarray, n: int, seed: str) -> tuple[np.ndarray, np.ndarray]:
+    xyz = np.ascontiguousarray(xyz, dtype=np.float32)
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if len(xyz) <= n:
+        return xyz, rgb
+    rng = np.random.default_rng(int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16))
+    keep = np.sort(rng.choice(len(xyz), n, replace=False))
+    return xyz[keep], rgb[keep]
