@@ -1,7 +1,16 @@
-"""Headless entry: image(s) -> backend -> point object(s) in a saved .blend, novel views, PLY.
+"""Headless entry: image(s) -> backend -> point object(s) in saved .blend file(s), novel views, PLY.
 
     python -m addon.batch --image chair.png --out out/chair.blend --views 4
     blender -b -P addon/batch.py -- --image chair.png --out out/chair.blend
+
+Many images (``--image`` repeated and/or ``--images FOLDER``):
+
+    python -m addon.batch --images photos/ --out-dir out/            # one .blend per image
+    python -m addon.batch --image a.png --image b.png --layout collections --out out/all.blend
+
+``--layout per-file`` (default with --out-dir) writes DIR/<name>.blend + <name>.ply per image;
+``--layout collections`` puts each image's object in its own collection of one .blend (--out),
+side by side, with PLYs and renders next to it. One progress line per image.
 
 Exit code 0 when every image succeeded, 1 when any failed, 2 on bad arguments.
 """
@@ -13,6 +22,8 @@ import hashlib
 import os
 import sys
 import time
+from dataclasses import dataclass
+from typing import Any
 
 if __name__ == "__main__" and not __package__:  # run as a file by `blender -P addon/batch.py`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -20,7 +31,22 @@ if __name__ == "__main__" and not __package__:  # run as a file by `blender -P a
 
     sys.exit(_main())
 
-from .client import DEFAULT_ENDPOINT, BackendError, Client, guess_media, points_from_result
+from .client import DEFAULT_ENDPOINT, BackendError, Client, JobResult, guess_media, points_from_result
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
+
+
+class UsageError(Exception):
+    pass
+
+
+@dataclass
+class Item:
+    image: str
+    name: str
+    blend: str  # where this image's object is saved
+    ply: str
+    out_dir: str  # renders
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -28,9 +54,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
     p = argparse.ArgumentParser(prog="image2points-batch", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--image", required=True, help="input image (PNG/JPEG/WebP; alpha = mask)")
-    p.add_argument("--out", required=True, help="output .blend")
-    p.add_argument("--ply", default=None, help="output .ply (default: next to the .blend)")
+    p.add_argument("--image", action="append", default=[],
+                   help="input image (PNG/JPEG/WebP; alpha = mask); repeat for several")
+    p.add_argument("--images", default=None, help="a folder: every PNG/JPEG/WebP in it")
+    p.add_argument("--out", default=None,
+                   help="output .blend (one image, or all of them with --layout collections)")
+    p.add_argument("--out-dir", default=None, help="output folder for --layout per-file")
+    p.add_argument("--layout", choices=["per-file", "collections"], default=None,
+                   help="several images: one .blend each (default) or one collection each")
+    p.add_argument("--ply", default=None, help="output .ply (one image; default: next to the .blend)")
     p.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
     p.add_argument("--views", type=int, default=4, help="novel views to render (0 = none)")
     p.add_argument("--resolution", type=int, default=256)
@@ -42,12 +74,63 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per image")
     p.add_argument("--connect-timeout", type=float, default=5.0)
     p.add_argument("--keep-scene", action="store_true",
-                   help="add to the open scene instead of starting from an empty one")
+                   help="add to the open scene instead of starting from an empty one "
+                        "(one image, or --layout collections)")
     return p.parse_args(argv)
 
 
+def plan(args: argparse.Namespace) -> tuple[str, list[Item]]:
+    """(layout, items) from the arguments; UsageError for anything inconsistent."""
+    images = [os.path.abspath(p) for p in args.image]
+    if args.images:
+        if not os.path.isdir(args.images):
+            raise UsageError(f"not a folder: {args.images}")
+        images += sorted(os.path.join(os.path.abspath(args.images), f) for f in os.listdir(args.images)
+                         if f.lower().endswith(IMAGE_EXTS))
+    if not images:
+        raise UsageError("no input images (use --image FILE or --images FOLDER)")
+    for path in images:
+        if not os.path.isfile(path):
+            raise UsageError(f"image not found: {path}")
+    layout = args.layout
+    if layout is None:
+        layout = "single" if len(images) == 1 and args.out and not args.out_dir else (
+            "per-file" if args.out_dir else "collections" if args.out else "")
+    if not layout:
+        raise UsageError("say where to write: --out FILE.blend or --out-dir FOLDER")
+    if args.ply and len(images) > 1:
+        raise UsageError("--ply names one file; with several images PLYs go next to the .blend(s)")
+    names: list[str] = []
+    for path in images:
+        stem = os.path.splitext(os.path.basename(path))[0] or "image"
+        name, k = stem, 2
+        while name in names:
+            name, k = f"{stem}_{k}", k + 1
+        names.append(name)
+    if layout == "single":
+        blend = os.path.abspath(args.out)
+        return layout, [Item(images[0], names[0], blend,
+                             os.path.abspath(args.ply) if args.ply else os.path.splitext(blend)[0] + ".ply",
+                             os.path.dirname(blend))]
+    if layout == "per-file":
+        if not args.out_dir:
+            raise UsageError("--layout per-file needs --out-dir FOLDER")
+        if args.keep_scene and len(images) > 1:
+            raise UsageError("--keep-scene works with one image or --layout collections")
+        d = os.path.abspath(args.out_dir)
+        return layout, [Item(p, n, os.path.join(d, n + ".blend"),
+                             os.path.abspath(args.ply) if args.ply else os.path.join(d, n + ".ply"), d)
+                        for p, n in zip(images, names)]
+    if not args.out:
+        raise UsageError("--layout collections needs --out FILE.blend")
+    blend = os.path.abspath(args.out)
+    d = os.path.abspath(args.out_dir) if args.out_dir else os.path.dirname(blend)
+    return layout, [Item(p, n, blend, os.path.abspath(args.ply) if args.ply else
+                         os.path.join(d, n + ".ply"), d) for p, n in zip(images, names)]
+
+
 def reconstruct_file(client: Client, path: str, max_points: int, timeout: float
-                     ) -> tuple[object, bytes]:
+                     ) -> tuple[JobResult, bytes]:
     with open(path, "rb") as f:
         data = f.read()
     job = client.submit("reconstruct", {"max_points": max_points}, {"image": data},
@@ -59,64 +142,111 @@ def reconstruct_file(client: Client, path: str, max_points: int, timeout: float
     return client.wait(job, timeout=timeout, on_progress=show), data
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def import_one(args: argparse.Namespace, item: Item, info: dict[str, Any], result: JobResult,
+               data: bytes, collection: Any, location: tuple[float, float, float]) -> Any:
+    """The result as an object with provenance, its novel views and its PLY."""
     import bpy
 
     from . import points, render
+    from .plyio import write_ply
 
-    if not os.path.isfile(args.image):
-        print(f"error: image not found: {args.image}", file=sys.stderr)
-        return 2
-    name = os.path.splitext(os.path.basename(args.image))[0]
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(out_dir, exist_ok=True)
-    ply_path = args.ply or os.path.splitext(os.path.abspath(args.out))[0] + ".ply"
-    t0 = time.perf_counter()
-    try:
-        with Client(args.endpoint, connect_timeout=args.connect_timeout) as client:
-            info = client.hello(timeout=args.connect_timeout)
-            print(f"backend {info.get('version')} on {info.get('device')}, "
-                  f"model {info.get('model', {}).get('name', '?')}", flush=True)
-            result, data = reconstruct_file(client, args.image, args.max_points, args.timeout)
-            xyz, rgb = points_from_result(result)
-    except (BackendError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    t_backend = time.perf_counter() - t0
-
-    if not args.keep_scene:
-        bpy.ops.wm.read_factory_settings(use_empty=True)
-    scene = bpy.context.scene
+    xyz, rgb = points_from_result(result)
+    scene: Any = bpy.context.scene
     obj = points.import_reconstruction(
-        name, xyz, rgb, size=args.size, radius=args.radius,
-        location=tuple(scene.cursor.location),
+        item.name, xyz, rgb, size=args.size, radius=args.radius, location=location,
+        collection=collection,
         provenance={
-            "source_image": os.path.basename(args.image),
+            "source_image": os.path.basename(item.image),
             "source_sha256": hashlib.sha256(data).hexdigest(),
             "backend_version": str(info.get("version", "")),
             "model": str(result.meta.get("model", "")),
             "model_sha256": str(result.meta.get("model_sha256", "")),
             "job": result.job,
         })
-    print(f"imported {len(xyz)} points as '{obj.name}' ({t_backend:.2f} s backend)", flush=True)
-
-    pngs: list[str] = []
+    print(f"imported {len(xyz)} points as '{obj.name}'", flush=True)
     if args.views > 0:
         render.configure_render(scene, "CYCLES", args.samples, args.resolution)
         render.ensure_lighting(scene)
-        pngs = render.render_ring(obj, out_dir, name, args.views, args.elevation)
-        for p in pngs:
-            print(f"rendered {p}", flush=True)
-
-    from .plyio import write_ply
-
+        others = [o for o in scene.objects if o is not obj and "i2p_point_count" in o and not o.hide_render]
+        for o in others:  # side-by-side clouds stay out of this one's views
+            o.hide_render = True
+        try:
+            for p in render.render_ring(obj, item.out_dir, item.name, args.views, args.elevation):
+                print(f"rendered {p}", flush=True)
+        finally:
+            for o in others:
+                o.hide_render = False
     wxyz, wrgb = points.world_points(obj)
-    write_ply(ply_path, wxyz, wrgb if wrgb is not None else rgb,
-              comment=f"Image2Points {name} Blender world coordinates (Z up, metres)")
-    bpy.ops.wm.save_as_mainfile(filepath=os.path.abspath(args.out))
-    print(f"saved {os.path.abspath(args.out)}\nsaved {ply_path}", flush=True)
-    return 0
+    write_ply(item.ply, wxyz, wrgb if wrgb is not None else rgb,
+              comment=f"Image2Points {item.name} Blender world coordinates (Z up, metres)")
+    print(f"saved {item.ply}", flush=True)
+    return obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        layout, items = plan(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import bpy
+
+    for item in items:
+        os.makedirs(item.out_dir, exist_ok=True)
+        os.makedirs(os.path.dirname(item.blend), exist_ok=True)
+    try:
+        client = Client(args.endpoint, connect_timeout=args.connect_timeout)
+    except Exception as exc:  # noqa: BLE001 - a malformed endpoint is a usage error
+        print(f"error: bad endpoint {args.endpoint!r}: {exc}", file=sys.stderr)
+        return 2
+    failed = 0
+    with client:
+        try:
+            info = client.hello(timeout=args.connect_timeout)
+        except BackendError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"backend {info.get('version')} on {info.get('device')}, "
+              f"model {info.get('model', {}).get('name', '?')}", flush=True)
+        if layout == "collections" and not args.keep_scene:
+            bpy.ops.wm.read_factory_settings(use_empty=True)
+        placed = 0
+        for i, item in enumerate(items, 1):
+            tag = f"[{i}/{len(items)}] {os.path.basename(item.image)}"
+            t0 = time.perf_counter()
+            try:
+                result, data = reconstruct_file(client, item.image, args.max_points, args.timeout)
+                points_from_result(result)  # a malformed result fails here, before any scene work
+            except (BackendError, OSError) as exc:
+                failed += 1
+                print(f"error: {exc}", file=sys.stderr)
+                print(f"{tag}: FAILED {exc}", flush=True)
+                continue
+            t_backend = time.perf_counter() - t0
+            if layout != "collections" and not (args.keep_scene and len(items) == 1):
+                bpy.ops.wm.read_factory_settings(use_empty=True)
+            scene: Any = bpy.context.scene
+            cursor = tuple(float(c) for c in scene.cursor.location)
+            collection = None
+            location: tuple[float, float, float] = (cursor[0], cursor[1], cursor[2])
+            if layout == "collections":
+                collection = bpy.data.collections.new(item.name)
+                scene.collection.children.link(collection)
+                location = (cursor[0] + placed * 1.5 * args.size, cursor[1], cursor[2])
+            obj = import_one(args, item, info, result, data, collection, location)
+            placed += 1
+            if layout != "collections":
+                bpy.ops.wm.save_as_mainfile(filepath=item.blend)
+                print(f"saved {item.blend}", flush=True)
+            print(f"{tag}: ok, {obj['i2p_point_count']} points ({t_backend:.2f} s backend, "
+                  f"{time.perf_counter() - t0:.2f} s total)", flush=True)
+        if layout == "collections" and placed:
+            bpy.ops.wm.save_as_mainfile(filepath=items[0].blend)
+            print(f"saved {items[0].blend} ({placed} collections)", flush=True)
+    if len(items) > 1:
+        print(f"{len(items) - failed}/{len(items)} images succeeded", flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

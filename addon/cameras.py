@@ -7,7 +7,7 @@ Conventions: Blender world is right-handed, Z up; a camera looks down its local 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -80,7 +80,7 @@ def add_camera(name: str, c2w: np.ndarray, lens_mm: float = 50.0, collection: An
     cam.sensor_fit = "HORIZONTAL"
     obj = bpy.data.objects.new(name, cam)
     obj.matrix_world = Matrix([list(map(float, row)) for row in c2w])
-    (collection or bpy.context.scene.collection).objects.link(obj)
+    (collection or cast(Any, bpy.context.scene).collection).objects.link(obj)
     return obj
 
 

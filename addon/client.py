@@ -3,13 +3,25 @@
 Blender polls it with ``poll_events(0)`` from a modal timer; scripts and background mode call
 ``wait()``, a blocking loop bounded by a deadline (timers never fire there). libzmq does the
 network I/O on its own C++ thread, so nothing here ever starts a Python thread.
+
+Failures come in three kinds, each with its own code so the UI can say what to do:
+``UNREACHABLE`` (no live connection: not started, crashed, wrong address/keys), ``TIMEOUT`` (the
+backend is connected but the deadline passed) and the backend's own coded errors (BAD_INPUT,
+TOO_LARGE, BUSY, MODEL, ...). ``BackendError.local`` tells the first two from the last.
+
+Reconnect (Lazy Pirate): every submitted job's frames are kept until its result or error
+arrives. ``reconnect()`` re-creates the socket and re-sends them with the same job ids; a backend
+that still knows a job (it de-duplicates by id) just follows it or re-sends its final message,
+a restarted one runs it afresh. ``wait()`` does this once by itself when the backend goes silent.
 """
 
 from __future__ import annotations
 
+import collections
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import zmq
@@ -19,6 +31,11 @@ from .protocol import Message, ProtocolError
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 MAX_RESULT_BYTES = 1 << 30
+LOCAL_CODES = frozenset({"UNREACHABLE", "TIMEOUT"})
+# How long "no live connection" must last before wait() treats the backend as gone. Short, because
+# a crashed backend's TCP connection is reset at once; a stalled-but-connected one is caught by
+# wait()'s stall_timeout instead.
+DISCONNECT_GRACE_S = 1.5
 
 
 class BackendError(Exception):
@@ -29,6 +46,11 @@ class BackendError(Exception):
         self.code = code
         self.message = message
         self.job = job
+
+    @property
+    def local(self) -> bool:
+        """True when this side saw the failure (no backend / too slow), not the backend."""
+        return self.code in LOCAL_CODES
 
 
 @dataclass
@@ -71,6 +93,10 @@ class Client:
         self._own_ctx = context is None
         self.ctx = context or zmq.Context()
         self.sock: zmq.Socket | None = None
+        # job id -> frames, until its final message arrives (re-sent after a reconnect)
+        self._pending: dict[str, list[Any]] = {}
+        # final events for jobs nobody was waiting on yet, kept for the next poll/wait
+        self._backlog: collections.deque[Event] = collections.deque()
         self._open()
 
     # -- socket lifecycle ------------------------------------------------------------------
@@ -80,6 +106,11 @@ class Client:
         s.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a peer that is not there
         s.setsockopt(zmq.MAXMSGSIZE, MAX_RESULT_BYTES)
         s.setsockopt(zmq.RCVHWM, 0)
+        # libzmq-level pings: a backend host that vanished without closing TCP is noticed too
+        s.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 4000)
+        s.setsockopt(zmq.RECONNECT_IVL, 100)
+        s.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         if self.curve is not None:
             s.curve_serverkey = self.curve.server_public
             s.curve_publickey = self.curve.client_public
@@ -87,11 +118,36 @@ class Client:
         s.connect(self.endpoint)
         self.sock = s
 
-    def reconnect(self) -> None:
-        """Drop the socket (and anything queued on it) and connect afresh."""
+    def reconnect(self, resend: bool = True, timeout: float | None = None) -> bool:
+        """Re-create the socket; with ``resend``, re-send unfinished jobs under their ids.
+
+        Returns whether a live connection exists within ``timeout`` s (default
+        ``connect_timeout``); jobs are re-sent only then (else they stay pending for next time).
+        """
         if self.sock is not None:
             self.sock.close(linger=0)
         self._open()
+        ok = self.connected(self.connect_timeout if timeout is None else timeout)
+        if ok and resend:
+            assert self.sock is not None
+            for frames in self._pending.values():
+                self.sock.send_multipart(frames, copy=False)
+        return ok
+
+    def connected(self, timeout: float = 0.0) -> bool:
+        """Is there a live connection to the backend (waiting up to ``timeout`` s for one)?
+
+        With IMMEDIATE=1, a DEALER is writable only while a connection (CURVE handshake done) exists.
+        """
+        return self.sock is not None and bool(self.sock.poll(int(timeout * 1000), zmq.POLLOUT))
+
+    @property
+    def pending_jobs(self) -> list[str]:
+        return list(self._pending)
+
+    def forget(self, job: str) -> None:
+        """Stop tracking ``job`` (it will not be re-sent on reconnect)."""
+        self._pending.pop(job, None)
 
     def close(self) -> None:
         if self.sock is not None:
@@ -100,7 +156,7 @@ class Client:
         if self._own_ctx:
             self.ctx.term()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -108,7 +164,7 @@ class Client:
 
     # -- sending ---------------------------------------------------------------------------
     def _send(self, header: Mapping[str, Any], blobs: Mapping[str, Any] | None = None,
-              media: Mapping[str, str] | None = None, timeout: float | None = None) -> None:
+              media: Mapping[str, str] | None = None, timeout: float | None = None) -> list[Any]:
         assert self.sock is not None, "client is closed"
         frames = protocol.encode(header, blobs, media)
         wait_ms = int(1000 * (self.connect_timeout if timeout is None else timeout))
@@ -120,16 +176,18 @@ class Client:
                 f"{wait_ms / 1000:.1f} s). Start it with: image2points serve",
             )
         self.sock.send_multipart(frames, copy=False)
+        return frames
 
     def submit(self, op: str, params: Mapping[str, Any] | None = None,
                blobs: Mapping[str, Any] | None = None, media: Mapping[str, str] | None = None,
                job: str | None = None) -> str:
         job = job or protocol.new_job_id()
-        self._send({"type": "submit", "job": job, "op": op, "params": dict(params or {})},
-                   blobs, media)
+        self._pending[job] = self._send(
+            {"type": "submit", "job": job, "op": op, "params": dict(params or {})}, blobs, media)
         return job
 
     def cancel(self, job: str) -> None:
+        self._pending.pop(job, None)
         try:
             self._send({"type": "cancel", "job": job}, timeout=0.2)
         except BackendError:
@@ -145,7 +203,9 @@ class Client:
         """Everything that has arrived (waiting up to ``timeout`` s for the first message)."""
         assert self.sock is not None, "client is closed"
         events: list[Event] = []
-        wait_ms = int(timeout * 1000)
+        while self._backlog and len(events) < max_events:
+            events.append(self._backlog.popleft())
+        wait_ms = 0 if events else int(timeout * 1000)
         while len(events) < max_events and self.sock.poll(wait_ms, zmq.POLLIN):
             wait_ms = 0
             frames = self.sock.recv_multipart(copy=False)
@@ -153,8 +213,20 @@ class Client:
                 msg = protocol.decode(frames, max_bytes=MAX_RESULT_BYTES)
             except ProtocolError as exc:
                 msg = Message(protocol.error_header("", exc.code, f"bad reply: {exc.message}"))
+            if msg.type in ("result", "error"):
+                self._pending.pop(msg.job, None)
             events.append(Event(msg.type, msg.job, msg))
         return events
+
+    def _stash(self, ev: Event) -> None:
+        """Keep another job's final event for whoever polls or waits for it next."""
+        if ev.kind in ("result", "error") and ev.job:
+            self._backlog.append(ev)
+
+    def _lost(self, what: str) -> BackendError:
+        return BackendError(
+            "UNREACHABLE", f"backend at {self.endpoint} is not reachable ({what}). Is "
+            "'image2points serve' running there, with matching keys?")
 
     def _request(self, mtype: str, timeout: float) -> Message:
         job = protocol.new_job_id()
@@ -164,10 +236,17 @@ class Client:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
+                if not self.connected():
+                    raise self._lost(f"connection lost while waiting for {mtype}")
                 raise BackendError("TIMEOUT", f"backend at {self.endpoint} did not answer "
                                    f"{mtype} within {timeout:.1f} s")
-            for ev in self.poll_events(left):
-                if ev.job == job:
+            events = self.poll_events(left)
+            for i, ev in enumerate(events):
+                if ev.job != job:
+                    self._stash(ev)
+                elif ev.kind in ("error", mtype):
+                    for later in events[i + 1:]:
+                        self._stash(later)
                     if ev.kind == "error":
                         err = ev.message.header.get("error", {})
                         raise BackendError(err.get("code", "MODEL"), err.get("message", ""), job)
@@ -186,34 +265,63 @@ class Client:
         self,
         job: str,
         timeout: float = 300.0,
-        stall_timeout: float = 15.0,
+        stall_timeout: float = 10.0,
         on_progress: Callable[[float, str, Message], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        retries: int = 1,
     ) -> JobResult:
-        """Block until ``job`` ends. Raises BackendError on error, deadline or a silent backend.
+        """Block until ``job`` ends, never past ``timeout`` s. Raises BackendError.
 
-        The server sends progress (or heartbeats) at least every few seconds while a job runs, so
-        ``stall_timeout`` of silence means the backend died, not that the job is slow.
+        The backend sends progress or a heartbeat every second for every unfinished job, so
+        ``stall_timeout`` s of silence (or a connection that stays down for a moment) means it
+        died, not that the job is slow. Then the socket is re-created and the job re-sent under
+        its id, up to ``retries`` times (a restarted backend runs it; one that kept running
+        de-duplicates it); if that fails too, UNREACHABLE. Past the deadline: TIMEOUT, or
+        UNREACHABLE when there is no connection at that moment.
         """
         deadline = time.monotonic() + timeout
         last_heard = time.monotonic()
+        down_since: float | None = None
         while True:
             now = time.monotonic()
             if now > deadline:
                 self.cancel(job)
+                if not self.connected():
+                    raise self._lost(f"connection lost; job not finished within {timeout:.0f} s")
                 raise BackendError("TIMEOUT", f"job did not finish within {timeout:.0f} s", job)
-            if now - last_heard > stall_timeout:
-                raise BackendError(
-                    "UNREACHABLE",
-                    f"backend at {self.endpoint} went silent for {stall_timeout:.0f} s "
-                    "(stopped or crashed?)", job)
             if should_cancel is not None and should_cancel():
                 self.cancel(job)
                 raise BackendError("CANCELLED", "cancelled by the user", job)
-            for ev in self.poll_events(min(0.25, max(0.0, deadline - now))):
+            if self.connected():
+                down_since = None
+            elif down_since is None:
+                down_since = now
+            silent = now - last_heard > stall_timeout
+            gone = down_since is not None and now - down_since > DISCONNECT_GRACE_S
+            if silent or gone:
+                why = "connection lost" if gone else f"silent for {stall_timeout:.0f} s"
+                if retries <= 0:
+                    self.forget(job)
+                    raise self._lost(f"{why}; stopped or crashed?")
+                retries -= 1
+                if job not in self._pending:
+                    raise self._lost(f"{why}; the job cannot be re-sent")
+                ok = self.reconnect(resend=True, timeout=min(self.connect_timeout,
+                                                             max(0.0, deadline - time.monotonic())))
+                if not ok:
+                    self.forget(job)
+                    raise self._lost(f"{why}, and no backend answered a reconnect")
+                last_heard, down_since = time.monotonic(), None
+                continue
+            events = self.poll_events(min(0.25, max(0.0, deadline - now)))
+            for i, ev in enumerate(events):
                 if ev.job != job:
+                    self._stash(ev)
                     continue
                 last_heard = time.monotonic()
+                if ev.kind in ("result", "error"):
+                    for later in events[i + 1:]:
+                        self._stash(later)
                 if ev.kind == "progress":
                     p = ev.message.header.get("progress", {})
                     if on_progress is not None:

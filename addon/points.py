@@ -7,7 +7,7 @@ stays light and the artist restyles all of them in one place.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import bpy
 import numpy as np
@@ -25,10 +25,10 @@ def srgb_to_linear(rgb_u8: np.ndarray) -> np.ndarray:
 
 
 def ensure_node_group() -> bpy.types.NodeTree:
-    ng = bpy.data.node_groups.get(NODE_GROUP)
+    ng: Any = bpy.data.node_groups.get(NODE_GROUP)
     if ng is not None and ng.bl_idname == "GeometryNodeTree":
         return ng
-    ng = bpy.data.node_groups.new(NODE_GROUP, "GeometryNodeTree")
+    ng = bpy.data.node_groups.new(NODE_GROUP, "GeometryNodeTree")  # type: ignore[arg-type]
     ng.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
     radius = ng.interface.new_socket("Radius", in_out="INPUT", socket_type="NodeSocketFloat")
     radius.default_value = 0.01
@@ -51,7 +51,7 @@ def ensure_node_group() -> bpy.types.NodeTree:
 
 
 def ensure_material() -> bpy.types.Material:
-    mat = bpy.data.materials.get(MATERIAL)
+    mat: Any = bpy.data.materials.get(MATERIAL)
     if mat is not None:
         return mat
     mat = bpy.data.materials.new(MATERIAL)
@@ -81,7 +81,7 @@ def create_point_object(
     """(N,3) float32 points (+ (N,3) uint8 sRGB colours) -> a linked point-cloud object."""
     xyz = np.ascontiguousarray(xyz, dtype=np.float32).reshape(-1, 3)
     n = len(xyz)
-    mesh = bpy.data.meshes.new(name)
+    mesh: Any = bpy.data.meshes.new(name)
     mesh.vertices.add(n)
     mesh.vertices.foreach_set("co", xyz.ravel())
     if rgb is not None:
@@ -96,10 +96,10 @@ def create_point_object(
         mesh.color_attributes.render_color_index = mesh.color_attributes.active_color_index
     mesh.update()
     obj = bpy.data.objects.new(name, mesh)
-    (collection or bpy.context.scene.collection).objects.link(obj)
+    (collection or cast(Any, bpy.context.scene).collection).objects.link(obj)
     mat = ensure_material()
     mesh.materials.append(mat)
-    mod = obj.modifiers.new(MODIFIER, "NODES")
+    mod: Any = obj.modifiers.new(MODIFIER, "NODES")
     mod.node_group = ensure_node_group()
     set_radius(obj, radius)
     _set_socket(mod, "Material", mat)
@@ -109,7 +109,7 @@ def create_point_object(
     return obj
 
 
-def _socket_id(mod: bpy.types.NodesModifier, name: str) -> str:
+def _socket_id(mod: Any, name: str) -> str:
     for item in mod.node_group.interface.items_tree:
         if getattr(item, "in_out", None) == "INPUT" and item.name == name:
             return str(item.identifier)
@@ -121,14 +121,14 @@ def _set_socket(mod: bpy.types.NodesModifier, name: str, value: Any) -> None:
 
 
 def set_radius(obj: bpy.types.Object, radius: float) -> None:
-    mod = obj.modifiers[MODIFIER]
+    mod: Any = obj.modifiers[MODIFIER]
     _set_socket(mod, "Radius", float(radius))
     obj.update_tag()
 
 
 def point_arrays(obj: bpy.types.Object) -> tuple[np.ndarray, np.ndarray | None]:
     """Read an imported cloud back (object space xyz, uint8 sRGB colours) with foreach_get."""
-    mesh = obj.data
+    mesh: Any = obj.data
     n = len(mesh.vertices)
     xyz = np.empty(n * 3, dtype=np.float32)
     mesh.vertices.foreach_get("co", xyz)
@@ -172,6 +172,6 @@ def import_reconstruction(
 def world_points(obj: bpy.types.Object) -> tuple[np.ndarray, np.ndarray | None]:
     """The cloud in world coordinates (what the artist sees), e.g. for PLY export."""
     xyz, rgb = point_arrays(obj)
-    bpy.context.view_layer.update()  # matrix_world is stale until the depsgraph updates
+    cast(Any, bpy.context.view_layer).update()  # matrix_world is stale until the depsgraph updates
     m = np.array(obj.matrix_world, dtype=np.float64)
     return (xyz @ m[:3, :3].T + m[:3, 3]).astype(np.float32), rgb

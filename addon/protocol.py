@@ -14,8 +14,9 @@ import json
 import math
 import re
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -123,9 +124,9 @@ def encode(
         descs.append(describe_blob(name, blob, (media or {}).get(name)))
         if isinstance(blob, np.ndarray):
             arr = np.ascontiguousarray(blob, dtype=DTYPES[descs[-1]["dtype"]])
-            frames.append(memoryview(arr).cast("B") if arr.size else b"")
+            frames.append(memoryview(arr).cast("B") if arr.size else b"")  # type: ignore[arg-type]
         else:
-            frames.append(blob)
+            frames.append(blob)  # type: ignore[arg-type]
     hdr["blobs"] = descs
     head = json.dumps(hdr, separators=(",", ":"), allow_nan=False).encode("utf-8")
     return [head, *frames]
@@ -152,7 +153,8 @@ def decode(frames: Sequence[Frame], max_bytes: int | None = None) -> Message:
     try:
         header = json.loads(bytes(raw).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise ProtocolError("BAD_INPUT", f"header is not UTF-8 JSON ({exc.__class__.__name__})")
+        raise ProtocolError(
+            "BAD_INPUT", f"header is not UTF-8 JSON ({exc.__class__.__name__})") from None
     if not isinstance(header, dict):
         raise ProtocolError("BAD_INPUT", "header must be a JSON object")
     if header.get("v") != PROTOCOL_VERSION:

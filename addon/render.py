@@ -13,7 +13,7 @@ from . import cameras
 RIG_COLLECTION = "Image2Points Views"
 
 
-def configure_render(scene: bpy.types.Scene, engine: str = "CYCLES", samples: int = 16,
+def configure_render(scene: Any, engine: str = "CYCLES", samples: int = 16,
                      resolution: int = 256) -> None:
     """Cheap, deterministic defaults: Cycles on the CPU, few samples, no denoiser."""
     scene.render.engine = engine
@@ -31,7 +31,7 @@ def configure_render(scene: bpy.types.Scene, engine: str = "CYCLES", samples: in
         scene.eevee.taa_render_samples = int(samples)
 
 
-def ensure_lighting(scene: bpy.types.Scene) -> None:
+def ensure_lighting(scene: Any) -> None:
     """A soft grey world (and a sun) if the scene has no light yet, so points read clearly."""
     if scene.world is None:
         scene.world = bpy.data.worlds.new("Image2Points World")
@@ -42,7 +42,7 @@ def ensure_lighting(scene: bpy.types.Scene) -> None:
         bg.inputs["Color"].default_value = (0.62, 0.62, 0.65, 1.0)
         bg.inputs["Strength"].default_value = 1.0
     if not any(o.type == "LIGHT" for o in scene.objects):
-        sun = bpy.data.lights.new("Image2Points Sun", "SUN")
+        sun: Any = bpy.data.lights.new("Image2Points Sun", "SUN")
         sun.energy = 2.0
         obj = bpy.data.objects.new("Image2Points Sun", sun)
         obj.rotation_euler = (0.7, 0.2, 0.5)
@@ -66,7 +66,7 @@ def _vec(c: Any) -> Any:
 def render_ring(obj: bpy.types.Object, out_dir: str, prefix: str, count: int = 4,
                 elevation_deg: float = 20.0, lens_mm: float = 50.0) -> list[str]:
     """Add ``count`` cameras around ``obj`` (in their own collection) and render each to PNG."""
-    scene = bpy.context.scene
+    scene: Any = bpy.context.scene
     coll = bpy.data.collections.get(RIG_COLLECTION)
     if coll is None:
         coll = bpy.data.collections.new(RIG_COLLECTION)

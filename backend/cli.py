@@ -11,7 +11,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from . import __version__
 
@@ -22,6 +22,7 @@ PLUGINS = {
     "eval": "backend.evaluate",
     "nerf": "backend.nerf_cli",
     "bench": "bench.__main__",
+    "broker": "backend.broker",
 }
 
 
@@ -32,18 +33,19 @@ def _quiet_threads_env() -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     _quiet_threads_env()
-    import logging
+    from .server import Limits, ServerConfig, serve, setup_logging
 
-    from .server import Limits, ServerConfig, serve
-
-    logging.basicConfig(level=getattr(logging, args.log_level),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(args.log_level, args.log_json)
     limits = Limits(max_queue=args.max_queue, max_batch=args.max_batch,
-                    batch_wait_s=args.batch_wait_ms / 1000.0, max_pixels=args.max_image_px ** 2)
+                    batch_wait_s=args.batch_wait_ms / 1000.0, max_pixels=args.max_image_px ** 2,
+                    max_inflight_per_client=args.max_inflight, max_points=args.max_points,
+                    max_message_bytes=args.max_message_mb << 20,
+                    max_image_bytes=args.max_image_mb << 20)
     threads = args.threads if args.threads is not None else max(1, (os.cpu_count() or 2) // 2)
     cfg = ServerConfig(host=args.host, port=args.port, device=args.device, threads=threads,
                        checkpoint=args.checkpoint, preload=not args.lazy, insecure=args.insecure,
                        curve_secret=args.curve_secret, curve_clients=args.curve_clients,
+                       connect_broker=args.connect_broker, broker_key=args.broker_key,
                        limits=limits)
     return serve(cfg, ready_file=args.ready_file)
 
@@ -114,11 +116,21 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--max-batch", type=int, default=8)
     s.add_argument("--batch-wait-ms", type=float, default=5.0)
     s.add_argument("--max-image-px", type=int, default=4096, help="max image side (pixels^2 cap)")
+    s.add_argument("--max-image-mb", type=int, default=64, help="max encoded image size")
+    s.add_argument("--max-message-mb", type=int, default=256, help="ZeroMQ MAXMSGSIZE per frame")
+    s.add_argument("--max-points", type=int, default=5_000_000, help="max points per result")
+    s.add_argument("--max-inflight", type=int, default=32, help="queued+running jobs per client")
     s.add_argument("--curve-secret", default=None, help="server .key_secret file (enables CURVE)")
     s.add_argument("--curve-clients", default=None, help="directory of allowed client .key files")
     s.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without CURVE")
+    s.add_argument("--connect-broker", default=None, metavar="tcp://HOST:PORT",
+                   help="run as a worker of 'image2points broker' instead of listening")
+    s.add_argument("--broker-key", default=None,
+                   help="the broker's public .key file (CURVE to the broker; with --curve-secret "
+                        "as this worker's own key pair)")
     s.add_argument("--ready-file", default=None, help="write the bound port here once listening")
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    s.add_argument("--log-json", action="store_true", help="one JSON object per log line")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("ping", help="check that a backend answers")
@@ -147,9 +159,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             mod = importlib.import_module(module)
         except ImportError as exc:
             if only == name:
-                raise SystemExit(f"image2points {name} is unavailable here: {exc}")
+                raise SystemExit(f"image2points {name} is unavailable here: {exc}") from None
             continue
-        register: Callable[[argparse._SubParsersAction], None] = getattr(mod, "register")
+        register: Callable[[argparse._SubParsersAction], None] = mod.register
         register(sub)
     return p
 

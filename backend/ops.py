@@ -8,8 +8,9 @@ share one forward pass). Ops never see sockets: they report through ``job.progre
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ class Job:
     blobs: dict[str, Any]
     device: Any = "cpu"
     client: bytes = b""
-    _progress: Callable[["Job", float, str, dict | None, dict | None], None] | None = None
+    _progress: Callable[[Job, float, str, dict | None, dict | None], None] | None = None
     _cancel: threading.Event = field(default_factory=threading.Event)
 
     def progress(self, value: float, stage: str, extra: dict | None = None,
@@ -78,7 +79,7 @@ def register_op(name: str, batch: bool = False) -> Callable[[Callable[..., Any]]
 
 def load_builtin_ops() -> dict[str, OpSpec]:
     """Import the modules that register ops (lazily: they pull in torch)."""
-    from . import reconstruct_op  # noqa: F401
+    from . import ops_builtin, reconstruct_op  # noqa: F401  (ops_builtin: model-free echo)
 
     try:
         from . import nerf_ops  # noqa: F401

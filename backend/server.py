@@ -2,34 +2,53 @@
 
 The front end (main thread) owns every socket and never runs a model, so hello/ping/cancel are
 answered while a job computes. The worker takes jobs from a bounded FIFO queue (micro-batching
-queued reconstruct jobs into one forward pass) and hands replies back over an inproc PUSH socket;
+queued jobs of a batchable op into one call) and hands replies back over an inproc PUSH socket;
 ZeroMQ sockets are not thread-safe, so no socket is shared between threads.
+
+The same service can instead run as a worker behind ``image2points broker``
+(``serve --connect-broker``): then the front socket is a DEALER connected to the broker and every
+client message arrives wrapped in the broker's small envelope (see ``broker.py``).
 """
 
 from __future__ import annotations
 
 import collections
+import io
 import ipaddress
+import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-import zmq
+# Must precede the first torch import (the serve path imports torch only below, lazily):
+# beside Blender on few cores, busy-waiting OpenMP threads slow torch 10-25x (measured).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from addon import protocol
-from addon.protocol import ProtocolError
+import zmq  # noqa: E402
+import zmq.auth  # noqa: E402
 
-from . import __version__
-from .ops import OPS, Job, JobError, Output, load_builtin_ops
+from addon import protocol  # noqa: E402
+from addon.protocol import ProtocolError  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .broker import W_BYE, W_HEARTBEAT, W_MAGIC, W_READY, W_REPLY, W_REQUEST  # noqa: E402
+from .ops import OPS, Job, JobError, Output, load_builtin_ops  # noqa: E402
 
 log = logging.getLogger("image2points.server")
 
-HEARTBEAT_S = 1.0
+HEARTBEAT_S = 1.0  # progress heartbeat per unfinished job; clients treat ~5 s of silence as death
+BROKER_LIVENESS_S = 3.0  # no heartbeat from the broker this long -> reconnect to it
+FINAL_KEEP_S = 60.0  # finals kept this long so a reconnecting client gets its result again
+FINAL_KEEP_MAX = 1024  # ... but never more than this many (bounded memory under load/fuzz)
+SHUTDOWN_GRACE_S = 1.0  # keep answering this long after telling pending clients SHUTDOWN
+PEEK_BYTES = 256 << 10  # image header sniffed in the front end (size check before queueing)
 
 
 @dataclass
@@ -37,6 +56,7 @@ class Limits:
     max_message_bytes: int = 256 << 20
     max_image_bytes: int = 64 << 20
     max_pixels: int = 4096 * 4096
+    max_points: int = 5_000_000
     max_queue: int = 64
     max_inflight_per_client: int = 32
     max_batch: int = 8
@@ -54,6 +74,7 @@ class Record:
     stage: str = "queued"
     done_at: float = 0.0
     final: list[Any] | None = None  # last frames, re-sent to a reconnecting client
+    client_cancelled: bool = False
 
 
 @dataclass
@@ -67,7 +88,32 @@ class ServerConfig:
     insecure: bool = False
     curve_secret: str | None = None  # path to the server's .key_secret file
     curve_clients: str | None = None  # directory of allowed client .key files
+    connect_broker: str | None = None  # tcp://host:port of a broker's worker side
+    broker_key: str | None = None  # the broker's public .key file (CURVE to the broker)
     limits: Limits = field(default_factory=Limits)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; ``job`` comes from ``extra={"job": ...}`` when given."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name,
+               "msg": record.getMessage()}
+        for key in ("job", "op", "client", "worker", "code"):
+            if hasattr(record, key):
+                out[key] = getattr(record, key)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def setup_logging(level: str = "INFO", as_json: bool = False) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if as_json else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level))
 
 
 def is_loopback(host: str) -> bool:
@@ -89,90 +135,163 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def free_memory(device: str) -> dict[str, int]:
+    """Free/total bytes of the device (CUDA) or of the host (CPU, from /proc/meminfo)."""
+    if device.startswith("cuda"):
+        import torch
+
+        free, total = torch.cuda.mem_get_info(torch.device(device))
+        return {"free": int(free), "total": int(total)}
+    try:
+        with open("/proc/meminfo") as f:
+            kv = {ln.split(":")[0]: int(ln.split()[1]) * 1024 for ln in f if ln.count(":")}
+        return {"free": kv.get("MemAvailable", 0), "total": kv.get("MemTotal", 0)}
+    except (OSError, ValueError, IndexError):
+        return {}
+
+
+def peek_pixels(data: Any) -> int | None:
+    """Pixels an encoded image claims, from its header only (None when it can't be told).
+
+    Why here: a decompression bomb is refused in the front end before it takes a queue slot;
+    ``images.decode_image`` checks again in the worker for anything this cannot parse.
+    """
+    from PIL import Image
+
+    try:
+        head = bytes(memoryview(data)[:PEEK_BYTES])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(head)) as im:
+                w, h = im.size
+        return int(w) * int(h)
+    except Image.DecompressionBombError:
+        return sys.maxsize
+    except Exception:  # truncated/unknown: leave it to the full, guarded decode
+        return None
+
+
 class Server:
     def __init__(self, cfg: ServerConfig):
         self.cfg = cfg
         self.limits = cfg.limits
-        if not is_loopback(cfg.host) and cfg.curve_secret is None and not cfg.insecure:
+        self.worker_mode = cfg.connect_broker is not None
+        if (not self.worker_mode and not is_loopback(cfg.host) and cfg.curve_secret is None
+                and not cfg.insecure):
             raise SystemExit(
                 f"refusing to listen on {cfg.host} without CurveZMQ: pass --curve-secret and "
                 "--curve-clients (see 'image2points keys new'), or --insecure to accept the risk")
+        if "torch" in sys.modules and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+            log.warning("torch was imported before OMP_WAIT_POLICY=PASSIVE could be set")
         import torch
 
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+            try:
+                torch.set_num_interop_threads(1)
+            except RuntimeError:  # already fixed by an earlier parallel op; harmless
+                pass
         self.device = resolve_device(cfg.device)
         load_builtin_ops()
         from . import reconstruct_op
 
         reconstruct_op.configure(self.device, cfg.checkpoint)
         self.ctx = zmq.Context()
-        self.auth = None
-        self.front = self.ctx.socket(zmq.ROUTER)
-        self.front.setsockopt(zmq.LINGER, 0)
-        self.front.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message_bytes)
-        self.front.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self.front.setsockopt(zmq.SNDHWM, 10000)
-        if cfg.curve_secret:
-            self._setup_curve()
-        if cfg.port == 0:
-            self.port = self.front.bind_to_random_port(f"tcp://{cfg.host}")
-        else:
-            self.front.bind(f"tcp://{cfg.host}:{cfg.port}")
-            self.port = cfg.port
+        self.auth: Any = None
+        self.started = time.time()
+        self.rejected = 0  # malformed messages refused (counted, logged at DEBUG only)
+        self.port = 0
+        self.front = self._open_front()
         self.inbox_addr = f"inproc://replies-{id(self)}"
         self.inbox = self.ctx.socket(zmq.PULL)
         self.inbox.bind(self.inbox_addr)
         self.records: dict[str, Record] = {}
+        self.active: dict[str, Record] = {}  # not yet done (bounded by queue + batch)
+        self.done: collections.OrderedDict[str, float] = collections.OrderedDict()
         self.queue: collections.deque[Job] = collections.deque()
         self.cv = threading.Condition()
         self.stopping = threading.Event()
+        self.broker_seen = time.monotonic()
         self.worker = threading.Thread(target=self._work, name="image2points-worker", daemon=True)
 
-    def _setup_curve(self) -> None:
-        import zmq.auth
+    # -- sockets ---------------------------------------------------------------------------
+    def _open_front(self) -> zmq.Socket:
+        if self.worker_mode:
+            return self._open_broker_link()
+        s = self.ctx.socket(zmq.ROUTER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message_bytes)
+        s.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        s.setsockopt(zmq.SNDHWM, 10000)
+        if self.cfg.curve_secret:
+            self._setup_curve(s)
+        if self.cfg.port == 0:
+            self.port = s.bind_to_random_port(f"tcp://{self.cfg.host}")
+        else:
+            s.bind(f"tcp://{self.cfg.host}:{self.cfg.port}")
+            self.port = self.cfg.port
+        return s
+
+    def _open_broker_link(self) -> zmq.Socket:
+        s = self.ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message_bytes)
+        s.setsockopt(zmq.SNDHWM, 10000)
+        if self.cfg.curve_secret:
+
+            if not self.cfg.broker_key:
+                raise SystemExit("--connect-broker with --curve-secret also needs --broker-key")
+            public, secret = zmq.auth.load_certificate(self.cfg.curve_secret)
+            server_public, _ = zmq.auth.load_certificate(self.cfg.broker_key)
+            if not secret:
+                raise SystemExit(f"{self.cfg.curve_secret} holds no secret key")
+            s.curve_secretkey, s.curve_publickey, s.curve_serverkey = secret, public, server_public
+        s.connect(str(self.cfg.connect_broker))
+        return s
+
+    def _setup_curve(self, sock: zmq.Socket) -> None:
         from zmq.auth.thread import ThreadAuthenticator
 
-        public, secret = zmq.auth.load_certificate(self.cfg.curve_secret)
+        public, secret = zmq.auth.load_certificate(str(self.cfg.curve_secret))
         if not secret:
             raise SystemExit(f"{self.cfg.curve_secret} holds no secret key")
         if not self.cfg.curve_clients or not os.path.isdir(self.cfg.curve_clients):
             raise SystemExit("--curve-clients must be a directory of allowed client .key files")
-        self.auth = ThreadAuthenticator(self.ctx)
+        self.auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("image2points.auth"))
         self.auth.start()
         self.auth.configure_curve(domain="*", location=self.cfg.curve_clients)
-        self.front.curve_secretkey = secret
-        self.front.curve_publickey = public
-        self.front.curve_server = True
+        sock.curve_secretkey = secret
+        sock.curve_publickey = public
+        sock.curve_server = True
 
     # -- front end -------------------------------------------------------------------------
     def hello_info(self) -> dict[str, Any]:
         from . import reconstruct_op
 
-        info: dict[str, Any] = {
+        return {
             "name": "image2points", "version": __version__, "protocol": protocol.PROTOCOL_VERSION,
             "device": self.device, "pid": os.getpid(), "ops": sorted(OPS),
             "model": reconstruct_op.status(), "limits": self.limits.public(),
-            "queue": len(self.queue), "curve": self.cfg.curve_secret is not None,
+            "queue": len(self.queue), "running": len(self.active) - len(self.queue),
+            "curve": self.cfg.curve_secret is not None, "memory": free_memory(self.device),
+            "threads": self.cfg.threads, "mode": "worker" if self.worker_mode else "server",
+            "uptime_s": round(time.time() - self.started, 1), "rejected": self.rejected,
         }
-        if self.device.startswith("cuda"):
-            import torch
-
-            free, total = torch.cuda.mem_get_info(torch.device(self.device))
-            info["memory"] = {"free": free, "total": total}
-        return info
 
     def _reply(self, ident: bytes, header: dict[str, Any], blobs: dict | None = None) -> None:
         self._send([ident, *protocol.encode(header, blobs)])
 
     def _send(self, frames: list[Any]) -> None:
+        """``[client_ident, *message]`` out through the ROUTER, or wrapped for the broker."""
+        if self.worker_mode:
+            frames = [W_MAGIC, W_REPLY, *frames]
         try:
             self.front.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY) or its queue full
             log.info("reply dropped: %s", exc.strerror)
 
     def _error(self, ident: bytes, job: str, code: str, message: str) -> None:
-        log.info("job=%s error %s: %s", job or "-", code, message)
+        log.info("job=%s error %s: %s", job or "-", code, message, extra={"job": job, "code": code})
         self._reply(ident, protocol.error_header(job, code, message))
 
     def _handle(self, frames: list[Any]) -> None:
@@ -180,7 +299,13 @@ class Server:
         try:
             msg = protocol.decode(frames[1:], max_bytes=self.limits.max_message_bytes)
         except ProtocolError as exc:
-            self._error(ident, "", exc.code, exc.message)
+            self.rejected += 1
+            log.debug("rejected a message: %s %s", exc.code, exc.message)
+            self._reply(ident, protocol.error_header("", exc.code, exc.message))
+            return
+        except RecursionError:  # absurdly nested JSON
+            self.rejected += 1
+            self._reply(ident, protocol.error_header("", "BAD_INPUT", "header nests too deeply"))
             return
         t, job = msg.type, msg.job
         if t == "hello":
@@ -192,29 +317,61 @@ class Server:
         elif t == "cancel":
             self._cancel(job)
         elif t == "unload":
-            self._enqueue(Job(id=job or protocol.new_job_id(), op="__unload__", params={},
-                              blobs={}, client=ident), ident, control=True)
+            job_id = job or protocol.new_job_id()
+            if job_id in self.records:
+                return
+            self._enqueue(Job(id=job_id, op="__unload__", params={}, blobs={}, client=ident),
+                          ident, control=True)
         else:
             self._error(ident, job, "BAD_INPUT", f"a client cannot send {t!r}")
+
+    def _admission_error(self, msg: protocol.Message) -> tuple[str, str] | None:
+        """Cheap limit checks in the front end, so oversized work never takes a queue slot."""
+        params = msg.header.get("params", {})
+        n = params.get("max_points") if isinstance(params, dict) else None
+        if isinstance(n, int) and not isinstance(n, bool) and n > self.limits.max_points:
+            return "TOO_LARGE", f"max_points {n} exceeds this server's limit {self.limits.max_points}"
+        for d in msg.header.get("blobs", []):
+            media = str(d.get("media", ""))
+            if not media.startswith("image/"):
+                continue
+            if d["nbytes"] > self.limits.max_image_bytes:
+                return "TOO_LARGE", (f"image {d['name']!r} is {d['nbytes'] >> 20} MB; the limit is "
+                                     f"{self.limits.max_image_bytes >> 20} MB")
+            px = peek_pixels(msg.blobs[d["name"]])
+            if px is not None and px > self.limits.max_pixels:
+                return "TOO_LARGE", (f"image {d['name']!r} claims {px} pixels; the limit is "
+                                     f"{self.limits.max_pixels}. Scale it down first.")
+        return None
 
     def _submit(self, ident: bytes, msg: protocol.Message) -> None:
         job_id, op = msg.job, msg.header.get("op")
         if not job_id:
             return self._error(ident, "", "BAD_INPUT", "submit needs a job id")
+        if self.stopping.is_set() and job_id not in self.records:
+            return self._error(ident, job_id, "SHUTDOWN", "the backend is shutting down; "
+                               "resubmit later")
         rec = self.records.get(job_id)
         if rec is not None:  # a re-sent job (client reconnected): follow it, don't run it twice
             rec.job.client = ident
+            log.info("job=%s re-sent by its client; following it (%s)", job_id, rec.state,
+                     extra={"job": job_id})
             if rec.final is not None:
                 self._send([ident, *rec.final])
+            else:
+                self._reply(ident, protocol.progress_header(job_id, rec.value, rec.stage))
             return
         if not isinstance(op, str) or op not in OPS:
             return self._error(ident, job_id, "BAD_INPUT",
                                f"unknown op {op!r}; this backend runs {sorted(OPS)}")
-        inflight = sum(1 for r in self.records.values()
-                       if r.state != "done" and r.job.client == ident)
+        refused = self._admission_error(msg)
+        if refused is not None:
+            return self._error(ident, job_id, *refused)
+        inflight = sum(1 for r in self.active.values() if r.job.client == ident)
         if inflight >= self.limits.max_inflight_per_client:
             return self._error(ident, job_id, "BUSY",
-                               f"{inflight} jobs of yours are already running; wait for them")
+                               f"{inflight} jobs of yours are already queued or running (limit "
+                               f"{self.limits.max_inflight_per_client}); wait for them")
         job = Job(id=job_id, op=op, params=dict(msg.header.get("params", {})),
                   blobs=dict(msg.blobs), device=self.device, client=ident,
                   _progress=self._progress_from_worker)
@@ -225,60 +382,125 @@ class Server:
             if not control and len(self.queue) >= self.limits.max_queue:
                 return self._error(ident, job.id, "BUSY",
                                    f"the queue is full ({self.limits.max_queue} jobs); retry later")
-            self.records[job.id] = Record(job)
+            rec = Record(job)
+            self.records[job.id] = self.active[job.id] = rec
             self.queue.append(job)
+            position = len(self.queue)
             self.cv.notify()
-        log.info("job=%s op=%s queued (%d waiting)", job.id, job.op, len(self.queue))
-        self._reply(ident, protocol.progress_header(job.id, 0.0, "queued", position=len(self.queue)))
+        log.info("job=%s op=%s queued (%d waiting)", job.id, job.op, position,
+                 extra={"job": job.id, "op": job.op})
+        self._reply(ident, protocol.progress_header(job.id, 0.0, "queued", position=position))
 
     def _cancel(self, job_id: str) -> None:
-        rec = self.records.get(job_id)
-        if rec is None or rec.state == "done":
+        rec = self.active.get(job_id)
+        if rec is None:
             return
-        rec.job._cancel.set()
+        rec.client_cancelled = True
+        rec.job._cancel.set()  # a running job stops at its next check_cancel()
         with self.cv:
-            if rec.job in self.queue:
+            queued = rec.job in self.queue
+            if queued:
                 self.queue.remove(rec.job)
-                self._finish(rec, protocol.encode(protocol.error_header(
-                    job_id, "CANCELLED", "cancelled before it started")))
-        log.info("job=%s cancel requested", job_id)
+        if queued:
+            self._finish(rec, protocol.encode(protocol.error_header(
+                job_id, "CANCELLED", "cancelled before it started")))
+        log.info("job=%s cancel requested (%s)", job_id, "was queued" if queued else "running",
+                 extra={"job": job_id})
 
     def _finish(self, rec: Record, frames: list[Any]) -> None:
+        if rec.state == "done":
+            return
         rec.state, rec.done_at, rec.final = "done", time.monotonic(), frames
+        self.active.pop(rec.job.id, None)
+        rec.job.blobs = {}  # the inputs are no longer needed; keep only the final reply
+        self.done[rec.job.id] = rec.done_at
         self._send([rec.job.client, *frames])
 
-    def _heartbeat(self) -> None:
+    def _expire_finals(self) -> None:
         now = time.monotonic()
-        for job_id, rec in list(self.records.items()):
-            if rec.state == "done":
-                if now - rec.done_at > 60.0:  # keep finals a minute for reconnecting clients
-                    del self.records[job_id]
-                continue
+        while self.done:
+            job_id, t = next(iter(self.done.items()))
+            if now - t <= FINAL_KEEP_S and len(self.done) <= FINAL_KEEP_MAX:
+                break
+            self.done.popitem(last=False)
+            self.records.pop(job_id, None)
+
+    def _heartbeat(self) -> None:
+        self._expire_finals()
+        for job_id, rec in list(self.active.items()):
             self._reply(rec.job.client, protocol.progress_header(
                 job_id, rec.value, rec.stage, heartbeat=True))
+        if self.worker_mode:
+            self._to_broker(W_HEARTBEAT, self._worker_status())
 
     def _from_worker(self) -> None:
         job_id, *frames = self.inbox.recv_multipart(copy=False)
-        rec = self.records.get(bytes(job_id).decode())
+        rec = self.active.get(bytes(job_id).decode())
         if rec is None:
             return
-        hdr = protocol.decode(frames)
-        if hdr.type == "progress":
+        head = json.loads(bytes(frames[0].buffer))  # our own encoder wrote it
+        if (self.stopping.is_set() and head.get("type") == "error"
+                and head["error"]["code"] == "CANCELLED" and not rec.client_cancelled):
+            return  # stopped by our shutdown, not by its client: it gets SHUTDOWN below
+        if head.get("type") == "progress":
             rec.state = "running"
-            p = hdr.header["progress"]
+            p = head["progress"]
             rec.value, rec.stage = p["value"], p["stage"]
             self._send([rec.job.client, *frames])
         else:
             self._finish(rec, frames)
 
+    # -- broker link (worker mode) ---------------------------------------------------------
+    def _worker_status(self) -> dict[str, Any]:
+        return {"queue": len(self.queue), "active": len(self.active)}
+
+    def _to_broker(self, cmd: bytes, body: dict[str, Any]) -> None:
+        try:
+            self.front.send_multipart([W_MAGIC, cmd, json.dumps(body).encode()], flags=zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.info("broker message dropped: %s", exc.strerror)
+
+    def _announce(self) -> None:
+        info = self.hello_info()
+        info["slots"] = max(1, min(self.limits.max_queue, 2 * self.limits.max_batch))
+        self._to_broker(W_READY, info)
+        self.broker_seen = time.monotonic()
+
+    def _from_broker(self, frames: list[Any]) -> None:
+        if len(frames) < 2 or bytes(frames[0]) != W_MAGIC:
+            return  # the broker is trusted code, but a stray peer is not
+        self.broker_seen = time.monotonic()
+        cmd = bytes(frames[1])
+        if cmd == W_REQUEST and len(frames) >= 4:
+            self._handle(frames[2:])  # [client_ident, *message]
+        elif cmd == W_READY:  # the broker restarted and asks us to announce again
+            self._announce()
+
+    def _check_broker(self) -> None:
+        if time.monotonic() - self.broker_seen < BROKER_LIVENESS_S:
+            return
+        log.warning("no heartbeat from the broker at %s for %.0f s; reconnecting",
+                    self.cfg.connect_broker, BROKER_LIVENESS_S)
+        self._poller.unregister(self.front)
+        self.front.close(linger=0)
+        self.front = self._open_broker_link()
+        self._poller.register(self.front, zmq.POLLIN)
+        self._announce()
+
+    # -- main loop -------------------------------------------------------------------------
     def serve_forever(self) -> int:
         self.worker.start()
-        poller = zmq.Poller()
+        poller = self._poller = zmq.Poller()
         poller.register(self.front, zmq.POLLIN)
         poller.register(self.inbox, zmq.POLLIN)
+        if self.worker_mode:
+            self._announce()
+            log.info("worker connected to broker %s device=%s pid=%d", self.cfg.connect_broker,
+                     self.device, os.getpid())
+        else:
+            log.info("listening on tcp://%s:%d device=%s pid=%d", self.cfg.host, self.port,
+                     self.device, os.getpid())
         next_beat = time.monotonic() + HEARTBEAT_S
-        log.info("listening on tcp://%s:%d device=%s pid=%d", self.cfg.host, self.port,
-                 self.device, os.getpid())
         while not self.stopping.is_set():
             events = dict(poller.poll(200))
             if self.inbox in events:
@@ -293,37 +515,65 @@ class Server:
                     except zmq.Again:
                         break
                     try:
-                        self._handle(frames)
+                        if self.worker_mode:
+                            self._from_broker(frames)
+                        else:
+                            self._handle(frames)
                     except Exception:  # a bug must never take the service down
                         log.error("unexpected error handling a message:\n%s", traceback.format_exc())
             if time.monotonic() >= next_beat:
                 self._heartbeat()
                 next_beat = time.monotonic() + HEARTBEAT_S
+            if self.worker_mode:
+                self._check_broker()
         return self._shutdown()
 
     def _shutdown(self) -> int:
         log.info("shutting down")
         with self.cv:
-            pending = list(self.queue)
             self.queue.clear()
             self.cv.notify_all()
-        for rec in self.records.values():
-            if rec.state != "done":
-                rec.job._cancel.set()
+        for rec in self.active.values():
+            rec.job._cancel.set()
         self.worker.join(timeout=10.0)
-        while self.inbox.poll(0):
+        stuck = self.worker.is_alive()
+        while not stuck and self.inbox.poll(0):
             self._from_worker()
-        for rec in self.records.values():
-            if rec.state != "done" or rec.job in pending:
+        if self.worker_mode:  # the broker re-queues our unfinished jobs on another worker
+            self._to_broker(W_BYE, {"jobs": list(self.active)})
+        else:
+            for rec in list(self.active.values()):
                 self._finish(rec, protocol.encode(protocol.error_header(
                     rec.job.id, "SHUTDOWN", "the backend is shutting down; resubmit later")))
-        time.sleep(0.05)  # let libzmq flush the SHUTDOWN replies before the sockets close
-        self.front.close(linger=100)
+            self._drain(SHUTDOWN_GRACE_S)
+        self.front.close(linger=500)  # flush the SHUTDOWN replies, bounded
         self.inbox.close(linger=0)
         if self.auth is not None:
             self.auth.stop()
+        if stuck:  # a job ignores cancel; don't hang in ctx.term() waiting for its socket
+            log.warning("worker still busy after 10 s; exiting without waiting for it")
+            logging.shutdown()
+            sys.stdout.flush()
+            os._exit(0)
         self.ctx.term()
         return 0
+
+    def _drain(self, seconds: float) -> None:
+        """Keep answering (new submits get SHUTDOWN) for a moment before the socket closes.
+
+        Why: a client DEALER with IMMEDIATE=1 discards messages it has not read yet when the
+        connection drops, so closing right after the SHUTDOWN replies could lose them.
+        """
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if not self.front.poll(50):
+                continue
+            try:
+                self._handle(self.front.recv_multipart(copy=False, flags=zmq.NOBLOCK))
+            except zmq.Again:
+                pass
+            except Exception:
+                log.error("unexpected error while draining:\n%s", traceback.format_exc())
 
     def stop(self, *_: Any) -> None:
         self.stopping.set()
@@ -343,7 +593,7 @@ class Server:
             first = self.queue.popleft()
             batch = [first]
             spec = OPS.get(first.op)
-            if spec is not None and spec.batch:
+            if spec is not None and spec.batch and self.limits.max_batch > 1:
                 deadline = time.monotonic() + self.limits.batch_wait_s
                 while len(batch) < self.limits.max_batch:
                     same = [j for j in self.queue if j.op == first.op]
@@ -351,7 +601,7 @@ class Server:
                         self.queue.remove(j)
                         batch.append(j)
                     left = deadline - time.monotonic()
-                    if len(batch) >= self.limits.max_batch or left <= 0:
+                    if len(batch) >= self.limits.max_batch or left <= 0 or self.stopping.is_set():
                         break
                     self.cv.wait(left)
             return batch
@@ -371,45 +621,68 @@ class Server:
         while not self.stopping.is_set():
             batch = self._take_batch()
             if batch:
-                self._run(batch, out)
+                try:
+                    self._run(batch, out)
+                except Exception:  # never lose the worker thread
+                    log.error("worker failed:\n%s", traceback.format_exc())
         out.close()
 
     def _run(self, batch: list[Job], out: zmq.Socket) -> None:
         op = batch[0].op
-        for job in batch:
-            self._progress_from_worker(job, 0.01, "started", None, None)
+        live: list[Job] = []
+        for job in batch:  # cancelled between the queue and here: don't start it
+            if job.cancelled():
+                self._send_final(out, job, op, JobError("CANCELLED", "cancelled by the client"), 0.0, 0)
+            else:
+                live.append(job)
+                self._progress_from_worker(job, 0.01, "started", None, None)
+        if not live:
+            return
         t0 = time.perf_counter()
+        results: list[Any]
         try:
             if op == "__unload__":
                 from . import reconstruct_op
 
-                results: list[Any] = [Output({"unloaded": reconstruct_op.unload()})]
+                results = [Output({"unloaded": reconstruct_op.unload()})]
+                self._free_cuda()
             else:
                 spec = OPS[op]
                 if spec.batch:
-                    results = spec.fn(batch, limits=self.limits.public())
+                    results = list(spec.fn(live, limits=self.limits.public()))
                 else:
-                    results = [spec.fn(batch[0])]
+                    results = [spec.fn(live[0])]
+                if len(results) != len(live):
+                    raise RuntimeError(f"op returned {len(results)} results for {len(live)} jobs")
         except JobError as exc:
-            results = [exc] * len(batch)
+            results = [exc] * len(live)
         except Exception as exc:  # map runtime failures to coded errors, keep serving
-            oom = "out of memory" in str(exc).lower() or exc.__class__.__name__.endswith("OutOfMemoryError")
+            oom = isinstance(exc, MemoryError) or "out of memory" in str(exc).lower() \
+                or exc.__class__.__name__.endswith("OutOfMemoryError")
             code = "OOM" if oom else "MODEL"
             log.error("op %s failed:\n%s", op, traceback.format_exc())
-            results = [JobError(code, f"{op} failed: {exc.__class__.__name__}: {str(exc)[:300]}")] * len(batch)
+            results = [JobError(code, f"{op} failed: {exc.__class__.__name__}: {str(exc)[:300]}")
+                       ] * len(live)
             if oom:
                 self._free_cuda()
         dt = time.perf_counter() - t0
-        for job, res in zip(batch, results):
-            if isinstance(res, JobError):
-                hdr = protocol.error_header(job.id, res.code, res.message)
-                frames = protocol.encode(hdr)
-            else:
-                hdr = {"type": "result", "job": job.id, "op": op, "meta": res.meta}
-                frames = protocol.encode(hdr, res.blobs)
-            out.send_multipart([job.id.encode(), *frames], copy=False)
-            log.info("job=%s op=%s %s in %.3f s (batch %d)", job.id, op,
-                     "failed " + res.code if isinstance(res, JobError) else "done", dt, len(batch))
+        for job, res in zip(live, results):
+            self._send_final(out, job, op, res, dt, len(live))
+
+    def _send_final(self, out: zmq.Socket, job: Job, op: str, res: Any, dt: float, n: int) -> None:
+        if isinstance(res, JobError):
+            frames = protocol.encode(protocol.error_header(job.id, res.code, res.message))
+        else:
+            try:
+                frames = protocol.encode({"type": "result", "job": job.id, "op": op,
+                                          "meta": res.meta}, res.blobs)
+            except (ProtocolError, TypeError, ValueError) as exc:
+                res = JobError("MODEL", f"{op} produced an unsendable result: {exc}")
+                frames = protocol.encode(protocol.error_header(job.id, res.code, res.message))
+        out.send_multipart([job.id.encode(), *frames], copy=False)
+        log.info("job=%s op=%s %s in %.3f s (batch %d)", job.id, op,
+                 "failed " + res.code if isinstance(res, JobError) else "done", dt, n,
+                 extra={"job": job.id, "op": op})
 
     @staticmethod
     def _free_cuda() -> None:
@@ -426,7 +699,9 @@ def serve(cfg: ServerConfig, ready_file: str | None = None) -> int:
     server = Server(cfg)
     signal.signal(signal.SIGINT, server.stop)
     signal.signal(signal.SIGTERM, server.stop)
-    print(f"image2points {__version__} serving on tcp://{cfg.host}:{server.port} "
+    where = (f"as a worker of {cfg.connect_broker}" if cfg.connect_broker
+             else f"on tcp://{cfg.host}:{server.port}")
+    print(f"image2points {__version__} serving {where} "
           f"(device {server.device}, protocol v{protocol.PROTOCOL_VERSION})", flush=True)
     if ready_file:
         tmp = ready_file + ".tmp"

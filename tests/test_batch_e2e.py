@@ -8,10 +8,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT, example_image
 from PIL import Image
 
 from addon.plyio import read_ply
-from conftest import ROOT, example_image
 
 pytestmark = [pytest.mark.bpy, pytest.mark.slow]
 

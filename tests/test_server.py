@@ -10,10 +10,10 @@ import time
 import numpy as np
 import pytest
 import zmq
+from images import bomb_png, disc_rgba, png_bytes
 
 from addon import protocol
 from addon.client import BackendError, Client, points_from_result
-from images import bomb_png, disc_rgba, png_bytes
 
 ROOT = __import__("conftest").ROOT
 

@@ -1,0 +1,173 @@
+"""The 3D Viewport sidebar (N panel), tab "Image2Points".
+
+draw() reads properties only: no network, no files, and it cannot raise (every panel body runs
+behind a guard that shows a one-line note instead of a traceback).
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import bpy
+
+from . import operators, props
+
+CATEGORY = "Image2Points"
+
+
+def guarded(body: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+    """Wrap a panel body so that odd state never turns into an exception in draw()."""
+
+    def draw(self: Any, context: Any) -> None:
+        try:
+            body(self, context)
+        except Exception as exc:  # noqa: BLE001 - draw() must never raise
+            try:
+                self.layout.label(text=f"Image2Points: cannot draw ({type(exc).__name__})", icon="ERROR")
+            except Exception:  # noqa: BLE001
+                pass
+
+    draw.__doc__ = body.__doc__
+    return draw
+
+
+def progress_bar(layout: Any, state: Any) -> None:
+    value = float(getattr(state, "progress", 0.0) or 0.0)
+    stage = str(getattr(state, "stage", "") or "")
+    text = f"{stage} {value * 100:.0f}%".strip()
+    if hasattr(layout, "progress"):  # Blender 4.0+
+        layout.progress(factor=value, type="BAR", text=text)
+    else:
+        row = layout.row()
+        row.enabled = False
+        row.prop(state, "progress", text=stage or "Progress", slider=True)
+
+
+def wrapped_label(layout: Any, text: str, icon: str = "NONE", width: int = 42) -> None:
+    """Long messages over several label lines (panels do not wrap text)."""
+    words, line = text.split(), ""
+    lines = []
+    for w in words:
+        if line and len(line) + 1 + len(w) > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    if line:
+        lines.append(line)
+    col = layout.column(align=True)
+    for i, part in enumerate(lines[:8]):
+        col.label(text=part, icon=icon if i == 0 else "BLANK1")
+
+
+class IMAGE2POINTS_PT_main(bpy.types.Panel):
+    bl_label = "Image2Points"
+    bl_idname = "IMAGE2POINTS_PT_main"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = CATEGORY
+
+    @guarded
+    def draw(self, context: Any) -> None:
+        layout: Any = self.layout
+        s = props.scene_settings(context)
+        state = props.job_state(context)
+        if s is None or state is None:
+            layout.label(text="Image2Points is not fully registered", icon="ERROR")
+            return
+
+        col = layout.column(align=True)
+        col.prop(s, "source", expand=True)
+        if s.source == "IMAGE":
+            col.template_ID(s, "image", open="image.open")
+        elif s.source == "FILE":
+            col.prop(s, "filepath", text="")
+        else:
+            col.label(text="Uses the image shown in an Image Editor", icon="IMAGE_DATA")
+
+        box = layout.box()
+        row = box.row(align=True)
+        icon = "CHECKMARK" if state.backend_ok else ("ERROR" if state.backend_status else "QUESTION")
+        wrapped_label(row.column(), state.backend_status or "Backend: not checked yet", icon=icon)
+        row.operator("image2points.check_backend", text="", icon="FILE_REFRESH")
+
+        col = layout.column(align=True)
+        col.prop(s, "size")
+        col.prop(s, "max_points")
+        row = layout.row(align=True)
+        row.scale_y = 1.4
+        if state.running:
+            progress_bar(row, state)
+            row.operator("image2points.cancel", text="", icon="CANCEL")
+        else:
+            row.operator("image2points.reconstruct", icon="POINTCLOUD_DATA")
+        if state.status:
+            wrapped_label(layout, state.status, icon="INFO")
+        if state.error_code:
+            wrapped_label(layout, f"[{state.error_code}] {state.error_message}", icon="ERROR")
+
+
+class IMAGE2POINTS_PT_points(bpy.types.Panel):
+    bl_label = "Points"
+    bl_idname = "IMAGE2POINTS_PT_points"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = CATEGORY
+    bl_parent_id = "IMAGE2POINTS_PT_main"
+
+    @guarded
+    def draw(self, context: Any) -> None:
+        layout: Any = self.layout
+        s = props.scene_settings(context)
+        if s is None:
+            return
+        layout.prop(s, "radius")
+        layout.prop(s, "use_colour")
+        objs = operators.target_objects(context)
+        if objs:
+            obj = objs[0]
+            col = layout.column(align=True)
+            col.label(text=f"{obj.name}: {obj.get('i2p_point_count', 0)} points", icon="OBJECT_DATA")
+            src = obj.get("i2p_source_image", "")
+            if src:
+                col.label(text=f"from {src}", icon="BLANK1")
+        row = layout.row(align=True)
+        row.operator("image2points.export_ply", icon="EXPORT")
+        row.operator("image2points.mark_asset", icon="ASSET_MANAGER")
+
+
+class IMAGE2POINTS_PT_views(bpy.types.Panel):
+    bl_label = "Novel Views"
+    bl_idname = "IMAGE2POINTS_PT_views"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = CATEGORY
+    bl_parent_id = "IMAGE2POINTS_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    @guarded
+    def draw(self, context: Any) -> None:
+        layout: Any = self.layout
+        s = props.scene_settings(context)
+        if s is None:
+            return
+        col = layout.column(align=True)
+        col.prop(s, "view_count")
+        col.prop(s, "view_elevation")
+        col.prop(s, "view_resolution")
+        col.prop(s, "view_samples")
+        layout.prop(s, "view_engine")
+        layout.prop(s, "output_dir")
+        layout.operator("image2points.render_views", icon="RENDER_STILL")
+
+
+CLASSES: tuple[type, ...] = (IMAGE2POINTS_PT_main, IMAGE2POINTS_PT_points, IMAGE2POINTS_PT_views)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

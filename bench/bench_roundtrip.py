@@ -1,0 +1,86 @@
+"""Image -> backend on loopback -> points in Blender, split by stage, vs the model forward alone."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .timing import measure, table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _start_backend(threads: int) -> tuple[subprocess.Popen, str]:
+    ready = os.path.join(tempfile.mkdtemp(prefix="i2p-bench-"), "port")
+    proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--port", "0",
+                             "--threads", str(threads), "--ready-file", ready, "--log-level",
+                             "WARNING"], cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while not os.path.exists(ready):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("backend did not start")
+        time.sleep(0.05)
+    return proc, f"tcp://127.0.0.1:{Path(ready).read_text()}"
+
+
+def run(quick: bool = False) -> dict:
+    import bpy
+    import torch
+    from backend.model.reconstruct import Reconstructor
+
+    from addon import points, protocol
+    from addon.client import Client, guess_media, points_from_result
+    from backend.images import decode_image
+
+    threads = torch.get_num_threads()
+    data = (ROOT / "examples" / "chair.png").read_bytes()
+    reps = 3 if quick else 7
+
+    model = Reconstructor.load()
+    img = decode_image(data)
+    forward = measure(lambda: model.reconstruct([img]), reps, warmup=2)
+
+    proc, endpoint = _start_backend(threads)
+    stages: dict[str, list[float]] = {k: [] for k in
+                                      ("encode", "server+wire", "model", "decode", "import", "total")}
+    try:
+        with Client(endpoint) as client:
+            client.hello(timeout=30)
+            for i in range(reps + 2):
+                bpy.ops.wm.read_factory_settings(use_empty=True)
+                t0 = time.perf_counter()
+                protocol.encode({"type": "submit", "job": "x", "op": "reconstruct"},
+                                {"image": data}, {"image": guess_media(data)})
+                t1 = time.perf_counter()
+                job = client.submit("reconstruct", {}, {"image": data}, {"image": guess_media(data)})
+                res = client.wait(job, timeout=120)
+                t2 = time.perf_counter()
+                xyz, rgb = points_from_result(res)
+                t3 = time.perf_counter()
+                points.import_reconstruction("bench", xyz, rgb)
+                t4 = time.perf_counter()
+                if i < 2:
+                    continue  # warm-up (model load, first allocations)
+                model_s = float(res.meta.get("model_seconds", 0.0))
+                for k, v in (("encode", t1 - t0), ("server+wire", t2 - t1 - model_s),
+                             ("model", model_s), ("decode", t3 - t2), ("import", t4 - t3),
+                             ("total", (t4 - t0) - (t1 - t0))):
+                    stages[k].append(v)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    med = {k: float(np.median(v)) for k, v in stages.items()}
+    ratio = med["total"] / forward.median
+    rows = [(k, f"{v * 1e3:8.2f} ms") for k, v in med.items()]
+    rows.append(("forward alone (in-process)", f"{forward.median * 1e3:8.2f} ms"))
+    rows.append(("end-to-end / forward", f"{ratio:.2f}x (goal < 2x, total < 60 ms)"))
+    print(table(f"roundtrip: image -> points in Blender, {threads} torch thread(s), "
+                f"{len(xyz)} points", rows, ("stage", "median")))
+    return {"stages_median_s": med, "forward": forward.as_dict(), "ratio": ratio,
+            "points": int(len(xyz)), "threads": threads}

@@ -1,0 +1,86 @@
+"""Headless batch over many images: per-file and collections layouts, per-image progress, exit code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+from images import disc_rgba, png_bytes
+
+pytestmark = pytest.mark.bpy
+
+REOPEN = """
+import bpy, json, sys
+bpy.ops.wm.open_mainfile(filepath=sys.argv[1])
+print(json.dumps({
+    "collections": {c.name: sorted(o.name for o in c.objects if "i2p_point_count" in o)
+                    for c in bpy.data.collections},
+    "objects": {o.name: [list(o.location), o.get("i2p_source_image", ""), o.get("i2p_job", "")]
+                for o in bpy.data.objects if "i2p_point_count" in o},
+    "cameras": sum(1 for o in bpy.data.objects if o.type == "CAMERA")}))
+"""
+
+
+def batch(*args: str):
+    return subprocess.run([sys.executable, "-m", "addon.batch", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def reopen(path) -> dict:
+    res = subprocess.run([sys.executable, "-c", REOPEN, str(path)], capture_output=True, text=True,
+                         timeout=300)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_folder_per_file_reports_each_image_and_fails_on_a_bad_one(backend, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "red.png").write_bytes(png_bytes(disc_rgba(72)))
+    (src / "blue.png").write_bytes(png_bytes(disc_rgba(72, (30, 60, 220))))
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    (src / "notes.txt").write_text("ignored")
+    out = tmp_path / "out"
+    res = batch("--images", str(src), "--out-dir", str(out), "--endpoint", backend.endpoint,
+                "--views", "0", "--max-points", "3000")
+    assert res.returncode == 1, res.stdout + res.stderr  # one image failed
+    assert "[1/3] blue.png: ok" in res.stdout and "[3/3] red.png: ok" in res.stdout
+    assert "[2/3] broken.png: FAILED [BAD_INPUT]" in res.stdout
+    assert "2/3 images succeeded" in res.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["blue.blend", "blue.ply", "red.blend", "red.ply"]
+    info = reopen(out / "red.blend")
+    assert list(info["objects"]) == ["red"] and info["objects"]["red"][1] == "red.png"
+
+
+def test_collections_layout_one_blend_side_by_side(backend, tmp_path):
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    a.write_bytes(png_bytes(disc_rgba(64)))
+    b.write_bytes(png_bytes(disc_rgba(64, (20, 200, 60))))
+    out = tmp_path / "all.blend"
+    res = batch("--image", str(a), "--image", str(b), "--layout", "collections", "--out", str(out),
+                "--endpoint", backend.endpoint, "--views", "1", "--resolution", "32",
+                "--samples", "1", "--max-points", "3000")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "[1/2] a.png: ok" in res.stdout and "[2/2] b.png: ok" in res.stdout
+    info = reopen(out)
+    assert info["collections"]["a"] == ["a"] and info["collections"]["b"] == ["b"]
+    (xa, _, _), (xb, _, _) = info["objects"]["a"][0], info["objects"]["b"][0]
+    assert xb - xa == pytest.approx(3.0)  # 1.5 x the 2 m size apart
+    assert info["objects"]["a"][2] != info["objects"]["b"][2]  # one job each
+    assert info["cameras"] == 2
+    assert (tmp_path / "a.ply").exists() and (tmp_path / "b_view_00.png").exists()
+
+
+@pytest.mark.parametrize("args", [
+    [],
+    ["--image", "{img}", "--image", "{img}", "--layout", "per-file"],
+    ["--image", "{img}", "--image", "{img}", "--out", "{tmp}/x.blend", "--ply", "{tmp}/x.ply"],
+    ["--images", "{tmp}/nope", "--out-dir", "{tmp}"],
+])
+def test_bad_arguments_exit_2(tmp_path, args):
+    img = tmp_path / "i.png"
+    img.write_bytes(png_bytes(disc_rgba(16)))
+    res = batch(*[a.format(img=img, tmp=tmp_path) for a in args])
+    assert res.returncode == 2 and "error:" in res.stderr
