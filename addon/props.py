@@ -32,6 +32,19 @@ class IMAGE2POINTS_PG_job(bpy.types.PropertyGroup):
     backend_status: StringProperty(name="Backend", default="")  # type: ignore[valid-type]
     backend_ok: BoolProperty(name="Backend reachable", default=False)  # type: ignore[valid-type]
     last_object: StringProperty(name="Last result", default="")  # type: ignore[valid-type]
+    # NeRF (issue 6): its own job state, so a fit and a reconstruction never share a progress bar
+    nerf_running: BoolProperty(name="NeRF running", default=False)  # type: ignore[valid-type]
+    nerf_progress: FloatProperty(name="NeRF progress", default=0.0, min=0.0, max=1.0,  # type: ignore[valid-type]
+                                 subtype="FACTOR")
+    nerf_stage: StringProperty(name="NeRF stage", default="")  # type: ignore[valid-type]
+    nerf_status: StringProperty(name="NeRF status", default="")  # type: ignore[valid-type]
+    nerf_job_id: StringProperty(name="NeRF job", default="")  # type: ignore[valid-type]
+    nerf_error_code: StringProperty(name="NeRF error code", default="")  # type: ignore[valid-type]
+    nerf_error_message: StringProperty(name="NeRF error", default="")  # type: ignore[valid-type]
+    nerf_model_id: StringProperty(name="NeRF model", default="",  # type: ignore[valid-type]
+                                  description="Id of the fitted NeRF the backend keeps in memory")
+    nerf_model_file: StringProperty(name="NeRF model file", default="")  # type: ignore[valid-type]
+    nerf_progress_events: IntProperty(name="NeRF progress events", default=0)  # type: ignore[valid-type]
 
 
 def _is_point_object(obj: Any) -> bool:
@@ -84,6 +97,30 @@ class IMAGE2POINTS_PG_settings(bpy.types.PropertyGroup):
     output_dir: StringProperty(name="Output", subtype="DIR_PATH",  # type: ignore[valid-type]
                                default="//image2points/",
                                description="Folder for renders and PLY files ('//' = next to the .blend)")
+    # NeRF
+    nerf_views: IntProperty(name="Views", default=48, min=4, max=400,  # type: ignore[valid-type]
+                            description="Training cameras on the upper hemisphere")
+    nerf_test_views: IntProperty(name="Held-out Views", default=4, min=0, max=64,  # type: ignore[valid-type]
+                                 description="Test cameras on a separate orbit (transforms_test.json)")
+    nerf_resolution: IntProperty(name="Resolution", default=100, min=16, max=2048)  # type: ignore[valid-type]
+    nerf_samples: IntProperty(name="Samples", default=16, min=1, max=4096)  # type: ignore[valid-type]
+    nerf_dir: StringProperty(name="Dataset Folder", subtype="DIR_PATH",  # type: ignore[valid-type]
+                             default="//image2points/nerf/",
+                             description="Where Capture Views writes images/ and transforms_*.json "
+                             "('//' = next to the .blend)")
+    nerf_dataset: StringProperty(name="Dataset", subtype="FILE_PATH", default="",  # type: ignore[valid-type]
+                                 description="Dataset folder or transforms file to fit (set by Capture Views)")
+    nerf_field: EnumProperty(name="Field", default="fast", items=[  # type: ignore[valid-type]
+        ("fast", "Fast Grid", "Grid-based field: minutes on a CPU"),
+        ("fast-sh", "Fast Grid + SH", "Grid-based field with view-dependent colour (shiny objects)"),
+        ("mlp", "MLP", "A tuned MLP NeRF (slow on a CPU)"),
+        ("mlp-seed", "MLP (seed)", "The seed's MLP NeRF as published: the slow reference")])
+    nerf_minutes: FloatProperty(name="Minutes", default=2.0, min=0.05, max=60.0,  # type: ignore[valid-type]
+                                description="Training budget")
+    nerf_max_points: IntProperty(name="Max Points", default=100_000, min=100, max=5_000_000)  # type: ignore[valid-type]
+    nerf_model_dir: StringProperty(name="Model Folder", subtype="DIR_PATH", default="",  # type: ignore[valid-type]
+                                   description="Where fitted models are saved (empty: the extension's "
+                                   "user folder)")
 
 
 CLASSES = (IMAGE2POINTS_PG_job, IMAGE2POINTS_PG_settings)

@@ -160,7 +160,69 @@ class IMAGE2POINTS_PT_views(bpy.types.Panel):
         layout.operator("image2points.render_views", icon="RENDER_STILL")
 
 
-CLASSES: tuple[type, ...] = (IMAGE2POINTS_PT_main, IMAGE2POINTS_PT_points, IMAGE2POINTS_PT_views)
+class IMAGE2POINTS_PT_nerf(bpy.types.Panel):
+    bl_label = "NeRF"
+    bl_idname = "IMAGE2POINTS_PT_nerf"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = CATEGORY
+    bl_parent_id = "IMAGE2POINTS_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    @guarded
+    def draw(self, context: Any) -> None:
+        """Capture -> fit -> render / points (state only: the operators do the work)."""
+        layout: Any = self.layout
+        s = props.scene_settings(context)
+        state = props.job_state(context)
+        if s is None or state is None:
+            return
+        box = layout.box()
+        col = box.column(align=True)
+        col.prop(s, "nerf_views")
+        col.prop(s, "nerf_test_views")
+        col.prop(s, "nerf_resolution")
+        col.prop(s, "nerf_samples")
+        box.prop(s, "nerf_dir")
+        row = box.row(align=True)
+        row.operator("image2points.capture_views", icon="RENDER_STILL")
+        row.operator("image2points.import_transforms", text="", icon="IMPORT")
+        box = layout.box()
+        box.prop(s, "nerf_dataset")
+        row = box.row(align=True)
+        row.prop(s, "nerf_field", text="")
+        row.prop(s, "nerf_minutes")
+        row = box.row(align=True)
+        row.scale_y = 1.3
+        if state.nerf_running:
+            progress_bar_nerf(row, state)
+            row.operator("image2points.cancel_nerf", text="", icon="CANCEL")
+        else:
+            row.operator("image2points.fit_nerf", icon="VOLUME_DATA")
+        if state.nerf_model_id:
+            box.label(text=f"Model {state.nerf_model_id[:16]}", icon="CHECKMARK")
+        col = box.column(align=True)
+        col.operator("image2points.render_nerf", icon="IMAGE_DATA")
+        row = col.row(align=True)
+        row.prop(s, "nerf_max_points", text="Points")
+        row.operator("image2points.import_nerf_points", text="Import Points", icon="POINTCLOUD_DATA")
+        if state.nerf_status:
+            wrapped_label(layout, state.nerf_status, icon="INFO")
+        if state.nerf_error_code:
+            wrapped_label(layout, f"[{state.nerf_error_code}] {state.nerf_error_message}", icon="ERROR")
+
+
+def progress_bar_nerf(layout: Any, state: Any) -> None:
+    value = float(getattr(state, "nerf_progress", 0.0) or 0.0)
+    text = f"{state.nerf_stage} {value * 100:.0f}%".strip()
+    if hasattr(layout, "progress"):
+        layout.progress(factor=value, type="BAR", text=text)
+    else:
+        layout.label(text=text)
+
+
+CLASSES: tuple[type, ...] = (IMAGE2POINTS_PT_main, IMAGE2POINTS_PT_points, IMAGE2POINTS_PT_views,
+                             IMAGE2POINTS_PT_nerf)
 
 
 def register() -> None:

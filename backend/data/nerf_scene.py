@@ -21,8 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing as mp
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 SCENES = ("blocks", "gallery")
+_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -216,22 +219,22 @@ def _setup_scene(bpy, spec: SceneSpec, threads: int):
     return scene, cam
 
 
-def _render_worker(args: tuple) -> list[tuple[str, list[list[float]]]]:
-    """Render a share of frames in a fresh process; returns (file stem, matrix_world) per frame."""
-    spec_dict, jobs, out_dir, threads = args
+def _render_worker(job_file: str) -> None:
+    """Render a share of frames in this (fresh) process; writes (split, stem, matrix_world) rows."""
     import bpy  # type: ignore[import-not-found]
     import mathutils  # type: ignore[import-not-found]
 
-    spec = SceneSpec(**spec_dict)
-    scene, cam = _setup_scene(bpy, spec, threads)
+    job = json.loads(Path(job_file).read_text())
+    spec = SceneSpec(**job["spec"])
+    scene, cam = _setup_scene(bpy, spec, threads=1)
     done = []
-    for stem, c2w in jobs:
+    for split, stem, c2w in job["jobs"]:
         cam.matrix_world = mathutils.Matrix(c2w)
-        scene.render.filepath = str(Path(out_dir) / f"{stem}.png")
+        scene.render.filepath = str(Path(job["out"]) / split / f"{stem}.png")
         bpy.ops.render.render(write_still=True)
         # Read back what Blender actually used: this is the c2w written into transforms.json.
-        done.append((stem, [list(map(float, row)) for row in cam.matrix_world]))
-    return done
+        done.append((split, stem, [list(map(float, row)) for row in cam.matrix_world]))
+    Path(job["result"]).write_text(json.dumps(done))
 
 
 def make_scene(name: str = "blocks", out: str | os.PathLike | None = None, *, seed: int = 0, width: int = 100,
@@ -259,14 +262,30 @@ def make_scene(name: str = "blocks", out: str | os.PathLike | None = None, *, se
         (out_dir / split).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     results: dict[str, list] = {"train": [], "test": []}
-    for split in ("train", "test"):
-        split_jobs = [(stem, m.tolist()) for s, stem, m in jobs if s == split]
-        chunks = [split_jobs[i::workers] for i in range(workers)]
-        tasks = [(asdict(spec), c, str(out_dir / split), 1) for c in chunks if c]
-        # Always separate processes, even for one worker: bpy state must not leak into the caller.
-        with mp.get_context("spawn").Pool(len(tasks)) as pool:
-            for part in pool.map(_render_worker, tasks):
-                results[split].extend(part)
+    # Plain subprocesses, not multiprocessing: a spawned child inherits the parent's sys.path, and
+    # once bpy is imported there that path holds Blender's own scripts/modules/bpy shadowing the wheel.
+    with tempfile.TemporaryDirectory(prefix="i2p-nerf-scene-") as tmp:
+        procs = []
+        for w in range(workers):
+            share = [(s, stem, m.tolist()) for s, stem, m in jobs[w::workers]]
+            if not share:
+                continue
+            job_file = Path(tmp) / f"job_{w}.json"
+            job_file.write_text(json.dumps({"spec": asdict(spec), "jobs": share, "out": str(out_dir.resolve()),
+                                            "result": str(Path(tmp) / f"result_{w}.json")}))
+            env = dict(os.environ, PYTHONPATH=str(_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+            procs.append((subprocess.Popen([sys.executable, "-m", "backend.data.nerf_scene", "--worker", str(job_file)],
+                                           env=env, cwd=str(_ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE),
+                          Path(tmp) / f"result_{w}.json"))
+        for proc, result in procs:
+            _, err = proc.communicate()
+            if proc.returncode != 0 or not result.exists():
+                raise RuntimeError(f"scene render worker failed (exit {proc.returncode}):\n"
+                                   f"{err.decode(errors='replace')[-2000:]}")
+            for split, stem, m in json.loads(result.read_text()):
+                results[split].append((stem, m))
+    for split in results:
         results[split].sort()
     elapsed = time.perf_counter() - t0
     n = len(jobs)
@@ -297,7 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--force", action="store_true")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.worker:
+        _render_worker(a.worker)
+        return 0
     out = make_scene(a.name, a.out, seed=a.seed, width=a.size, n_train=a.train, n_test=a.test, samples=a.samples,
                      workers=a.workers, force=a.force)
     print(out)

@@ -1,0 +1,93 @@
+"""Structure generator (Lin, Kong & Lucey 2018, §3.1), sized for CPU training.
+
+Encoder: conv3x3+BN+ReLU stages 64 -> 32 -> 16 -> 8 -> 4 -> 2 (channels 32, 64, 128, 192, 256),
+FC (``width``) -> latent. Decoder: FC -> FC -> 4x4x256 map, then 4 blocks [concat encoder skip at the
+same resolution (U-Net style, ``skips``), conv3x3, upsample x2, conv3x3] to 64x64, then a 1x1 conv
+giving, per fixed view, 1 depth + 1 mask logit + 3 RGB.
+
+Choice: per-pixel *depth* along each fixed orthographic view (not free XYZ); x/y come from the
+pixel grid in fuse3d (the paper's (u, v, depth) with the u, v regulariser made exact). Depth is
+``CAM_DIST + depth_range * tanh(.)``: bounded to the cameras' view of the unit ball, and the
+zero-initialised head starts on the plane through the origin (the paper's "gridInit" idea).
+The skips are beyond the paper: they carry the silhouette's fine detail past the latent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+
+from backend.model import geometry
+
+ENC = (32, 64, 128, 192, 256)
+DEC = (192, 128, 96, 64)
+
+
+@dataclass
+class GeneratorConfig:
+    views: int = 8
+    latent: int = 512
+    width: int = 1024          # hidden width of the FC layers around the latent
+    out_res: int = 64
+    depth_range: float = 1.2   # predicted depth lies in CAM_DIST +- depth_range
+    skips: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GeneratorConfig":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def _cbr(ci: int, co: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(ci, co, 3, stride, 1, bias=False), nn.BatchNorm2d(co), nn.ReLU(inplace=True))
+
+
+class StructureGenerator(nn.Module):
+    """image (B,4,64,64) in [0,1] -> dict(depth (B,V,64,64), mask_logit (B,V,64,64), rgb (B,V,3,64,64))."""
+
+    def __init__(self, cfg: GeneratorConfig | None = None):
+        super().__init__()
+        cfg = cfg or GeneratorConfig()
+        if cfg.out_res != 64:
+            raise ValueError("this generator decodes to 64x64 per view")
+        self.cfg = cfg
+        self.enc = nn.ModuleList([nn.Sequential(_cbr(4, ENC[0], 2), _cbr(ENC[0], ENC[0]))] +
+                                 [_cbr(a, b, 2) for a, b in zip(ENC, ENC[1:])])  # 32,16,8,4,2
+        self.to_latent = nn.Sequential(nn.Flatten(), nn.Linear(ENC[-1] * 4, cfg.width), nn.BatchNorm1d(cfg.width),
+                                       nn.ReLU(True), nn.Linear(cfg.width, cfg.latent))
+        self.project = nn.Sequential(nn.ReLU(), nn.Linear(cfg.latent, cfg.width), nn.BatchNorm1d(cfg.width),
+                                     nn.ReLU(True), nn.Linear(cfg.width, 256 * 16), nn.BatchNorm1d(256 * 16),
+                                     nn.ReLU(True))
+        skip_ch = ENC[-2::-1] if cfg.skips else (0,) * 4  # 192@4, 128@8, 64@16, 32@32
+        blocks, ci = [], 256
+        for sc, co in zip(skip_ch, DEC):
+            blocks.append(nn.Sequential(_cbr(ci + sc, co), nn.Upsample(scale_factor=2, mode="nearest"), _cbr(co, co)))
+            ci = co
+        self.dec = nn.ModuleList(blocks)
+        self.head = nn.Conv2d(DEC[-1], cfg.views * 5, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = []
+        for layer in self.enc:
+            x = layer(x)
+            feats.append(x)
+        h = self.project(self.to_latent(x)).view(-1, 256, 4, 4)
+        for i, block in enumerate(self.dec):
+            if self.cfg.skips:
+                h = torch.cat([h, feats[-2 - i]], 1)
+            h = block(h)
+        y = self.head(h)
+        b, _, hh, ww = y.shape
+        y = y.view(b, self.cfg.views, 5, hh, ww)
+        depth = geometry.CAM_DIST + torch.tanh(y[:, :, 0]) * self.cfg.depth_range
+        return {"depth": depth, "mask_logit": y[:, :, 1], "rgb": torch.sigmoid(y[:, :, 2:5])}
+
+
+def n_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())

@@ -1,0 +1,178 @@
+"""``image2points nerf ...``: make a scene, fit, render and export points from the command line.
+
+The lead's ``backend/cli.py`` calls :func:`register`; ``python -m backend.nerf_cli nerf ...``
+works on its own too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _threads(n: int | None) -> None:
+    import torch
+
+    if n:
+        torch.set_num_threads(n)
+
+
+def run_make_scene(args: argparse.Namespace) -> int:
+    from .data.nerf_scene import make_scene
+
+    out = make_scene(args.name, args.out, seed=args.seed, width=args.size, n_train=args.train, n_test=args.test,
+                     samples=args.samples, workers=args.workers, force=args.force)
+    print(out)
+    return 0
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .model.nerf_data import NerfDataError, load_transforms
+    from .model.nerf_train import FitConfig, evaluate, fit, save_model
+
+    _threads(args.threads)
+    if args.minutes is None and args.steps is None:
+        args.minutes = 2.0
+    try:
+        data = load_transforms(args.data, "train")
+    except NerfDataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cfg = FitConfig(field=args.field, minutes=args.minutes, steps=args.steps, seed=args.seed)
+    bar = tqdm(total=1000, unit="‰", desc=f"fit {args.field}", dynamic_ncols=True)
+
+    def progress(frac: float, stage: str, metrics: dict, preview) -> None:
+        bar.n = int(frac * 1000)
+        bar.set_postfix({k: metrics[k] for k in ("step", "train_psnr") if k in metrics})
+        bar.refresh()
+
+    try:
+        model = fit(data, cfg, device=args.device, progress=progress)
+    except KeyboardInterrupt:
+        bar.close()
+        print("interrupted", file=sys.stderr)
+        return 130
+    bar.close()
+    path = save_model(model, args.out, half=args.half)
+    print(f"saved {path} ({path.stat().st_size / 1e6:.1f} MB): {model.meta['steps']} steps in "
+          f"{model.meta['seconds']:.0f} s, train PSNR {model.meta['train_psnr']:.2f} dB")
+    test = Path(args.data)
+    if test.is_dir() and (test / "transforms_test.json").is_file():
+        te = load_transforms(test, "test")
+        print(f"held-out PSNR (white background, {len(te)} views): {evaluate(model.field, te)['psnr']:.2f} dB")
+    return 0
+
+
+def run_render(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .model.nerf_data import NerfDataError, cameras_from_transforms, load_transforms
+    from .model.nerf_train import load_model, psnr, render_image, to_uint8
+
+    _threads(args.threads)
+    try:
+        model = load_model(args.model, args.device)
+        c2w, intr, names, tf = cameras_from_transforms(args.transforms, "test")
+    except (NerfDataError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    gt = None
+    try:
+        gt = load_transforms(tf).rgb_on((1.0, 1.0, 1.0))
+    except NerfDataError:
+        pass  # cameras only, no images: nothing to score against
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    scores = []
+    for i, (m, name) in enumerate(zip(c2w, names)):
+        img = render_image(model.field, m, intr)["rgb"]
+        Image.fromarray(to_uint8(img)).save(out / f"{Path(name).stem or f'r_{i:03d}'}.png")
+        if gt is not None:
+            scores.append(psnr(img, gt[i]))
+    print(f"rendered {len(c2w)} views to {out}")
+    if scores:
+        print(f"PSNR vs ground truth (white background): mean {np.mean(scores):.2f} dB, "
+              f"min {np.min(scores):.2f}, max {np.max(scores):.2f}")
+    return 0
+
+
+def run_points(args: argparse.Namespace) -> int:
+    from .model.nerf_points import extract_points, write_ply
+    from .model.nerf_train import load_model
+
+    _threads(args.threads)
+    try:
+        model = load_model(args.model, args.device)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    xyz, rgb = extract_points(model, max_points=args.max_points, acc_threshold=args.min_opacity)
+    write_ply(args.output, xyz, rgb)
+    print(f"wrote {len(xyz)} points to {args.output}")
+    return 0
+
+
+def register(sub: "argparse._SubParsersAction") -> None:
+    """Add ``nerf`` with sub-commands make-scene / fit / render / points to a CLI."""
+    p = sub.add_parser("nerf", help="NeRF from posed images (transforms.json): fit, render, points")
+    ns = p.add_subparsers(dest="nerf_cmd", required=True)
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+        q.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is best on a busy 2-core box)")
+
+    q = ns.add_parser("make-scene", help="render the project's own test scene with the bpy wheel")
+    q.add_argument("--name", default="blocks", choices=("blocks", "gallery"))
+    q.add_argument("--out", default=None, help="folder (default data/nerf/<name>)")
+    q.add_argument("--size", type=int, default=100)
+    q.add_argument("--train", type=int, default=100)
+    q.add_argument("--test", type=int, default=20)
+    q.add_argument("--samples", type=int, default=64, help="Cycles samples per pixel")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--workers", type=int, default=None)
+    q.add_argument("--force", action="store_true")
+    q.set_defaults(func=run_make_scene)
+
+    q = ns.add_parser("fit", help="fit a field to DATA_DIR/transforms_train.json (or transforms.json)")
+    q.add_argument("data", metavar="DATA_DIR")
+    q.add_argument("--out", required=True, metavar="MODEL")
+    q.add_argument("--minutes", type=float, default=None, help="time budget (default 2 if no --steps)")
+    q.add_argument("--steps", type=int, default=None)
+    q.add_argument("--field", default="fast", choices=("fast", "fast-sh", "mlp", "mlp-seed"))
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--half", action="store_true", help="store weights as float16 (half the file size)")
+    common(q)
+    q.set_defaults(func=run_fit)
+
+    q = ns.add_parser("render", help="render PNGs at the cameras of a transforms file")
+    q.add_argument("model", metavar="MODEL")
+    q.add_argument("--transforms", required=True, metavar="FILE_OR_DIR")
+    q.add_argument("--out", required=True, metavar="DIR")
+    common(q)
+    q.set_defaults(func=run_render)
+
+    q = ns.add_parser("points", help="export a coloured point cloud as binary PLY")
+    q.add_argument("model", metavar="MODEL")
+    q.add_argument("-o", "--output", required=True, metavar="OUT.ply")
+    q.add_argument("--max-points", type=int, default=200_000)
+    q.add_argument("--min-opacity", type=float, default=0.95)
+    common(q)
+    q.set_defaults(func=run_points)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    parser = argparse.ArgumentParser(prog="image2points")
+    register(parser.add_subparsers(dest="cmd", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

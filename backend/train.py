@@ -1,0 +1,263 @@
+"""Train the structure generator, in the two stages of Lin, Kong & Lucey (2018).
+
+    image2points train --data data --out runs/default --minutes 35
+    image2points train --smoke                     # tiny, CI-sized: checks that the loss falls
+    torchrun --nproc-per-node 4 -m backend.train --data data --out runs/ddp   # several GPUs
+
+Stage 1 (fixed views): the generator's per-view depth, mask and colour are supervised directly by
+the ground-truth maps of the 8 fixed views (L1 depth on object pixels + BCE mask + L1 colour).
+Stage 2 (novel views): the fixed-view predictions are fused into one cloud (fuse3d) and rendered
+by the pseudo-renderer at random novel views; L1 depth on pixels hit by exactly one point
+(collision == 1, as in the paper's code) + BCE mask, added to the stage-1 loss.
+The run is time-budgeted (CPU-first); the learning rate follows a cosine over the budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .model import checkpoint, geometry
+from .model.generator import GeneratorConfig, StructureGenerator
+
+
+@dataclass
+class TrainConfig:
+    data: str = "data"
+    out: str = "runs/default"
+    minutes: float = 35.0
+    max_steps: int = 1_000_000
+    batch: int = 24
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    stage2_frac: float = 0.3     # last fraction of the budget adds the novel-view loss
+    novel: int = 2               # novel views per sample in stage 2
+    upscale: int = 3             # pseudo-renderer upsampling factor U
+    w_depth: float = 2.0
+    w_rgb: float = 1.0
+    w_novel: float = 0.5
+    threads: int = 2
+    seed: int = 0
+    max_shapes: int | None = None
+    log_every: int = 50
+    ckpt_every_s: float = 300.0
+
+
+def losses(net: torch.nn.Module, b: dict[str, torch.Tensor], cfg: TrainConfig, stage2: bool,
+           fixed: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = net(b["inp"])
+    m = b["mask"]
+    n_obj = m.sum().clamp(min=1)
+    ls = {
+        "mask": F.binary_cross_entropy_with_logits(out["mask_logit"], m),
+        "depth": ((out["depth"] - b["depth"]).abs() * m).sum() / n_obj,
+        "rgb": ((out["rgb"] - b["rgb"]).abs() * m.unsqueeze(2)).sum() / (3 * n_obj),
+    }
+    total = ls["mask"] + cfg.w_depth * ls["depth"] + cfg.w_rgb * ls["rgb"]
+    if stage2:
+        bsz = m.shape[0]
+        pts = geometry.fuse3d(out["depth"], *fixed)
+        r = geometry.render_depth(pts, out["mask_logit"].reshape(bsz, -1), b["nR"], b["nt"],
+                                  m.shape[-2], m.shape[-1], upscale=cfg.upscale)
+        nm = b["nmask"]
+        ok = (r["collision"] == 1).float() * nm
+        ls["novel_depth"] = ((r["depth"] - b["ndepth"]).abs() * ok).sum() / ok.sum().clamp(min=1)
+        ls["novel_mask"] = F.binary_cross_entropy_with_logits(r["mask_logit"], nm)
+        total = total + cfg.w_novel * (cfg.w_depth * ls["novel_depth"] + ls["novel_mask"])
+    ls["total"] = total
+    return ls
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world) under torchrun; (0, 1) otherwise."""
+    if "WORLD_SIZE" not in os.environ:
+        return 0, 1
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def train(cfg: TrainConfig, gen_cfg: GeneratorConfig | None = None, resume: bool = True
+          ) -> dict[str, Any]:
+    from .data.dataset import ShapeDataset
+
+    rank, world = _dist()
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed + rank)
+    rng = np.random.default_rng([cfg.seed, rank])
+    device = f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = ShapeDataset(cfg.data, "train", max_shapes=cfg.max_shapes)
+    model = StructureGenerator(gen_cfg).to(device)
+    net: torch.nn.Module = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model)
+    opt = torch.optim.AdamW(net.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
+    fixed = tuple(x.to(device) for x in geometry.fixed_views(model.cfg.views))
+    state_path = out / "state.pt"
+    step, elapsed, history = 0, 0.0, []
+    if resume and state_path.exists():  # tensors + plain values only: weights_only load
+        st = torch.load(state_path, map_location=device, weights_only=True)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, elapsed, history = int(st["step"]), float(st["elapsed"]), st["history"].tolist()
+        print(f"resumed at step {step} ({elapsed / 60:.1f} min)")
+    budget = cfg.minutes * 60.0
+    t_start, last_ckpt = time.time() - elapsed, time.time()
+    try:
+        from tqdm import tqdm
+
+        bar = tqdm(total=int(budget), initial=int(elapsed), unit="s", disable=rank != 0,
+                   desc="train", mininterval=2.0)
+    except ImportError:  # pragma: no cover
+        bar = None
+    net.train()
+    while step < cfg.max_steps:
+        elapsed = time.time() - t_start
+        if elapsed >= budget:
+            break
+        frac = elapsed / budget
+        for g in opt.param_groups:
+            g["lr"] = 1e-5 + (cfg.lr - 1e-5) * 0.5 * (1 + math.cos(math.pi * frac))
+        stage2 = frac >= 1 - cfg.stage2_frac
+        idx = rng.integers(0, len(ds), cfg.batch)
+        b = {k: v.to(device) for k, v in ds.batch(idx, novel=cfg.novel if stage2 else 0,
+                                                    rng=rng).items()}
+        ls = losses(net, b, cfg, stage2, fixed)
+        opt.zero_grad(set_to_none=True)
+        ls["total"].backward()
+        opt.step()
+        step += 1
+        history.append([step, elapsed, ls["mask"].item(), ls["depth"].item(), ls["rgb"].item(),
+                        ls["total"].item(), float(stage2)])
+        if bar is not None:
+            bar.n = int(min(elapsed, budget))
+            bar.set_postfix(step=step, stage=2 if stage2 else 1, loss=f"{ls['total'].item():.3f}",
+                            refresh=False)
+            bar.update(0)
+        if rank == 0 and step % cfg.log_every == 0 and bar is None:
+            print(f"step {step} {elapsed:.0f}s loss {ls['total'].item():.4f}", flush=True)
+        if rank == 0 and time.time() - last_ckpt > cfg.ckpt_every_s:
+            _save_state(state_path, model, opt, step, time.time() - t_start, history)
+            last_ckpt = time.time()
+    if bar is not None:
+        bar.close()
+    elapsed = time.time() - t_start
+    result: dict[str, Any] = {"steps": step, "minutes": round(elapsed / 60, 2),
+                              "samples_seen": step * cfg.batch * world}
+    if rank == 0:
+        _save_state(state_path, model, opt, step, elapsed, history)
+        hist = np.array(history, dtype=np.float64)
+        result.update(first_loss=_smooth(hist[:, 5], 0), last_loss=_smooth(hist[:, 5], -1))
+        card = {"name": Path(cfg.out).name, "trained": time.strftime("%Y-%m-%d"),
+                "train_config": asdict(cfg), "train_result": result,
+                "summary": f"{step} steps, {result['minutes']} min, {ds.n_shapes} training shapes"}
+        checkpoint.save(model, out / "model.pt", card)
+        np.savetxt(out / "history.csv", hist, delimiter=",", fmt="%.6g",
+                   header="step,seconds,mask,depth,rgb,total,stage2")
+        plot_history(hist, out / "loss.png")
+        (out / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _smooth(x: np.ndarray, at: int, n: int = 20) -> float:
+    seg = x[:n] if at == 0 else x[-n:]
+    return float(np.mean(seg))
+
+
+def _save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
+                elapsed: float, history: list) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                "elapsed": elapsed, "history": torch.tensor(history, dtype=torch.float64)}, tmp)
+    tmp.replace(path)
+
+
+def plot_history(hist: np.ndarray, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    k = max(1, len(hist) // 200)
+    for col, name in ((2, "mask BCE"), (3, "depth L1"), (4, "colour L1"), (5, "total")):
+        y = np.convolve(hist[:, col], np.ones(k) / k, mode="valid")
+        ax.plot(hist[k - 1:, 0], y, label=name)
+    s2 = np.flatnonzero(hist[:, 6] > 0)
+    if len(s2):
+        ax.axvline(hist[s2[0], 0], color="grey", ls="--", label="stage 2 starts")
+    ax.set_xlabel("step")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title("training loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def install(run_dir: str | Path, name: str = "default") -> Path:
+    """Copy a run's model + card into backend/weights/ (the shipped default)."""
+    from .model.reconstruct import WEIGHTS_DIR
+
+    src = Path(run_dir) / "model.pt"
+    dst = WEIGHTS_DIR / f"{name}.pt"
+    dst.write_bytes(src.read_bytes())
+    card = json.loads(checkpoint.card_path(src).read_text())
+    card["file"] = dst.name
+    checkpoint.card_path(dst).write_text(json.dumps(card, indent=2) + "\n")
+    return dst
+
+
+SMOKE = dict(minutes=1.0, batch=8, max_shapes=40, stage2_frac=0.3, log_every=10)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the structure generator (two stages)")
+    p.add_argument("--data", default="data")
+    p.add_argument("--out", default="runs/default")
+    p.add_argument("--minutes", type=float, default=TrainConfig.minutes)
+    p.add_argument("--max-steps", type=int, default=TrainConfig.max_steps)
+    p.add_argument("--batch", type=int, default=TrainConfig.batch)
+    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--threads", type=int, default=TrainConfig.threads)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-shapes", type=int, default=None)
+    p.add_argument("--fresh", action="store_true", help="ignore a saved state in --out")
+    p.add_argument("--smoke", action="store_true", help="tiny run for CI (about 2 minutes)")
+    p.add_argument("--install", action="store_true",
+                   help="copy the result to backend/weights/default.pt (the shipped model)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = TrainConfig(data=args.data, out=args.out, minutes=args.minutes, max_steps=args.max_steps,
+                      batch=args.batch, lr=args.lr, threads=args.threads, seed=args.seed,
+                      max_shapes=args.max_shapes)
+    if args.smoke:
+        cfg = TrainConfig(**{**asdict(cfg), **SMOKE})
+    result = train(cfg, resume=not args.fresh)
+    print(json.dumps(result, indent=2))
+    if args.install:
+        print(f"installed {install(cfg.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m backend.train")
+    register(parser.add_subparsers(dest="command", required=True))
+    sys.exit(run(parser.parse_args(["train", *sys.argv[1:]])))

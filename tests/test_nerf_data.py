@@ -1,0 +1,137 @@
+"""The transforms.json loader: the convention it accepts and the errors it gives."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from backend.model.nerf_data import (
+    Intrinsics,
+    NerfDataError,
+    cameras_from_transforms,
+    estimate_aabb,
+    load_transforms,
+    save_transforms,
+    validate_c2w,
+)
+
+
+def _pose(z: float = 4.0) -> list[list[float]]:
+    m = np.eye(4)
+    m[2, 3] = z
+    return m.tolist()
+
+
+def _dataset(tmp: Path, n: int = 3, size: tuple[int, int] = (8, 6), ext: bool = False, mode: str = "RGBA",
+             **top) -> Path:
+    frames = []
+    for i in range(n):
+        arr = np.full((size[1], size[0], 4 if mode == "RGBA" else 3), 40 * i, np.uint8)
+        if mode == "RGBA":
+            arr[..., 3] = 128
+        Image.fromarray(arr, mode).save(tmp / f"r_{i}.png")
+        frames.append({"file_path": f"./r_{i}" + (".png" if ext else ""), "transform_matrix": _pose(4.0 + i)})
+    doc = {"camera_angle_x": 0.6911112, **top, "frames": frames}
+    (tmp / "transforms_train.json").write_text(json.dumps(doc))
+    return tmp
+
+
+def test_loads_blender_convention_with_and_without_extension(tmp_path: Path) -> None:
+    for ext in (False, True):
+        d = _dataset(tmp_path, ext=ext)
+        data = load_transforms(d, "train")
+        assert data.images.shape == (3, 6, 8, 4) and data.images.dtype == np.float32
+        assert data.has_alpha and data.images[0, 0, 0, 3] == pytest.approx(128 / 255)
+        assert data.intrinsics.fx == pytest.approx(0.5 * 8 / math.tan(0.5 * 0.6911112))
+        assert (data.intrinsics.cx, data.intrinsics.cy) == (4.0, 3.0)
+        # evaluation background is white: transparent pixels become white
+        assert data.rgb_on()[0, 0, 0, 0] == pytest.approx(0.0 * 0.5 + 1.0 * (1 - 128 / 255), abs=1e-6)
+
+
+def test_rgb_images_and_explicit_focal(tmp_path: Path) -> None:
+    d = _dataset(tmp_path, mode="RGB", fl_x=10.0, fl_y=11.0, cx=3.0, cy=2.5, w=8, h=6)
+    (d / "transforms_train.json").rename(d / "transforms.json")
+    data = load_transforms(d / "transforms.json")
+    assert not data.has_alpha and np.all(data.images[..., 3] == 1.0)
+    i = data.intrinsics
+    assert (i.fx, i.fy, i.cx, i.cy, i.width, i.height) == (10.0, 11.0, 3.0, 2.5, 8, 6)
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    intr = Intrinsics(20.0, 20.0, 8.0, 6.0, 16, 12)
+    c2w = np.stack([np.array(_pose(3.0)), np.array(_pose(5.0))])
+    imgs = np.random.default_rng(0).uniform(size=(2, 12, 16, 4)).astype(np.float32)
+    save_transforms(tmp_path / "transforms_test.json", c2w, intr, ["./test/a", "./test/b"], imgs,
+                    aabb=np.array([[-1, -1, -1], [1, 1, 1.0]]))
+    data = load_transforms(tmp_path, "test")
+    assert np.allclose(data.c2w, c2w) and data.aabb is not None
+    assert np.abs(data.images - imgs).max() <= 0.5 / 255 + 1e-6
+    cams, intr2, names, _ = cameras_from_transforms(tmp_path / "transforms_test.json")
+    assert np.allclose(cams, c2w) and intr2.fx == pytest.approx(20.0) and names == ["./test/a", "./test/b"]
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d, p: (p / "r_1.png").unlink(), "image './r_1' not found"),
+    (lambda d, p: d["frames"][1].update(transform_matrix=np.zeros((4, 4)).tolist()), "bottom row"),
+    (lambda d, p: d["frames"][1].update(transform_matrix=np.diag([1.0, 1.0, 0.0, 1.0]).tolist()), "singular"),
+    (lambda d, p: d["frames"][1].update(transform_matrix=np.diag([1.0, 2.0, 1.0, 1.0]).tolist()), "non-uniform scale"),
+    (lambda d, p: d["frames"][1].update(transform_matrix=np.diag([1.0, 1.0, -1.0, 1.0]).tolist()), "mirrored"),
+    (lambda d, p: d["frames"][1].update(transform_matrix=[[1, 0.6, 0, 0], [0, 0.8, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]), "shear"),
+    (lambda d, p: d["frames"][0].update(transform_matrix=[[1, 0, 0], [0, 1, 0]]), "must be 4x4"),
+    (lambda d, p: d["frames"][0].update(transform_matrix=[[float("nan")] * 4] * 4), "NaN"),
+    (lambda d, p: Image.new("RGBA", (9, 6)).save(p / "r_2.png"), "all images must have the same size"),
+    (lambda d, p: d.pop("camera_angle_x"), "no intrinsics"),
+    (lambda d, p: d.update(camera_angle_x=40.0), "degrees given?"),
+    (lambda d, p: d.update(w=10), "declares w x h = 10 x 6"),
+    (lambda d, p: d.update(k1=0.1), "distortion"),
+    (lambda d, p: d.update(frames=[]), "non-empty list"),
+    (lambda d, p: d["frames"][0].pop("transform_matrix"), "no 'transform_matrix'"),
+    (lambda d, p: (p / "r_0.png").write_bytes(b"not a png"), "cannot"),
+    (lambda d, p: d.update(aabb=[[1, 1, 1], [0, 0, 0]]), "'aabb'"),
+])
+def test_rejects_bad_data_with_actionable_messages(tmp_path: Path, mutate, message: str) -> None:
+    d = _dataset(tmp_path)
+    tf = d / "transforms_train.json"
+    doc = json.loads(tf.read_text())
+    mutate(doc, d)
+    tf.write_text(json.dumps(doc))
+    with pytest.raises(NerfDataError, match=message.replace("?", r"\?").replace("(", r"\(")) as info:
+        load_transforms(d, "train")
+    assert isinstance(info.value, ValueError)
+
+
+def test_rejects_bad_json_and_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "transforms.json").write_text('{"frames": [ }')
+    with pytest.raises(NerfDataError, match="invalid JSON at line 1"):
+        load_transforms(tmp_path)
+    with pytest.raises(NerfDataError, match="file not found"):
+        load_transforms(tmp_path / "missing.json")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(NerfDataError, match="no transforms_train.json or transforms.json"):
+        load_transforms(empty)
+
+
+def test_uniform_scale_is_divided_out_and_aabb_estimate_contains_target() -> None:
+    m = np.eye(4)
+    m[:3, :3] *= 2.0
+    m[:3, 3] = [1, 2, 3]
+    out = validate_c2w(m, "x")
+    assert np.allclose(out[:3, :3], np.eye(3)) and np.allclose(out[:3, 3], [1, 2, 3])
+    # cameras on a circle looking at the origin
+    poses = []
+    for a in np.linspace(0, 2 * np.pi, 8, endpoint=False):
+        eye = np.array([4 * np.cos(a), 4 * np.sin(a), 0.0])
+        f = -eye / 4
+        r = np.cross(f, [0, 0, 1.0])
+        u = np.cross(r, f)
+        p = np.eye(4)
+        p[:3, 0], p[:3, 1], p[:3, 2], p[:3, 3] = r, u, -f, eye
+        poses.append(p)
+    box = estimate_aabb(np.stack(poses), Intrinsics(50, 50, 25, 25, 50, 50))
+    assert np.all(box[0] < 0) and np.all(box[1] > 0) and np.all(box[1] - box[0] < 8)
