@@ -118,7 +118,7 @@ def run_points(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: "argparse._SubParsersAction") -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     """Add ``nerf`` with sub-commands make-scene / fit / render / points to a CLI."""
     p = sub.add_parser("nerf", help="NeRF from posed images (transforms.json): fit, render, points")
     ns = p.add_subparsers(dest="nerf_cmd", required=True)

@@ -28,7 +28,7 @@ HARD_MAX_POINTS = 5_000_000
 FIELDS = ("fast", "fast-sh", "mlp", "mlp-seed")
 
 _lock = threading.Lock()
-_models: "OrderedDict[str, Any]" = OrderedDict()
+_models: OrderedDict[str, Any] = OrderedDict()
 
 
 def _store(model: Any) -> str:

@@ -160,7 +160,11 @@ def train(cfg: TrainConfig, gen_cfg: GeneratorConfig | None = None, resume: bool
     if rank == 0:
         _save_state(state_path, model, opt, step, elapsed, history)
         hist = np.array(history, dtype=np.float64)
-        result.update(first_loss=_smooth(hist[:, 5], 0), last_loss=_smooth(hist[:, 5], -1))
+        # the stage-1 objective (fixed views) is comparable across the run; the total is not,
+        # since stage 2 adds the novel-view terms
+        s1 = hist[:, 2] + cfg.w_depth * hist[:, 3] + cfg.w_rgb * hist[:, 4]
+        result.update(first_loss=_smooth(s1, 0), last_loss=_smooth(s1, -1),
+                      first_total=_smooth(hist[:, 5], 0), last_total=_smooth(hist[:, 5], -1))
         card = {"name": Path(cfg.out).name, "trained": time.strftime("%Y-%m-%d"),
                 "train_config": asdict(cfg), "train_result": result,
                 "summary": f"{step} steps, {result['minutes']} min, {ds.n_shapes} training shapes"}
@@ -213,6 +217,7 @@ def install(run_dir: str | Path, name: str = "default") -> Path:
     from .model.reconstruct import WEIGHTS_DIR
 
     src = Path(run_dir) / "model.pt"
+    WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
     dst = WEIGHTS_DIR / f"{name}.pt"
     dst.write_bytes(src.read_bytes())
     card = json.loads(checkpoint.card_path(src).read_text())

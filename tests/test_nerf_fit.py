@@ -41,7 +41,7 @@ def fitted(scene: Path):
     torch.set_num_threads(1)
     train = load_transforms(scene, "train")
     calls: list[tuple[float, str, dict, object]] = []
-    model = fit(train, FitConfig(field="fast", steps=150, preview_every_s=0.0, seed=0),
+    model = fit(train, FitConfig(field="fast", steps=100, batch_rays=2048, preview_every_s=0.0, seed=0),
                 progress=lambda f, s, m, p: calls.append((f, s, m, p)))
     return model, calls
 
@@ -70,7 +70,7 @@ def test_tiny_fit_beats_trivial_baselines(scene: Path, fitted) -> None:
     assert fr == sorted(fr) and calls[-1][1] == "done" and fr[-1] == 1.0
     previews = [c[3] for c in calls if c[3] is not None]
     assert previews and previews[0].dtype == np.uint8 and previews[0].shape[2] == 3
-    assert model.meta["steps"] == 150 and model.meta["stopped"] == "budget"
+    assert model.meta["steps"] == 100 and model.meta["stopped"] == "budget"
 
 
 def test_save_load_round_trip_renders_identically(scene: Path, fitted, tmp_path: Path) -> None:
@@ -97,15 +97,15 @@ def test_cancel_and_early_stop(scene: Path) -> None:
         n["k"] += 1
         return n["k"] > 5
 
-    m = fit(train, FitConfig(field="fast", steps=1000), should_stop=stop)
+    m = fit(train, FitConfig(field="fast", steps=1000, batch_rays=1024), should_stop=stop)
     assert m.meta["stopped"] == "cancelled" and m.meta["steps"] == 5
-    m = fit(train, FitConfig(field="fast", steps=1000, target_psnr=12.0))
+    m = fit(train, FitConfig(field="fast", steps=1000, batch_rays=1024, target_psnr=12.0))
     assert m.meta["stopped"] == "target" and m.meta["steps"] < 1000
 
 
-def test_mlp_field_trains_through_the_same_interface(scene: Path) -> None:
+def test_other_fields_train_through_the_same_interface(scene: Path) -> None:
     train, test = load_transforms(scene, "train"), load_transforms(scene, "test")
-    for name in ("mlp", "mlp-seed"):
+    for name in ("fast-sh", "mlp", "mlp-seed"):
         m = fit(train, FitConfig(field=name, steps=20, batch_rays=256))
         assert np.isfinite(evaluate(m.field, test, max_images=1)["psnr"])
         again = model_from_bytes(model_to_bytes(m))
@@ -121,8 +121,9 @@ def test_points_and_ply(fitted, scene: Path, tmp_path: Path) -> None:
     assert xyz.dtype == np.float32 and rgb.dtype == np.uint8 and xyz.shape == rgb.shape and 500 < len(xyz) <= 5000
     box = load_transforms(scene, "train").aabb
     assert np.all(xyz >= box[0] - 0.05) and np.all(xyz <= box[1] + 0.05)
-    # the ground plate is at z = 0: many points there, nothing far below it
-    assert np.mean(np.abs(xyz[:, 2]) < 0.06) > 0.2 and xyz[:, 2].min() > -0.08
+    # the ground plate is at z = 0: many points near it (within ~2 voxels of this coarse 40^3 fit),
+    # nothing far below it
+    assert np.mean(np.abs(xyz[:, 2]) < 0.15) > 0.2 and xyz[:, 2].min() > -0.15
     path = write_ply(tmp_path / "p.ply", xyz, rgb)
     raw = path.read_bytes()
     head, body = raw.split(b"end_header\n", 1)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import example_image
 from PIL import Image
 
 from backend.data.dataset import MakeConfig, make_samples
 from backend.model.preprocess import SIZE, from_uint8, object_alpha, preprocess
-from conftest import example_image
 
 
 def test_preprocess_alpha_and_border_paths_agree():

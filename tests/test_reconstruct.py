@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, example_image
 from PIL import Image
 from scipy.spatial import cKDTree
 
@@ -14,7 +15,6 @@ from backend.data.dataset import MakeConfig, make_samples
 from backend.model import checkpoint, geometry
 from backend.model.generator import GeneratorConfig, StructureGenerator
 from backend.model.reconstruct import Reconstructor, default_checkpoint_path
-from conftest import ROOT, example_image
 
 
 def test_generator_shapes_and_ranges():

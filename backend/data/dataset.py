@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend.data.render import (Caster, normalizer, render_input, render_views, surface_samples,
-                                 view_rotation)
+from backend.data.render import Caster, normalizer, render_input, render_views, surface_samples, view_rotation
 from backend.data.shapes import make_shape
 from backend.model import geometry
 from backend.model.preprocess import preprocess, to_uint8

@@ -19,7 +19,7 @@ from backend.data.dataset import MakeConfig, make_samples, shape_seed, write_sha
 SHARD = 200  # shapes per shard
 
 # default sizes (shapes per split) for the shipped model; --smoke makes a tiny set for CI
-DEFAULT = {"train": 3000, "val": 100, "test": 200}
+DEFAULT = {"train": 4000, "val": 100, "test": 200}
 SMOKE = {"train": 48, "val": 8, "test": 12}
 
 
@@ -68,8 +68,8 @@ class _Serial:
 def register(sub) -> None:
     p = sub.add_parser("make-data", help="render the procedural training/eval data set into data/")
     p.add_argument("--data", default="data", help="output folder (default: data/)")
-    p.add_argument("--smoke", action="store_true", help="tiny set for CI (%s shapes)" % SMOKE)
-    p.add_argument("--train", type=int, default=None, help="train shapes (default %d)" % DEFAULT["train"])
+    p.add_argument("--smoke", action="store_true", help=f"tiny set for CI ({SMOKE} shapes)")
+    p.add_argument("--train", type=int, default=None, help=f"train shapes (default {DEFAULT['train']})")
     p.add_argument("--val", type=int, default=None)
     p.add_argument("--test", type=int, default=None)
     p.add_argument("--views", type=int, default=MakeConfig.views, help="input views per shape")
@@ -96,5 +96,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(prog="python -m backend.data.make")
     sp = ap.add_subparsers()
     register(sp)
-    a = ap.parse_args(["make-data", *os.sys.argv[1:]])
+    import sys
+
+    a = ap.parse_args(["make-data", *sys.argv[1:]])
     raise SystemExit(a.func(a))

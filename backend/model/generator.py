@@ -38,7 +38,7 @@ class GeneratorConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GeneratorConfig":
+    def from_dict(cls, d: dict) -> GeneratorConfig:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 

@@ -23,9 +23,10 @@ import io
 import json
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -53,7 +54,7 @@ class Intrinsics:
         return {"fl_x": self.fx, "fl_y": self.fy, "cx": self.cx, "cy": self.cy, "w": self.width, "h": self.height,
                 "camera_angle_x": 2.0 * math.atan(0.5 * self.width / self.fx)}
 
-    def scaled(self, width: int, height: int) -> "Intrinsics":
+    def scaled(self, width: int, height: int) -> Intrinsics:
         """The same camera at another resolution (previews, tests)."""
         sx, sy = width / self.width, height / self.height
         return Intrinsics(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, width, height)
@@ -199,7 +200,8 @@ def decode_image(data: bytes | np.ndarray | Image.Image, where: str) -> np.ndarr
     except Exception as e:  # Pillow raises many types for bad files
         raise NerfDataError(f"{where}: cannot decode image ({e})") from e
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        g = np.asarray(img, dtype=np.float32) / (65535.0 if img.mode.startswith("I;16") else float(max(1, np.max(img))))
+        g = np.asarray(img, dtype=np.float32)
+        g = g / (65535.0 if img.mode.startswith("I;16") else max(1.0, float(g.max())))
         return np.concatenate([np.repeat(g[..., None], 3, 2), np.ones_like(g[..., None])], axis=2)
     has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
     img = img.convert("RGBA" if has_alpha else "RGB")

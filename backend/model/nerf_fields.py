@@ -31,6 +31,7 @@ class Field(nn.Module):
     """Common interface. ``aabb`` (2,3) is the scene box in world units."""
 
     kind = "base"
+    aabb: torch.Tensor
     # "fixed_step" (step in world units) or "stratified" (n_samples per ray)
     sampling: str = "stratified"
     n_samples: int = 64
@@ -132,8 +133,9 @@ class GridField(Field):
     """Dense density + colour grid with trilinear interpolation (the fast field)."""
 
     kind = "grid"
+    occ: torch.Tensor
 
-    def __init__(self, aabb, n_voxels: int = 96 ** 3, sh_degree: int = 0, step_ratio: float = 0.5,
+    def __init__(self, aabb, n_voxels: int = 96 ** 3, sh_degree: int = 0, step_ratio: float = 0.8,
                  init_density: float = 0.1, final_voxels: int | None = None, occ_threshold: float = 1e-3,
                  resolution: list[int] | None = None) -> None:
         super().__init__(aabb)

@@ -47,16 +47,16 @@ def extract_points(model: NerfModel, max_points: int = 200_000, acc_threshold: f
             acc = r["acc"]
             w = r["weights"]
             # colour without the background: normalise by the accumulated weight
-            rgb = (r["rgb"] - (1.0 - acc).unsqueeze(-1) * white) / acc.clamp_min(1e-6).unsqueeze(-1)
+            col = (r["rgb"] - (1.0 - acc).unsqueeze(-1) * white) / acc.clamp_min(1e-6).unsqueeze(-1)
             depth = median_depth(w, r["t"])
             ok = (acc > acc_threshold) & torch.isfinite(depth)
             if bool(ok.any()):
                 xyz_all.append((oo[ok] + dd[ok] * depth[ok].unsqueeze(-1)).cpu())
-                rgb_all.append(rgb[ok].clamp(0, 1).cpu())
+                rgb_all.append(col[ok].clamp(0, 1).cpu())
     if not xyz_all:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
-    xyz = torch.cat(xyz_all).numpy()
-    rgb = torch.cat(rgb_all).numpy()
+    xyz: np.ndarray = torch.cat(xyz_all).numpy()
+    rgb: np.ndarray = torch.cat(rgb_all).numpy()
     keys = np.floor((xyz - field.aabb[0].cpu().numpy()) / cell).astype(np.int64)
     _, first = np.unique(keys, axis=0, return_index=True)
     xyz, rgb = xyz[first], rgb[first]

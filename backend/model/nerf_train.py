@@ -14,9 +14,11 @@ import io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field as dc_field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
