@@ -110,7 +110,7 @@ def test_no_pickle_and_no_client_supplied_paths():
     src = {p: p.read_text() for d in ("backend", "addon") for p in (ROOT / d).rglob("*.py")}
     for p, text in src.items():
         assert not re.search(r"pickle\.loads?\(|recv_pyobj|allow_pickle=True", text), p
-        for call in re.findall(r"torch\.load\([^)]*\)", text):
+        for call in re.findall(r"torch\.load\(.*", text):  # the rest of the line
             assert "weights_only=True" in call, (p, call)
     allowed = {'"/proc/meminfo"', "tmp", 'args.ready_file + ".tmp"'}
     for name in ("server.py", "broker.py", "ops_builtin.py", "images.py", "reconstruct_op.py",

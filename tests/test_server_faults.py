@@ -189,7 +189,10 @@ def test_job_whose_workers_keep_dying_gets_a_coded_error():
             w1.proc.send_signal(signal.SIGKILL)
             w2 = worker(br)  # the job is re-queued onto this one, which dies too
             try:
-                wait_until(lambda: _started(c, job), 30, "the job to restart")
+                # not _started(): the broker's heartbeats for the job can arrive before w2 has it
+                wait_until(lambda: any(w["busy"] and w["pid"] == w2.proc.pid
+                                       for w in c.hello()["workers"]), 30,
+                           "the job to restart on the second worker")
                 w2.proc.send_signal(signal.SIGKILL)
                 with pytest.raises(BackendError) as err:
                     c.wait(job, timeout=30, stall_timeout=10)
