@@ -32,11 +32,11 @@ def _start_backend(threads: int) -> tuple[subprocess.Popen, str]:
 def run(quick: bool = False) -> dict:
     import bpy
     import torch
-    from backend.model.reconstruct import Reconstructor
 
     from addon import points, protocol
     from addon.client import Client, guess_media, points_from_result
     from backend.images import decode_image
+    from backend.model.reconstruct import Reconstructor
 
     threads = torch.get_num_threads()
     data = (ROOT / "examples" / "chair.png").read_bytes()

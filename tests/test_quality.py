@@ -11,7 +11,7 @@ BIN = Path(sys.executable).parent
 
 
 def test_ruff_clean():
-    out = subprocess.run([str(BIN / "ruff"), "check", "addon", "backend", "bench", "tests", "tools"],
+    out = subprocess.run([str(BIN / "ruff"), "check", "--no-cache", "addon", "backend", "bench", "tests", "tools"],
                          cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-4000:]
 
