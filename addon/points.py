@@ -18,10 +18,17 @@ COLOR_ATTR = "Col"
 MODIFIER = "Image2Points Points"
 
 
+def _srgb_lut() -> np.ndarray:
+    c = np.arange(256, dtype=np.float64) / 255.0
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+_SRGB_TO_LINEAR = _srgb_lut()  # 256 entries: a table lookup is ~10x faster than pow() per value
+
+
 def srgb_to_linear(rgb_u8: np.ndarray) -> np.ndarray:
     """uint8 sRGB -> float32 linear (Blender's FLOAT_COLOR attributes are scene-linear)."""
-    c = rgb_u8.astype(np.float32) / 255.0
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+    return _SRGB_TO_LINEAR[np.asarray(rgb_u8, dtype=np.uint8)]
 
 
 def ensure_node_group() -> bpy.types.NodeTree:
