@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .backend_proc import start_backend
 from .timing import measure, table
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _start_backend(threads: int) -> tuple[subprocess.Popen, str]:
-    ready = os.path.join(tempfile.mkdtemp(prefix="i2p-bench-"), "port")
-    proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--port", "0",
-                             "--threads", str(threads), "--ready-file", ready, "--log-level",
-                             "WARNING"], cwd=ROOT)
-    deadline = time.monotonic() + 120
-    while not os.path.exists(ready):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("backend did not start")
-        time.sleep(0.05)
-    return proc, f"tcp://127.0.0.1:{Path(ready).read_text()}"
 
 
 def run(quick: bool = False) -> dict:
@@ -46,7 +30,7 @@ def run(quick: bool = False) -> dict:
     img = decode_image(data)
     forward = measure(lambda: model.reconstruct([img]), reps, warmup=2)
 
-    proc, endpoint = _start_backend(threads)
+    proc, endpoint = start_backend(threads)
     stages: dict[str, list[float]] = {k: [] for k in
                                       ("encode", "server+wire", "model", "decode", "import", "total")}
     try:

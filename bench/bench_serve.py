@@ -11,11 +11,11 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
+from .backend_proc import start_backend
 from .timing import table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,17 +23,7 @@ CLIENTS = 8
 
 
 def _start(max_batch: int, threads: int) -> tuple[subprocess.Popen, str]:
-    ready = os.path.join(tempfile.mkdtemp(prefix="i2p-bench-serve-"), "port")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "serve", "--port", "0", "--threads", str(threads),
-         "--max-batch", str(max_batch), "--batch-wait-ms", "5", "--ready-file", ready,
-         "--log-level", "WARNING"], cwd=ROOT)
-    deadline = time.monotonic() + 120
-    while not os.path.exists(ready):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("backend did not start")
-        time.sleep(0.05)
-    return proc, f"tcp://127.0.0.1:{Path(ready).read_text()}"
+    return start_backend(threads, "--max-batch", str(max_batch), "--batch-wait-ms", "5")
 
 
 def _round(endpoint: str, image: bytes, jobs_per_client: int) -> tuple[float, float]:
