@@ -61,6 +61,21 @@ class CurveKeys:
     client_public: bytes
     client_secret: bytes
 
+    @classmethod
+    def from_files(cls, server_key_file: str, client_key_file: str) -> CurveKeys:
+        """The server's public ``.key`` and our ``.key_secret`` (from ``image2points keys``).
+        Raises ValueError with a clear text."""
+        import zmq.auth
+
+        try:
+            server_public, _ = zmq.auth.load_certificate(server_key_file)
+            client_public, client_secret = zmq.auth.load_certificate(client_key_file)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read CurveZMQ key files: {exc}") from None
+        if client_secret is None:
+            raise ValueError(f"{client_key_file} has no secret key (use the .key_secret file)")
+        return cls(server_public, client_public, client_secret)
+
 
 @dataclass
 class JobResult:

@@ -25,6 +25,7 @@ from bpy_extras.io_utils import ImportHelper
 from . import nerf_capture as nc
 from . import points, preferences, props
 from .client import BackendError, JobResult, points_from_result
+from .modal_task import ModalTaskOperator
 from .operators import (
     _EndpointProps,
     describe_backend,
@@ -653,7 +654,7 @@ def report_fit(report: Any, task: FitTask) -> None:
         report({level}, f"Image2Points: {error_text(task.error)}")
 
 
-class IMAGE2POINTS_OT_fit_nerf(_EndpointProps, bpy.types.Operator):
+class IMAGE2POINTS_OT_fit_nerf(ModalTaskOperator, _EndpointProps, bpy.types.Operator):
     """Send the captured dataset to the backend and fit a NeRF (progress in the panel)"""
 
     bl_idname = "image2points.fit_nerf"
@@ -666,7 +667,7 @@ class IMAGE2POINTS_OT_fit_nerf(_EndpointProps, bpy.types.Operator):
     steps: IntProperty(name="Steps", default=0, min=0, options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
 
     _task: FitTask | None = None
-    _timer: Any = None
+    timer_interval = 0.2
 
     @classmethod
     def poll(cls, context: Any) -> bool:
@@ -685,53 +686,8 @@ class IMAGE2POINTS_OT_fit_nerf(_EndpointProps, bpy.types.Operator):
             return {"CANCELLED"}
         return {"RUNNING_MODAL"}
 
-    def tick(self, context: Any) -> set[Any]:
-        task = self._task
-        if task is None:
-            return {"CANCELLED"}
-        outcome = task.tick(context)
-        if outcome != {"RUNNING_MODAL"}:
-            report_fit(self.report, task)
-        return outcome
-
-    def execute(self, context: Any) -> set[Any]:
-        if self.begin(context) != {"RUNNING_MODAL"} or self._task is None:
-            return {"CANCELLED"}
-        outcome = self._task.run_blocking(context)
-        report_fit(self.report, self._task)
-        return outcome
-
-    def invoke(self, context: Any, event: Any) -> set[Any]:
-        if bpy.app.background or getattr(context, "window", None) is None:
-            return self.execute(context)
-        if self.begin(context) != {"RUNNING_MODAL"}:
-            return {"CANCELLED"}
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(0.2, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
-    def modal(self, context: Any, event: Any) -> set[Any]:
-        if event.type == "ESC" and event.value == "PRESS" and self._task is not None:
-            self._task.cancel_requested = True
-        elif event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        outcome = self.tick(context)
-        if outcome == {"RUNNING_MODAL"}:
-            return {"RUNNING_MODAL"} if event.type == "ESC" else {"PASS_THROUGH"}
-        self._remove_timer(context)
-        return outcome
-
-    def cancel(self, context: Any) -> None:
-        if self._task is not None and not self._task.outcome:
-            self._task.cancel_requested = True
-            self._task.tick(context)
-        self._remove_timer(context)
-
-    def _remove_timer(self, context: Any) -> None:
-        if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
-            self._timer = None
+    def report_task(self, task: FitTask) -> None:
+        report_fit(self.report, task)
 
 
 class IMAGE2POINTS_OT_cancel_nerf(bpy.types.Operator):

@@ -30,6 +30,7 @@ from bpy_extras.io_utils import ExportHelper
 
 from . import points, preferences, props
 from .client import BackendError, Client, JobResult, guess_media, points_from_result
+from .modal_task import ModalTaskOperator
 
 Report = Callable[..., Any]
 
@@ -433,7 +434,7 @@ class _EndpointProps:
         return effective_settings(context, self.endpoint, self.connect_timeout, self.timeout)
 
 
-class IMAGE2POINTS_OT_reconstruct(_EndpointProps, bpy.types.Operator):
+class IMAGE2POINTS_OT_reconstruct(ModalTaskOperator, _EndpointProps, bpy.types.Operator):
     """Send the chosen image to the backend and import the predicted coloured point cloud"""
 
     bl_idname = "image2points.reconstruct"
@@ -441,7 +442,6 @@ class IMAGE2POINTS_OT_reconstruct(_EndpointProps, bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     _task: ReconstructTask | None = None
-    _timer: Any = None
 
     @classmethod
     def poll(cls, context: Any) -> bool:
@@ -456,55 +456,8 @@ class IMAGE2POINTS_OT_reconstruct(_EndpointProps, bpy.types.Operator):
             return {"CANCELLED"}
         return {"RUNNING_MODAL"}
 
-    def tick(self, context: Any) -> set[Any]:
-        """The modal timer's work, callable directly (timers never fire in the bpy module)."""
-        task = self._task
-        if task is None:
-            return {"CANCELLED"}
-        outcome = task.tick(context)
-        if outcome != {"RUNNING_MODAL"}:
-            report_outcome(self.report, task)
-        return outcome
-
-    def execute(self, context: Any) -> set[Any]:
-        """Blocking, with a deadline: for scripts and background mode."""
-        if self.begin(context) != {"RUNNING_MODAL"} or self._task is None:
-            return {"CANCELLED"}
-        outcome = self._task.run_blocking(context)
-        report_outcome(self.report, self._task)
-        return outcome
-
-    def invoke(self, context: Any, event: Any) -> set[Any]:
-        if bpy.app.background or getattr(context, "window", None) is None:
-            return self.execute(context)
-        if self.begin(context) != {"RUNNING_MODAL"}:
-            return {"CANCELLED"}
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(0.1, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
-    def modal(self, context: Any, event: Any) -> set[Any]:
-        if event.type == "ESC" and event.value == "PRESS" and self._task is not None:
-            self._task.cancel_requested = True
-        elif event.type != "TIMER":  # (any window timer: a spare tick costs one poll(0))
-            return {"PASS_THROUGH"}
-        outcome = self.tick(context)
-        if outcome == {"RUNNING_MODAL"}:
-            return {"RUNNING_MODAL"} if event.type == "ESC" else {"PASS_THROUGH"}
-        self._remove_timer(context)
-        return outcome
-
-    def cancel(self, context: Any) -> None:  # Blender ends the modal (file load, window closed)
-        if self._task is not None and not self._task.outcome:
-            self._task.cancel_requested = True
-            self._task.tick(context)
-        self._remove_timer(context)
-
-    def _remove_timer(self, context: Any) -> None:
-        if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
-            self._timer = None
+    def report_task(self, task: ReconstructTask) -> None:
+        report_outcome(self.report, task)
 
 
 class IMAGE2POINTS_OT_cancel(bpy.types.Operator):

@@ -144,16 +144,8 @@ def load_curve(cfg: Settings) -> CurveKeys | None:
         return None
     if not (cfg.server_key_file and cfg.client_key_file):
         raise ValueError("CurveZMQ needs both the server public key and the client key pair files")
-    import zmq.auth
-
-    try:
-        server_public, _ = zmq.auth.load_certificate(bpy.path.abspath(cfg.server_key_file))
-        client_public, client_secret = zmq.auth.load_certificate(bpy.path.abspath(cfg.client_key_file))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read CurveZMQ key files: {exc}") from None
-    if client_secret is None:
-        raise ValueError(f"{cfg.client_key_file} has no secret key (use the .key_secret file)")
-    return CurveKeys(server_public, client_public, client_secret)
+    return CurveKeys.from_files(bpy.path.abspath(cfg.server_key_file),
+                                bpy.path.abspath(cfg.client_key_file))
 
 
 # -- the optional local backend subprocess -----------------------------------------------------

@@ -1,4 +1,4 @@
-"""``image2points`` command line: serve | ping | reconstruct | keys | make-data | train | eval |
+"""``image2points`` command line: serve | ping | reconstruct | keys | make-data | train | eval | pipeline |
 nerf | bench.
 
 Sub-commands that pull in torch live in their own modules and are imported only when named, so
@@ -20,6 +20,7 @@ PLUGINS = {
     "make-data": "backend.data.make",
     "train": "backend.train",
     "eval": "backend.evaluate",
+    "pipeline": "backend.pipeline",
     "nerf": "backend.nerf_cli",
     "bench": "bench.__main__",
     "broker": "backend.broker",
@@ -51,10 +52,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
-    from addon.client import BackendError, Client
+    from addon.client import BackendError, Client, CurveKeys
 
     try:
-        with Client(args.endpoint, connect_timeout=args.timeout) as c:
+        curve = None
+        if args.server_key or args.client_key:
+            if not (args.server_key and args.client_key):
+                raise ValueError("CurveZMQ needs both --server-key and --client-key")
+            curve = CurveKeys.from_files(args.server_key, args.client_key)
+    except ValueError as exc:
+        print(f"image2points ping: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with Client(args.endpoint, connect_timeout=args.timeout, curve=curve) as c:
             info = c.hello(timeout=args.timeout)
     except BackendError as exc:
         print(f"image2points ping: {exc.message}", file=sys.stderr)
@@ -136,6 +146,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s = sub.add_parser("ping", help="check that a backend answers")
     s.add_argument("--endpoint", default="tcp://127.0.0.1:5555")
     s.add_argument("--timeout", type=float, default=3.0)
+    s.add_argument("--server-key", default=None, help="the server's public .key file (CURVE)")
+    s.add_argument("--client-key", default=None, help="this client's .key_secret file (CURVE)")
     s.set_defaults(func=cmd_ping)
 
     s = sub.add_parser("reconstruct", help="one image -> PLY, in-process (no server)")

@@ -292,6 +292,26 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def markdown(report: dict[str, Any]) -> str:
+    """The README's eval table and verdict lines, generated so they cannot drift from the report."""
+    lines = ["| set | method | pred->GT | GT->pred | Chamfer | F@1% | F@2% |",
+             "|---|---|---|---|---|---|---|"]
+    splits = [s for s in ("test", "third_party") if s in report]
+    for split in splits:
+        for name in ("model", "mean_shape", "nn_retrieval", "silhouette_slab"):
+            m = report[split][name]["mean"]
+            lines.append(f"| {split} | {name} | {m['p2g']:.4f} | {m['g2p']:.4f} | {m['chamfer']:.4f} | "
+                         f"{m['f1']:.3f} | {m['f2']:.3f} |")
+    lines += ["", "Gain of the model over each baseline (the target is +20% on both):", ""]
+    for split in splits:
+        v = report["verdict"][split]
+        gains = "; ".join(f"{b}: Chamfer {r['chamfer_gain']:+.0%}, F@2% {r['f2_gain']:+.0%}"
+                          for b, r in v["vs"].items())
+        ok = "**meets** the bar" if v["beats_all_by_20pct"] else "**does NOT meet** the bar"
+        lines.append(f"- {split.replace('_', '-')}: {gains} -> {ok}.")
+    return "\n".join(lines)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="score a checkpoint against baselines on held-out shapes")
     p.add_argument("--checkpoint", default=None, help="default: the shipped model")

@@ -210,6 +210,7 @@ class Server:
         self.done: collections.OrderedDict[str, float] = collections.OrderedDict()
         self.queue: collections.deque[Job] = collections.deque()
         self.cv = threading.Condition()
+        self._last_batch = 1  # size of the previous batch: a sign of concurrent clients
         self.stopping = threading.Event()
         self.broker_seen = time.monotonic()
         self.worker = threading.Thread(target=self._work, name="image2points-worker", daemon=True)
@@ -593,7 +594,10 @@ class Server:
             first = self.queue.popleft()
             batch = [first]
             spec = OPS.get(first.op)
-            if spec is not None and spec.batch and self.limits.max_batch > 1:
+            # Wait for company only when there is demand: jobs already queued, or the last batch
+            # was shared. A lone client's job then runs at once instead of paying batch_wait_s.
+            busy = bool(self.queue) or self._last_batch > 1
+            if spec is not None and spec.batch and self.limits.max_batch > 1 and busy:
                 deadline = time.monotonic() + self.limits.batch_wait_s
                 while len(batch) < self.limits.max_batch:
                     same = [j for j in self.queue if j.op == first.op]
@@ -604,6 +608,7 @@ class Server:
                     if len(batch) >= self.limits.max_batch or left <= 0 or self.stopping.is_set():
                         break
                     self.cv.wait(left)
+            self._last_batch = len(batch)
             return batch
 
     def _work(self) -> None:

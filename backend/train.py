@@ -1,6 +1,7 @@
 """Train the structure generator, in the two stages of Lin, Kong & Lucey (2018).
 
-    image2points train --data data --out runs/default --minutes 35
+    image2points train --data data --out runs/default           # 52 minutes, the default recipe
+    image2points train --init backend/weights/default.pt --out runs/more --minutes 30  # go on
     image2points train --smoke                     # tiny, CI-sized: checks that the loss falls
     torchrun --nproc-per-node 4 -m backend.train --data data --out runs/ddp   # several GPUs
 
@@ -35,7 +36,7 @@ from .model.generator import GeneratorConfig, StructureGenerator
 class TrainConfig:
     data: str = "data"
     out: str = "runs/default"
-    minutes: float = 35.0
+    minutes: float = 52.0         # the default recipe: make-data + train + eval < 60 min on 2 cores
     max_steps: int = 1_000_000
     batch: int = 24
     lr: float = 2e-3
@@ -49,13 +50,14 @@ class TrainConfig:
     threads: int = 2
     seed: int = 0
     max_shapes: int | None = None
+    init: str | None = None      # start from these weights (a checkpoint file) instead of random
     log_every: int = 50
     ckpt_every_s: float = 300.0
 
 
 def losses(net: torch.nn.Module, b: dict[str, torch.Tensor], cfg: TrainConfig, stage2: bool,
            fixed: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = net(b["inp"])
+    out = net(b["inp"].contiguous(memory_format=torch.channels_last))
     m = b["mask"]
     n_obj = m.sum().clamp(min=1)
     ls = {
@@ -101,6 +103,12 @@ def train(cfg: TrainConfig, gen_cfg: GeneratorConfig | None = None, resume: bool
     out.mkdir(parents=True, exist_ok=True)
     ds = ShapeDataset(cfg.data, "train", max_shapes=cfg.max_shapes)
     model = StructureGenerator(gen_cfg).to(device)
+    if cfg.init and not (resume and (out / "state.pt").exists()):
+        src, _ = checkpoint.load(cfg.init, device)  # warm start: weights only, fresh schedule
+        model.load_state_dict(src.state_dict())
+        print(f"initialised from {cfg.init}")
+    # NHWC: oneDNN's convolutions are ~17% faster per step on CPU (measured, batch 24)
+    model = model.to(memory_format=torch.channels_last)
     net: torch.nn.Module = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model)
@@ -233,13 +241,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the structure generator (two stages)")
     p.add_argument("--data", default="data")
     p.add_argument("--out", default="runs/default")
-    p.add_argument("--minutes", type=float, default=TrainConfig.minutes)
+    p.add_argument("--minutes", type=float, default=None,
+                   help=f"wall-clock budget (default {TrainConfig.minutes:g}; with --smoke {SMOKE['minutes']:g})")
     p.add_argument("--max-steps", type=int, default=TrainConfig.max_steps)
     p.add_argument("--batch", type=int, default=TrainConfig.batch)
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
     p.add_argument("--threads", type=int, default=TrainConfig.threads)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-shapes", type=int, default=None)
+    p.add_argument("--init", default=None, metavar="CKPT",
+                   help="start from a checkpoint's weights (e.g. backend/weights/default.pt)")
     p.add_argument("--fresh", action="store_true", help="ignore a saved state in --out")
     p.add_argument("--smoke", action="store_true", help="tiny run for CI (about 2 minutes)")
     p.add_argument("--install", action="store_true",
@@ -248,11 +259,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = TrainConfig(data=args.data, out=args.out, minutes=args.minutes, max_steps=args.max_steps,
+    cfg = TrainConfig(data=args.data, out=args.out, max_steps=args.max_steps,
                       batch=args.batch, lr=args.lr, threads=args.threads, seed=args.seed,
-                      max_shapes=args.max_shapes)
+                      max_shapes=args.max_shapes, init=args.init)
     if args.smoke:
         cfg = TrainConfig(**{**asdict(cfg), **SMOKE})
+    if args.minutes is not None:
+        cfg.minutes = args.minutes
     result = train(cfg, resume=not args.fresh)
     print(json.dumps(result, indent=2))
     if args.install:

@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     RESULTS.mkdir(exist_ok=True)
     failed = []
+    t_all = time.perf_counter()
     for name in names:
         mod = importlib.import_module(f"bench.bench_{name}")
         t0 = time.perf_counter()
@@ -48,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.quick:
             (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=2, default=str))
         print(f"({name}: {doc['seconds']} s)", flush=True)
+    print(f"\n{len(names) - len(failed)} of {len(names)} benchmarks ran in "
+          f"{time.perf_counter() - t_all:.0f} s" + (f"; failed: {failed}" if failed else ""), flush=True)
     return 1 if failed else 0
 
 

@@ -5,6 +5,8 @@ All numbers are medians after a warm-up, measured in this one run (CPU threads a
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 
@@ -16,7 +18,9 @@ from bench.timing import measure, table
 def run(quick: bool) -> dict:
     torch.manual_seed(0)
     reps = 5
-    net = StructureGenerator().eval()
+    nchw = StructureGenerator().eval()
+    # as checkpoint.load and train.py run it: NHWC weights (oneDNN's faster CPU layout)
+    net = copy.deepcopy(nchw).to(memory_format=torch.channels_last)
     R, t = geometry.fixed_views(8)
     res: dict = {"params_M": round(n_params(net) / 1e6, 3), "threads": torch.get_num_threads()}
     rows = []
@@ -24,8 +28,12 @@ def run(quick: bool) -> dict:
         for b in (1, 16):
             x = torch.rand(b, 4, 64, 64)
             s = measure(lambda: net(x), repeats=reps)
+            base = measure(lambda: nchw(x), repeats=reps)
             res[f"forward_b{b}_ms"] = s.median * 1e3
+            res[f"forward_b{b}_nchw_ms"] = base.median * 1e3
             rows.append((f"generator forward, batch {b}", s.ms(), f"{b / s.median:.1f} img/s"))
+            rows.append(("  same, NCHW weights (baseline)", base.ms(),
+                         f"NHWC is {base.median / s.median:.2f}x faster"))
         out = net(torch.rand(16, 4, 64, 64))
         s = measure(lambda: geometry.fuse3d(out["depth"], R, t), repeats=reps)
         res["fuse3d_b16_ms"] = s.median * 1e3

@@ -91,6 +91,7 @@ def run(quick: bool = False) -> dict:
         for proc, _ in procs.values():
             proc.terminate()
             proc.wait(30)
+    ceiling = _forward_ceiling(threads)
     med = {mb: statistics.median(v) for mb, v in rates.items()}
     ratio = statistics.median(ratios)
     rows = [(f"max_batch {mb}", f"{med[mb]:.2f}", f"{min(rates[mb]):.2f}-{max(rates[mb]):.2f}",
@@ -99,11 +100,38 @@ def run(quick: bool = False) -> dict:
                 f"{rounds} rounds, {threads} torch threads",
                 rows, ("server", "jobs/s (median)", "range", "mean batch")))
     print(f"micro-batching speed-up: {ratio:.2f}x (median of {rounds} paired rounds)")
+    print(f"ceiling from the model alone: one batch-8 forward does the work of {ceiling:.2f} batch-1 "
+          f"forwards on {threads} thread(s) here; batching cannot speed serving up by more than that")
     return {"clients": CLIENTS, "jobs_per_client": per_client, "rounds": rounds, "threads": threads,
             "jobs_per_s": {str(k): v for k, v in rates.items()},
             "median_jobs_per_s": {str(k): v for k, v in med.items()},
             "mean_batch": {str(k): statistics.mean(v) for k, v in mean_batch.items()},
-            "ratio_batched_vs_single": ratio, "ratios": ratios}
+            "ratio_batched_vs_single": ratio, "ratios": ratios,
+            "forward_batching_ceiling": ceiling}
+
+
+def _forward_ceiling(threads: int) -> float:
+    """(8 x batch-1 forward time) / (batch-8 forward time), same checkpoint and thread count as
+    the servers: on a CPU the convolutions are compute-bound already at batch 1, so this bounds
+    what micro-batching can gain."""
+    import torch
+
+    from backend.model import checkpoint
+    from backend.model.reconstruct import default_checkpoint_path
+
+    from .timing import measure
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model, _ = checkpoint.load(default_checkpoint_path())
+        x1, x8 = torch.rand(1, 4, 64, 64), torch.rand(8, 4, 64, 64)
+        with torch.inference_mode():
+            s1 = measure(lambda: model(x1), 10, warmup=3)
+            s8 = measure(lambda: model(x8), 10, warmup=3)
+    finally:
+        torch.set_num_threads(old)
+    return 8 * s1.median / s8.median
 
 
 def _disc_png() -> bytes:

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from images import disc_rgba, png_bytes
+from opstub import OperatorStub
 
 pytestmark = pytest.mark.bpy
 
@@ -60,36 +61,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class OpStub:
-    """Stands in for the operator instance (bpy cannot instantiate operators directly)."""
+class OpStub(OperatorStub):
+    """Stands in for the reconstruct operator instance."""
 
     def __init__(self, endpoint: str, timeout: float = 180.0):
         from addon import operators
 
-        self.endpoint, self.connect_timeout, self.timeout = endpoint, 5.0, timeout
-        self._task = self._timer = None
-        self.reports: list[tuple[set[str], str]] = []
-        self.op = operators.IMAGE2POINTS_OT_reconstruct
-
-    def settings(self, ctx):
-        from addon import operators
-
-        return operators.effective_settings(ctx, self.endpoint, self.connect_timeout, self.timeout)
-
-    def report(self, level, msg):
-        self.reports.append((level, msg))
-
-    def begin(self, ctx):
-        return self.op.begin(self, ctx)
-
-    def tick(self, ctx):
-        return self.op.tick(self, ctx)
-
-    def modal(self, ctx, event_type="TIMER"):
-        return self.op.modal(self, ctx, SimpleNamespace(type=event_type, value="PRESS"))
-
-    def _remove_timer(self, ctx):
-        self.op._remove_timer(self, ctx)
+        super().__init__(operators.IMAGE2POINTS_OT_reconstruct, endpoint, timeout)
 
 
 def run_ticks(stub: OpStub, ctx, limit: float = 180.0, on_tick=None, modal=False) -> set[str]:

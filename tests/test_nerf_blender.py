@@ -23,6 +23,8 @@ pytestmark = pytest.mark.bpy
 
 bpy = pytest.importorskip("bpy", reason="needs the bpy wheel: pip install bpy==4.2.23")
 
+from opstub import OperatorStub  # noqa: E402
+
 from addon import nerf_capture as nc  # noqa: E402
 
 
@@ -365,37 +367,14 @@ def test_import_transforms_missing_file_is_an_error(i2p, tmp_path):
 
 # -- against a real backend --------------------------------------------------------------------
 
-class FitStub:
-    """Stands in for the fit operator instance (bpy cannot instantiate operators directly)."""
+class FitStub(OperatorStub):
+    """Stands in for the fit operator instance."""
 
     def __init__(self, endpoint: str, dataset: str, minutes: float = 0.0, steps: int = 0):
         from addon import nerf_operators
 
-        self.op = nerf_operators.IMAGE2POINTS_OT_fit_nerf
-        self.endpoint, self.connect_timeout, self.timeout = endpoint, 5.0, 240.0
+        super().__init__(nerf_operators.IMAGE2POINTS_OT_fit_nerf, endpoint, 240.0)
         self.dataset, self.minutes, self.steps = dataset, minutes, steps
-        self._task = self._timer = None
-        self.reports: list[tuple[set[str], str]] = []
-
-    def settings(self, ctx):
-        from addon import operators
-
-        return operators.effective_settings(ctx, self.endpoint, self.connect_timeout, self.timeout)
-
-    def report(self, level, msg):
-        self.reports.append((level, msg))
-
-    def begin(self, ctx):
-        return self.op.begin(self, ctx)
-
-    def tick(self, ctx):
-        return self.op.tick(self, ctx)
-
-    def modal(self, ctx, event_type="TIMER"):
-        return self.op.modal(self, ctx, SimpleNamespace(type=event_type, value="PRESS"))
-
-    def _remove_timer(self, ctx):
-        self.op._remove_timer(self, ctx)
 
 
 def run_ticks(stub: FitStub, ctx, limit: float = 240.0, on_tick=None) -> set[str]:

@@ -29,3 +29,16 @@ def test_no_pickle_and_safe_torch_load():
         for line in text.splitlines():
             if "torch.load(" in line:
                 assert "weights_only=True" in line, f"{path}: {line.strip()}"
+
+
+def test_readme_eval_table_matches_shipped_report():
+    """The README's model-quality numbers are generated from the shipped eval report."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from update_readme import render
+
+    readme = (ROOT / "README.md").read_text()
+    report = json.loads((ROOT / "backend" / "weights" / "eval_report.json").read_text())
+    assert render(readme, report) == readme, "run: python tools/update_readme.py"

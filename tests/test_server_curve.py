@@ -51,6 +51,25 @@ def test_allowed_key_is_served(curve):
     assert res.blobs["data"].tolist() == [0, 1, 2]
 
 
+def test_ping_cli_with_and_without_keys(curve):
+    b, d, _, _ = curve
+    ping = [*CLI, "ping", "--endpoint", b.endpoint, "--timeout", "2"]
+    ok = subprocess.run([*ping, "--server-key", str(d / "server" / "server.key"),
+                         "--client-key", str(d / "client" / "client.key_secret")],
+                        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert "image2points" in ok.stdout and "protocol v" in ok.stdout
+    plain = subprocess.run(ping, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 2 and "ping:" in plain.stderr
+    half = subprocess.run([*ping, "--server-key", str(d / "server" / "server.key")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert half.returncode == 2 and "--client-key" in half.stderr
+    public_only = subprocess.run([*ping, "--server-key", str(d / "server" / "server.key"),
+                                  "--client-key", str(d / "client" / "client.key")],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert public_only.returncode == 2 and "no secret key" in public_only.stderr
+
+
 def test_unknown_key_gets_nothing(curve):
     b, _, _, stranger = curve
     with Client(b.endpoint, curve=stranger, connect_timeout=1.0) as c:

@@ -21,16 +21,25 @@ def run(*args):
 
 def test_pipeline_smoke(tmp_path):
     data, runs = tmp_path / "data", tmp_path / "run"
-    run("make-data", "--data", str(data), "--smoke")
-    run("train", "--data", str(data), "--out", str(runs), "--smoke")
+    out = run("pipeline", "--data", str(data), "--out", str(runs), "--smoke")
     result = json.loads((runs / "result.json").read_text())
     assert result["steps"] > 20
     assert result["last_loss"] < 0.8 * result["first_loss"], result
     assert (runs / "loss.png").stat().st_size > 1000
-    out = run("eval", "--checkpoint", str(runs / "model.pt"), "--data", str(data), "--out",
-              str(tmp_path / "eval"), "--no-third-party")
-    report = json.loads((tmp_path / "eval" / "eval_report.json").read_text())
+    report = json.loads((runs / "eval_report.json").read_text())
     for name in ("model", "mean_shape", "nn_retrieval", "silhouette_slab"):
         m = report["test"][name]["mean"]
         assert 0 <= m["f2"] <= 1 and m["chamfer"] > 0
     assert "nn_retrieval" in out
+    summary = json.loads((runs / "pipeline.json").read_text())
+    assert set(summary["seconds"]) == {"make_data", "train", "eval"}
+    assert summary["shards_present_before"] == 0 and summary["smoke"] is True
+    assert 0 < summary["total_minutes"] < 10
+    assert summary["verdict"]["test"]["vs"].keys() == {"mean_shape", "nn_retrieval", "silhouette_slab"}
+
+    # --init: a new run starts from those weights, so its first losses are the old run's last
+    warm = tmp_path / "warm"
+    run("train", "--data", str(data), "--out", str(warm), "--smoke", "--minutes", "0.15",
+        "--init", str(runs / "model.pt"))
+    again = json.loads((warm / "result.json").read_text())
+    assert again["first_loss"] < 0.8 * result["first_loss"], (again, result)
