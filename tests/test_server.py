@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import zmq
+from conftest import BackendProcess
 from images import bomb_png, disc_rgba, png_bytes
 
 from addon import protocol
@@ -111,6 +112,21 @@ def test_cancel_a_queued_job(backend):
     # the first may or may not have been batched with the second, but the second never runs to a result
     assert outcomes[second] == "CANCELLED"
     assert outcomes[first] in {"result", "CANCELLED"}
+
+
+def test_lone_client_does_not_wait_for_batch_company():
+    """Micro-batching waits for more jobs only under demand: with a one-minute batch window, a
+    lone client's jobs still come back one by one, unbatched, long before the window closes."""
+    b = BackendProcess("--lazy", "--batch-wait-ms", "60000")
+    try:
+        with Client(b.endpoint) as c:
+            for i in range(3):
+                res = c.wait(c.submit("echo", {}, {"data": np.arange(i + 1, dtype=np.int32)}),
+                             timeout=20)
+                assert res.blobs["data"].tolist() == list(range(i + 1))
+                assert res.meta["batch"] == 1
+    finally:
+        assert b.stop() == 0
 
 
 def test_ping_cli_answers_then_fails_fast_when_killed(fresh_backend):
