@@ -36,6 +36,7 @@ from .operators import (
     resolve_dir,
     safe_name,
     scene_render_restored,
+    select_only,
     unreachable_line,
 )
 
@@ -271,7 +272,7 @@ def capture_views(context: Any, out_dir: str, views: int, test_views: int, resol
     return (out_dir, *job.counts)
 
 
-class IMAGE2POINTS_OT_capture_views(bpy.types.Operator):
+class IMAGE2POINTS_OT_capture_views(ModalTaskOperator, bpy.types.Operator):
     """Render the selection from cameras on the upper hemisphere into a NeRF dataset
     (images/ + transforms_train.json + transforms_test.json); ESC cancels"""
 
@@ -282,8 +283,8 @@ class IMAGE2POINTS_OT_capture_views(bpy.types.Operator):
     directory: StringProperty(name="Folder", default="", subtype="DIR_PATH",  # type: ignore[valid-type]
                               options={"HIDDEN", "SKIP_SAVE"})
 
-    _job: CaptureJob | None = None
-    _timer: Any = None
+    _task: CaptureJob | None = None
+    timer_interval = 0.05
 
     @classmethod
     def poll(cls, context: Any) -> bool:
@@ -338,25 +339,15 @@ class IMAGE2POINTS_OT_capture_views(bpy.types.Operator):
         except (nc.DatasetError, OSError, RuntimeError) as exc:
             job.close()
             return self.failed(context, exc)
-        self._job = job
+        self._task = job
         _active = job
         set_nerf_state(context, running=True, progress=0.0, stage="capturing", error_code="",
                        error_message="", status=f"Capturing {len(job.plan)} views")
         return {"RUNNING_MODAL"}
 
-    def invoke(self, context: Any, event: Any) -> set[Any]:
-        if bpy.app.background or getattr(context, "window", None) is None:
-            return self.execute(context)
-        if self.begin(context) != {"RUNNING_MODAL"}:
-            return {"CANCELLED"}
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(0.05, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
     def tick(self, context: Any) -> set[Any]:
         """Render one frame (the timer's work; callable directly)."""
-        job = self._job
+        job = self._task
         if job is None:
             return {"CANCELLED"}
         outcome = self._tick(context, job)
@@ -381,27 +372,11 @@ class IMAGE2POINTS_OT_capture_views(bpy.types.Operator):
             return self.failed(context, exc)
         return self.done(context, job)
 
-    def modal(self, context: Any, event: Any) -> set[Any]:
-        if event.type == "ESC" and event.value == "PRESS" and self._job is not None:
-            self._job.cancel_requested = True
-        elif event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        outcome = self.tick(context)
-        if outcome == {"RUNNING_MODAL"}:
-            return {"RUNNING_MODAL"} if event.type == "ESC" else {"PASS_THROUGH"}
-        self._remove_timer(context)
-        return outcome
-
     def cancel(self, context: Any) -> None:
-        if self._job is not None:
-            self._job.close()
-            release(self._job)
+        if self._task is not None:
+            self._task.close()
+            release(self._task)
         self._remove_timer(context)
-
-    def _remove_timer(self, context: Any) -> None:
-        if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
-            self._timer = None
 
 
 # -- import transforms.json ---------------------------------------------------------------------
@@ -842,13 +817,7 @@ def import_nerf_points(context: Any, cfg: preferences.Settings, mid: str, max_po
     collection = getattr(context, "collection", None) or context.scene.collection
     obj = points.create_point_object(f"NeRF points {mid[:8]}", xyz, rgb if use_colour else None,
                                      radius=radius, collection=collection, provenance=provenance)
-    view_layer = getattr(context, "view_layer", None)
-    if view_layer is not None:
-        for other in view_layer.objects:
-            if other.select_get():
-                other.select_set(False)
-        obj.select_set(True)
-        view_layer.objects.active = obj
+    select_only(context, obj)
     return obj
 
 

@@ -401,6 +401,13 @@ def import_result(context: Any, task: ReconstructTask, xyz: np.ndarray, rgb: np.
     obj = points.import_reconstruction(stem, xyz, rgb if use_colour else None, size=size, radius=radius,
                                        location=tuple(scene.cursor.location), collection=collection,
                                        provenance=provenance)
+    select_only(context, obj)
+    return obj
+
+
+def select_only(context: Any, obj: Any) -> None:
+    """Make a freshly imported object the selection and the active object, as Blender's own
+    importers do (no-op without a view layer, e.g. some script contexts)."""
     view_layer = getattr(context, "view_layer", None)
     if view_layer is not None:
         for other in view_layer.objects:
@@ -408,7 +415,6 @@ def import_result(context: Any, task: ReconstructTask, xyz: np.ndarray, rgb: np.
                 other.select_set(False)
         obj.select_set(True)
         view_layer.objects.active = obj
-    return obj
 
 
 def report_outcome(report: Report, task: ReconstructTask) -> None:

@@ -276,7 +276,7 @@ class CaptureStub:
 
         self.op = nerf_operators.IMAGE2POINTS_OT_capture_views
         self.directory = directory
-        self._job = self._timer = None
+        self._task = self._timer = None
         self.reports: list[tuple[set[str], str]] = []
 
     def report(self, level, msg):
