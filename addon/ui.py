@@ -59,12 +59,21 @@ def wrapped_label(layout: Any, text: str, icon: str = "NONE", width: int = 42) -
         col.label(text=part, icon=icon if i == 0 else "BLANK1")
 
 
-class IMAGE2POINTS_PT_main(bpy.types.Panel):
+class _SidebarPanel:
+    """Where every Image2Points panel lives: the 3D Viewport's N panel, own tab."""
+
+    bl_space_type: Any = "VIEW_3D"  # (Any: fake-bpy types these as Literals on Panel itself)
+    bl_region_type: Any = "UI"
+    bl_category = CATEGORY
+
+
+class _SubPanel(_SidebarPanel):
+    bl_parent_id = "IMAGE2POINTS_PT_main"
+
+
+class IMAGE2POINTS_PT_main(_SidebarPanel, bpy.types.Panel):
     bl_label = "Image2Points"
     bl_idname = "IMAGE2POINTS_PT_main"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = CATEGORY
 
     @guarded
     def draw(self, context: Any) -> None:
@@ -106,13 +115,9 @@ class IMAGE2POINTS_PT_main(bpy.types.Panel):
             wrapped_label(layout, f"[{state.error_code}] {state.error_message}", icon="ERROR")
 
 
-class IMAGE2POINTS_PT_points(bpy.types.Panel):
+class IMAGE2POINTS_PT_points(_SubPanel, bpy.types.Panel):
     bl_label = "Points"
     bl_idname = "IMAGE2POINTS_PT_points"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = CATEGORY
-    bl_parent_id = "IMAGE2POINTS_PT_main"
 
     @guarded
     def draw(self, context: Any) -> None:
@@ -135,13 +140,9 @@ class IMAGE2POINTS_PT_points(bpy.types.Panel):
         row.operator("image2points.mark_asset", icon="ASSET_MANAGER")
 
 
-class IMAGE2POINTS_PT_views(bpy.types.Panel):
+class IMAGE2POINTS_PT_views(_SubPanel, bpy.types.Panel):
     bl_label = "Novel Views"
     bl_idname = "IMAGE2POINTS_PT_views"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = CATEGORY
-    bl_parent_id = "IMAGE2POINTS_PT_main"
     bl_options = {"DEFAULT_CLOSED"}
 
     @guarded
@@ -160,13 +161,9 @@ class IMAGE2POINTS_PT_views(bpy.types.Panel):
         layout.operator("image2points.render_views", icon="RENDER_STILL")
 
 
-class IMAGE2POINTS_PT_nerf(bpy.types.Panel):
+class IMAGE2POINTS_PT_nerf(_SubPanel, bpy.types.Panel):
     bl_label = "NeRF"
     bl_idname = "IMAGE2POINTS_PT_nerf"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = CATEGORY
-    bl_parent_id = "IMAGE2POINTS_PT_main"
     bl_options = {"DEFAULT_CLOSED"}
 
     @guarded
