@@ -30,17 +30,11 @@ def run_pipeline(data: str, out: str, minutes: float | None, smoke: bool, fresh:
 
     t0 = time.time()
     existing = len(list(Path(data).glob("*/shard_*.npz")))
-    make.run(argparse.Namespace(data=data, smoke=smoke, train=None, val=None, test=None,
-                                views=make.MakeConfig.views, novel=make.MakeConfig.novel,
-                                workers=workers))
+    make.make_all(Path(data), dict(make.SMOKE if smoke else make.DEFAULT), workers=workers)
     times["make_data"] = time.time() - t0
 
     t0 = time.time()
-    cfg = train.TrainConfig(data=data, out=str(outp))
-    if smoke:
-        cfg = train.TrainConfig(**{**cfg.__dict__, **train.SMOKE})
-    if minutes is not None:
-        cfg.minutes = minutes
+    cfg = train.make_config(smoke, minutes, data=data, out=str(outp))
     result = train.train(cfg, resume=not fresh)
     times["train"] = time.time() - t0
 

@@ -258,14 +258,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    cfg = TrainConfig(data=args.data, out=args.out, max_steps=args.max_steps,
-                      batch=args.batch, lr=args.lr, threads=args.threads, seed=args.seed,
-                      max_shapes=args.max_shapes, init=args.init)
-    if args.smoke:
+def make_config(smoke: bool = False, minutes: float | None = None, **fields: Any) -> TrainConfig:
+    """The config a command line means: defaults < ``fields`` < the smoke preset < an explicit
+    ``minutes`` (so ``--smoke --minutes 0.2`` is a shorter smoke run)."""
+    cfg = TrainConfig(**fields)
+    if smoke:
         cfg = TrainConfig(**{**asdict(cfg), **SMOKE})
-    if args.minutes is not None:
-        cfg.minutes = args.minutes
+    if minutes is not None:
+        cfg.minutes = minutes
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = make_config(args.smoke, args.minutes, data=args.data, out=args.out,
+                      max_steps=args.max_steps, batch=args.batch, lr=args.lr,
+                      threads=args.threads, seed=args.seed, max_shapes=args.max_shapes,
+                      init=args.init)
     result = train(cfg, resume=not args.fresh)
     print(json.dumps(result, indent=2))
     if args.install:

@@ -78,17 +78,22 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def make_all(root: Path, sizes: dict[str, int], views: int = MakeConfig.views,
+             novel: int = MakeConfig.novel, workers: int = 2) -> None:
+    """Every split (shapes per split in ``sizes``); the test split keeps its raw renders."""
+    t0 = time.time()
+    for split, n in sizes.items():
+        cfg = MakeConfig(views=views, novel=novel, keep_raw=(split == "test"))
+        make_split(root, split, n, cfg, workers)
+    print(f"make-data: {sizes} in {root} ({time.time() - t0:.1f} s)")
+
+
 def run(args) -> int:
     sizes = dict(SMOKE if args.smoke else DEFAULT)
     for k in sizes:
         if getattr(args, k) is not None:
             sizes[k] = getattr(args, k)
-    root = Path(args.data)
-    t0 = time.time()
-    for split, n in sizes.items():
-        cfg = MakeConfig(views=args.views, novel=args.novel, keep_raw=(split == "test"))
-        make_split(root, split, n, cfg, args.workers)
-    print(f"make-data: {sizes} in {root} ({time.time() - t0:.1f} s)")
+    make_all(Path(args.data), sizes, args.views, args.novel, args.workers)
     return 0
 
 
