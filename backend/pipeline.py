@@ -1,6 +1,6 @@
 """``image2points pipeline``: make-data -> train -> eval for the default model, in one command.
 
-    image2points pipeline                      # the shipped recipe: ~4 + 52 + 2 minutes on 2 cores
+    image2points pipeline                      # the shipped recipe: ~5.5 + 51 + 1.5 minutes on 2 cores
     image2points pipeline --smoke              # the same steps on a tiny set (CI, ~2 minutes)
     image2points pipeline --install            # then copy model, card and report to backend/weights/
 

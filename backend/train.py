@@ -1,6 +1,6 @@
 """Train the structure generator, in the two stages of Lin, Kong & Lucey (2018).
 
-    image2points train --data data --out runs/default           # 52 minutes, the default recipe
+    image2points train --data data --out runs/default           # 51 minutes, the default recipe
     image2points train --init backend/weights/default.pt --out runs/more --minutes 30  # go on
     image2points train --smoke                     # tiny, CI-sized: checks that the loss falls
     torchrun --nproc-per-node 4 -m backend.train --data data --out runs/ddp   # several GPUs
@@ -36,7 +36,7 @@ from .model.generator import GeneratorConfig, StructureGenerator
 class TrainConfig:
     data: str = "data"
     out: str = "runs/default"
-    minutes: float = 52.0         # the default recipe: make-data + train + eval < 60 min on 2 cores
+    minutes: float = 51.0         # the default recipe: make-data + train + eval < 60 min on 2 cores
     max_steps: int = 1_000_000
     batch: int = 24
     lr: float = 2e-3

@@ -19,7 +19,7 @@ from backend.data.dataset import MakeConfig, make_samples, shape_seed, write_sha
 SHARD = 200  # shapes per shard
 
 # default sizes (shapes per split) for the shipped model; --smoke makes a tiny set for CI
-DEFAULT = {"train": 4000, "val": 100, "test": 200}
+DEFAULT = {"train": 5000, "val": 100, "test": 200}
 SMOKE = {"train": 48, "val": 8, "test": 12}
 
 

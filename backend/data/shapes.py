@@ -3,7 +3,8 @@
 Why: no ShapeNet can be downloaded here, so training data is made from parametric parts. A shape
 is a list of parts (a trimesh each) with an albedo colour and a texture kind per part; families range
 from primitives (box, cylinder, cone, sphere, torus, lathe, extrusion) to composites (chair, table,
-lamp, mug, airplane, car, shelf, sofa, bottle). Model frame: z is up; the renderer centres and
+lamp, mug, airplane, car, shelf, sofa, bottle) and generic, category-free ones (blob, plate, strokes,
+jumble). Model frame: z is up; the renderer centres and
 scales it. Pure numpy + trimesh; no bpy.
 """
 
@@ -259,14 +260,119 @@ def fam_composite(rng):
     return parts
 
 
+# ---- generic families: no object category, just shape variety (added in model v3) -----------------
+# Why: the v2 model fitted the categories above but fell to the mean-shape level on unseen objects;
+# these teach silhouettes and depths that no category explains. They were added after seeing that
+# result, so they are kept generic on purpose (no letters, no heads, no metaball solver).
+
+def _random_rotation(rng) -> np.ndarray:
+    q = rng.normal(size=4)
+    return trimesh.transformations.quaternion_matrix(q / np.linalg.norm(q))
+
+
+def _radial_polygon(rng, n: int, rough: float) -> np.ndarray:
+    """A star-shaped (so fan-triangulable) polygon, often strongly non-convex."""
+    ang = np.linspace(0, 2 * np.pi, n, endpoint=False) + rng.uniform(0, 2 * np.pi)
+    rad = np.exp(rng.normal(0, rough, n))
+    rad = np.convolve(np.pad(rad, 1, mode="wrap"), [0.25, 0.5, 0.25], mode="valid")
+    return np.stack([np.cos(ang), np.sin(ang)], -1) * (rad / rad.max())[:, None] * 0.5
+
+
+def _extrude_fan(poly: np.ndarray, height: float) -> trimesh.Trimesh:
+    n = len(poly)
+    verts = np.concatenate([[[0.0, 0.0]], poly])
+    faces = np.array([[0, i + 1, (i + 1) % n + 1] for i in range(n)])
+    m = tc.extrude_triangulation(verts, faces, height)
+    m.apply_translation((0, 0, -height / 2))
+    return m
+
+
+def fam_blob(rng):
+    """2-6 overlapping ellipsoids grown as a random chain: smooth, organic silhouettes."""
+    parts, centres, radii = [], [], []
+    for i in range(int(rng.integers(2, 7))):
+        r = rng.uniform(0.15, 0.5, 3)
+        if i == 0:
+            c = np.zeros(3)
+        else:
+            j = int(rng.integers(len(centres)))
+            d = rng.normal(size=3)
+            d /= np.linalg.norm(d)
+            c = centres[j] + d * (radii[j].mean() + r.mean()) * rng.uniform(0.4, 0.85)
+        m = tc.icosphere(subdivisions=3)
+        m.apply_scale(r)
+        m.apply_transform(_random_rotation(rng))
+        m.apply_translation(c)
+        parts.append(m)
+        centres.append(c)
+        radii.append(r)
+    return [trimesh.util.concatenate(parts)] if rng.random() < 0.5 else parts
+
+
+def fam_plate(rng):
+    """A thin or thick slab with a random (often concave) outline, at a random attitude."""
+    poly = _radial_polygon(rng, int(rng.integers(5, 25)), rng.uniform(0.15, 0.8))
+    m = _extrude_fan(poly * rng.uniform(0.6, 1.4, 2), rng.uniform(0.04, 0.35))
+    m.apply_transform(_random_rotation(rng) if rng.random() < 0.6 else
+                      trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0]))
+    return [m]
+
+
+def fam_strokes(rng):
+    """Connected pen strokes (straight or curved) of one width in one plane: frames, hooks, rings."""
+    t = rng.uniform(0.06, 0.16)          # stroke width
+    depth = rng.uniform(0.06, 0.3)       # extent across the plane
+    round_joins = rng.random() < 0.5
+    visited = [np.zeros(2)]
+    segs = []
+    for _ in range(int(rng.integers(1, 5))):
+        p0 = visited[int(rng.integers(len(visited)))]
+        a = rng.uniform(0, 2 * np.pi)
+        if rng.random() < 0.55:  # straight
+            path = [p0, p0 + rng.uniform(0.3, 0.9) * np.array([np.cos(a), np.sin(a)])]
+        else:  # arc through p0
+            R, span = rng.uniform(0.15, 0.45), rng.uniform(0.6, 2 * np.pi) * rng.choice([-1, 1])
+            c = p0 - R * np.array([np.cos(a), np.sin(a)])
+            path = [c + R * np.array([np.cos(x), np.sin(x)])
+                    for x in np.linspace(a, a + span, max(3, int(abs(span) / 0.3)))]
+        for q0, q1 in zip(path, path[1:]):
+            d = q1 - q0
+            seg = _box(rng, (float(np.linalg.norm(d)) + (0 if round_joins else t), t, depth))
+            seg.apply_transform(trimesh.transformations.rotation_matrix(math.atan2(d[1], d[0]), [0, 0, 1]))
+            seg.apply_translation((*(q0 + q1) / 2, 0))
+            segs.append(seg)
+            if round_joins:
+                segs.append(_cyl(t / 2, depth, (*q1, 0), sections=12))
+        visited.extend(path)
+    m = trimesh.util.concatenate(segs)
+    m.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0]) if rng.random() < 0.6
+                      else _random_rotation(rng))  # mostly stood up, like a sign
+    return [m]
+
+
+def fam_jumble(rng):
+    """2-5 primitives at random positions and attitudes, overlapping (a random CSG union)."""
+    prims = [fam_box, fam_cylinder, fam_sphere, fam_cone, fam_torus, fam_plate]
+    parts = []
+    for i in range(int(rng.integers(2, 6))):
+        m = prims[int(rng.integers(len(prims)))](rng)[0].copy()
+        m.apply_translation(-m.bounds.mean(0))
+        m.apply_transform(_random_rotation(rng))
+        m.apply_translation(rng.uniform(-0.35, 0.35, 3) if i else np.zeros(3))
+        parts.append(m)
+    return parts
+
+
 FAMILIES = {
     "box": fam_box, "cylinder": fam_cylinder, "cone": fam_cone, "sphere": fam_sphere,
     "torus": fam_torus, "lathe": fam_lathe, "extrusion": fam_extrusion, "chair": fam_chair,
     "table": fam_table, "lamp": fam_lamp, "mug": fam_mug, "airplane": fam_airplane, "car": fam_car,
     "shelf": fam_shelf, "sofa": fam_sofa, "bottle": fam_bottle, "composite": fam_composite,
+    "blob": fam_blob, "plate": fam_plate, "strokes": fam_strokes, "jumble": fam_jumble,
 }
-# composites are richer, so they are drawn more often
-FAMILY_WEIGHTS = {k: (1.6 if k in {"chair", "table", "lamp", "mug", "airplane", "car", "shelf", "sofa", "composite"} else 1.0) for k in FAMILIES}
+# composites are richer, so they are drawn more often; the generic families most (about a quarter)
+FAMILY_WEIGHTS = {k: (1.6 if k in {"chair", "table", "lamp", "mug", "airplane", "car", "shelf", "sofa", "composite"}
+                      else 2.0 if k in {"blob", "plate", "strokes", "jumble"} else 1.0) for k in FAMILIES}
 
 
 def make_shape(seed: int, family: str | None = None) -> Shape:
