@@ -77,9 +77,18 @@ def _star_extrusion(rng: np.random.Generator, height: float) -> trimesh.Trimesh:
     rad = rng.uniform(0.6, 1.0, n)
     if spiky:
         rad[1::2] *= rng.uniform(0.35, 0.7)
-    verts = np.concatenate([[[0.0, 0.0]], np.stack([np.cos(ang) * rad, np.sin(ang) * rad], -1) * 0.5])
+    return _extrude_fan(np.stack([np.cos(ang) * rad, np.sin(ang) * rad], -1) * 0.5, height, centred=False)
+
+
+def _extrude_fan(poly: np.ndarray, height: float, centred: bool = True) -> trimesh.Trimesh:
+    """Extrude a polygon that is star-shaped about the origin (so a fan from it triangulates it)."""
+    n = len(poly)
+    verts = np.concatenate([[[0.0, 0.0]], poly])
     faces = np.array([[0, i + 1, (i + 1) % n + 1] for i in range(n)])
-    return tc.extrude_triangulation(verts, faces, height)
+    m = tc.extrude_triangulation(verts, faces, height)
+    if centred:
+        m.apply_translation((0, 0, -height / 2))
+    return m
 
 
 def _torus(R: float, r: float) -> trimesh.Trimesh:
@@ -276,15 +285,6 @@ def _radial_polygon(rng, n: int, rough: float) -> np.ndarray:
     rad = np.exp(rng.normal(0, rough, n))
     rad = np.convolve(np.pad(rad, 1, mode="wrap"), [0.25, 0.5, 0.25], mode="valid")
     return np.stack([np.cos(ang), np.sin(ang)], -1) * (rad / rad.max())[:, None] * 0.5
-
-
-def _extrude_fan(poly: np.ndarray, height: float) -> trimesh.Trimesh:
-    n = len(poly)
-    verts = np.concatenate([[[0.0, 0.0]], poly])
-    faces = np.array([[0, i + 1, (i + 1) % n + 1] for i in range(n)])
-    m = tc.extrude_triangulation(verts, faces, height)
-    m.apply_translation((0, 0, -height / 2))
-    return m
 
 
 def fam_blob(rng):
