@@ -112,14 +112,13 @@ def run(quick: bool) -> dict:
         result["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
         result["wall_seconds"] = round(time.perf_counter() - t0, 1)
 
-        def at(curve, s):
-            return next((r["psnr"] for r in curve if r["seconds"] == s), float("nan"))
+        def cell(curve, s):  # the PSNR logged at checkpoint s, or "-" when the run ended before it
+            return next((f"{r['psnr']:9.2f}" for r in curve if r["seconds"] == s), f"{'-':>9s}")
 
         print("\n  held-out PSNR (dB, white bg)  " + "".join(f"{int(c):>8d}s" for c in cps))
         for label, cur in (("fast (blocks)", fast["curve"]), ("mlp  (blocks)", mlp["curve"]),
                            ("fast (gallery, unseen)", unseen["curve"])):
-            print(f"  {label:30s}" + "".join(f"{at(cur, c):9.2f}" if at(cur, c) == at(cur, c) else
-                                            f"{'-':>9s}" for c in cps))
+            print(f"  {label:30s}" + "".join(cell(cur, c) for c in cps))
         print(f"  baselines blocks: {result['baselines']}, gallery: {unseen['baselines']}")
         print(f"  fast field's best held-out PSNR within 5 minutes: {fast_best_5min} dB (goal >= 28)")
         if reach is not None:
