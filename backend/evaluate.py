@@ -67,7 +67,7 @@ def normalise(p: np.ndarray) -> np.ndarray:
 # -- predictors: each maps (uint8 inputs (B,4,64,64)) -> list of point arrays ----------------
 
 def model_predictor(model: torch.nn.Module) -> Callable[[np.ndarray], list[np.ndarray]]:
-    R, t = geometry.fixed_views(model.cfg.views)
+    R, t = model.cfg.fixed_views()
 
     @torch.inference_mode()
     def predict(inp: np.ndarray) -> list[np.ndarray]:

@@ -6,11 +6,13 @@
     torchrun --nproc-per-node 4 -m backend.train --data data --out runs/ddp   # several GPUs
 
 Stage 1 (fixed views): the generator's per-view depth, mask and colour are supervised directly by
-the ground-truth maps of the 8 fixed views (L1 depth on object pixels + BCE mask + L1 colour).
+the ground-truth maps of the fixed views (L1 depth on object pixels + BCE mask + L1 colour).
 Stage 2 (novel views): the fixed-view predictions are fused into one cloud (fuse3d) and rendered
 by the pseudo-renderer at random novel views; L1 depth on pixels hit by exactly one point
 (collision == 1, as in the paper's code) + BCE mask, added to the stage-1 loss.
 The run is time-budgeted (CPU-first); the learning rate follows a cosine over the budget.
+Half of each batch is mirrored left-right (``mirror``): exact new samples, as the fixed views map
+onto each other under x -> -x (ShapeDataset._mirror).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,10 +50,12 @@ class TrainConfig:
     w_depth: float = 2.0
     w_rgb: float = 1.0
     w_novel: float = 0.5
+    mirror: float = 0.5          # fraction of each batch mirrored in x (exact: ShapeDataset._mirror)
     threads: int = 2
     seed: int = 0
     max_shapes: int | None = None
     init: str | None = None      # start from these weights (a checkpoint file) instead of random
+    gen: str = ""                # GeneratorConfig overrides for a new model, e.g. "align=0" (ablations)
     log_every: int = 50
     ckpt_every_s: float = 300.0
 
@@ -80,6 +85,18 @@ def losses(net: torch.nn.Module, b: dict[str, torch.Tensor], cfg: TrainConfig, s
     return ls
 
 
+def generator_config(layout: str, overrides: str = "") -> GeneratorConfig:
+    """The default generator for data rendered with ``layout``, with "key=value,..." overrides."""
+    fields = {"views": geometry.LAYOUTS[layout], "layout": layout}
+    types = {k: type(v) for k, v in GeneratorConfig().to_dict().items()}
+    for item in filter(None, overrides.split(",")):
+        key, _, value = item.partition("=")
+        if key not in types or key in ("views", "layout"):
+            raise ValueError(f"--gen: unknown or fixed generator field {key!r} (fields: {sorted(types)})")
+        fields[key] = value.lower() in ("1", "true", "yes") if types[key] is bool else types[key](value)
+    return GeneratorConfig(**fields)
+
+
 def _dist() -> tuple[int, int]:
     """(rank, world) under torchrun; (0, 1) otherwise."""
     if "WORLD_SIZE" not in os.environ:
@@ -102,10 +119,18 @@ def train(cfg: TrainConfig, gen_cfg: GeneratorConfig | None = None, resume: bool
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ds = ShapeDataset(cfg.data, "train", max_shapes=cfg.max_shapes)
+    src = None
+    if cfg.init:  # warm start: its config always (a resumed run too), its weights unless resuming
+        src, _ = checkpoint.load(cfg.init, device)
+        gen_cfg = src.cfg
+    if gen_cfg is None:  # a new model draws the fixed views the data was rendered with
+        gen_cfg = generator_config(ds.layout, cfg.gen)
+    if gen_cfg.layout != ds.layout:
+        raise ValueError(f"{cfg.data} holds fixed views {ds.layout!r} but the model draws {gen_cfg.layout!r}; "
+                         f"make data with `image2points make-data --layout {gen_cfg.layout}`")
     model = StructureGenerator(gen_cfg).to(device)
-    if cfg.init and not (resume and (out / "state.pt").exists()):
-        src, _ = checkpoint.load(cfg.init, device)  # warm start: weights only, fresh schedule
-        model.load_state_dict(src.state_dict())
+    if src is not None and not (resume and (out / "state.pt").exists()):
+        model.load_state_dict(src.state_dict())  # weights only, fresh schedule
         print(f"initialised from {cfg.init}")
     # NHWC: oneDNN's convolutions are ~17% faster per step on CPU (measured, batch 24)
     model = model.to(memory_format=torch.channels_last)
@@ -113,7 +138,7 @@ def train(cfg: TrainConfig, gen_cfg: GeneratorConfig | None = None, resume: bool
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.AdamW(net.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
-    fixed = tuple(x.to(device) for x in geometry.fixed_views(model.cfg.views))
+    fixed = tuple(x.to(device) for x in model.cfg.fixed_views())
     state_path = out / "state.pt"
     step, elapsed, history = 0, 0.0, []
     if resume and state_path.exists():  # tensors + plain values only: weights_only load
@@ -142,7 +167,7 @@ def train(cfg: TrainConfig, gen_cfg: GeneratorConfig | None = None, resume: bool
         stage2 = frac >= 1 - cfg.stage2_frac
         idx = rng.integers(0, len(ds), cfg.batch)
         b = {k: v.to(device) for k, v in ds.batch(idx, novel=cfg.novel if stage2 else 0,
-                                                    rng=rng).items()}
+                                                    rng=rng, mirror=cfg.mirror).items()}
         ls = losses(net, b, cfg, stage2, fixed)
         opt.zero_grad(set_to_none=True)
         ls["total"].backward()
@@ -252,6 +277,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="start from a checkpoint's weights (e.g. backend/weights/default.pt)")
     p.add_argument("--fresh", action="store_true", help="ignore a saved state in --out")
+    p.add_argument("--stage2-frac", type=float, default=TrainConfig.stage2_frac,
+                   help="last fraction of the budget that adds the novel-view (pseudo-renderer) loss")
+    p.add_argument("--w-novel", type=float, default=TrainConfig.w_novel, help="weight of that loss")
+    p.add_argument("--mirror", type=float, default=TrainConfig.mirror,
+                   help="fraction of each batch mirrored left-right (augmentation; 0 = off)")
+    p.add_argument("--gen", default="", metavar="K=V,..",
+                   help="generator overrides for a new model, e.g. align=0 (ablations)")
     p.add_argument("--smoke", action="store_true", help="tiny run for CI (about 2 minutes)")
     p.add_argument("--install", action="store_true",
                    help="copy the result to backend/weights/default.pt (the shipped model)")
@@ -273,8 +305,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = make_config(args.smoke, args.minutes, data=args.data, out=args.out,
                       max_steps=args.max_steps, batch=args.batch, lr=args.lr,
                       threads=args.threads, seed=args.seed, max_shapes=args.max_shapes,
-                      init=args.init)
-    result = train(cfg, resume=not args.fresh)
+                      init=args.init, gen=args.gen, mirror=args.mirror,
+                      stage2_frac=args.stage2_frac, w_novel=args.w_novel)
+    try:
+        result = train(cfg, resume=not args.fresh)
+    except (FileNotFoundError, ValueError) as exc:  # no data, or data and model disagree
+        print(f"image2points train: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=2))
     if args.install:
         print(f"installed {install(cfg.out)}")
@@ -282,8 +319,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     parser = argparse.ArgumentParser(prog="python -m backend.train")
     register(parser.add_subparsers(dest="command", required=True))
     sys.exit(run(parser.parse_args(["train", *sys.argv[1:]])))

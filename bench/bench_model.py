@@ -21,7 +21,7 @@ def run(quick: bool) -> dict:
     nchw = StructureGenerator().eval()
     # as checkpoint.load and train.py run it: NHWC weights (oneDNN's faster CPU layout)
     net = copy.deepcopy(nchw).to(memory_format=torch.channels_last)
-    R, t = geometry.fixed_views(8)
+    R, t = net.cfg.fixed_views()
     res: dict = {"params_M": round(n_params(net) / 1e6, 3), "threads": torch.get_num_threads()}
     rows = []
     with torch.inference_mode():
@@ -37,7 +37,7 @@ def run(quick: bool) -> dict:
         out = net(torch.rand(16, 4, 64, 64))
         s = measure(lambda: geometry.fuse3d(out["depth"], R, t), repeats=reps)
         res["fuse3d_b16_ms"] = s.median * 1e3
-        rows.append(("fuse3d, batch 16 (8x64x64 px)", s.ms(), ""))
+        rows.append((f"fuse3d, batch 16 ({net.cfg.views}x64x64 px)", s.ms(), ""))
     pts = geometry.fuse3d(out["depth"], R, t).detach().requires_grad_()
     lg = out["mask_logit"].reshape(16, -1).detach()
     nR, nt = geometry.random_views(2)
@@ -51,8 +51,8 @@ def run(quick: bool) -> dict:
     opt = torch.optim.AdamW(net.parameters(), 1e-4)
     b = 24
     x = torch.rand(b, 4, 64, 64)
-    gt = torch.rand(b, 8, 64, 64) + 1.5
-    m = (torch.rand(b, 8, 64, 64) > 0.6).float()
+    gt = torch.rand(b, net.cfg.views, 64, 64) + 1.5
+    m = (torch.rand(b, net.cfg.views, 64, 64) > 0.6).float()
 
     def step() -> None:
         o = net(x)

@@ -13,9 +13,14 @@ from backend.model import geometry
 PIXEL = 2 * geometry.ORTHO_S / 64  # size of one fixed-view pixel in the unit-ball frame
 
 
-@pytest.fixture(scope="module")
-def sample():
-    return make_samples(2_000_123, MakeConfig(views=1, novel=2, surf_points=20000))
+@pytest.fixture(scope="module", params=sorted(geometry.LAYOUTS))
+def sample(request):
+    return make_samples(2_000_123, MakeConfig(views=1, novel=2, surf_points=20000, layout=request.param))
+
+
+def _views(sample):
+    layout = str(sample["layout"])
+    return geometry.fixed_views(geometry.LAYOUTS[layout], layout=layout)
 
 
 def test_fixed_views_are_cube_corners_looking_at_origin():
@@ -31,9 +36,46 @@ def test_fixed_views_are_cube_corners_looking_at_origin():
         torch.testing.assert_close(-Ri[2], -eye / eye.norm(), atol=1e-6, rtol=0)
 
 
+def test_axis_views_put_the_front_view_on_the_input_camera():
+    R, t = geometry.fixed_views(6, layout="axis")
+    torch.testing.assert_close(R[0], torch.eye(3))  # the input camera's own axes, at +z
+    eyes = torch.einsum("nji,nj->ni", R, -t)  # camera centres -R^T t
+    want = torch.tensor([[0, 0, 1], [0, 0, -1], [1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0]],
+                        dtype=torch.float32) * geometry.CAM_DIST
+    torch.testing.assert_close(eyes, want, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="6 views"):
+        geometry.fixed_views(8, layout="axis")
+
+
+def test_layout_flips_map_every_view_onto_the_input_layout():
+    """After the flips, column u of the back, top and bottom views covers the same world x as column u
+    of the front view, so a decoder's skip at column u describes all of them."""
+    R, _ = geometry.fixed_views(6, layout="axis")
+    cols, rows = geometry.layout_flips(R)
+    x = geometry.ortho_pixel_grid(8, 8)[0][0]  # camera-plane x of the 8 columns
+    for i in range(6):
+        world_x = x.flip(0) if cols[i] else x  # camera x of column u, after the flip, along world x
+        along_x = R[i, 0, 0]
+        if along_x.abs() > 0.5:  # front, back, top, bottom: the camera's x is world +-x
+            torch.testing.assert_close(world_x * along_x, x)
+        else:  # right, left: columns run along depth, rows are already world y
+            assert R[i, 1, 1] == 1 and not cols[i]
+    assert not rows.any()
+
+
+def test_flipped_back_view_silhouette_is_the_front_one():
+    """Front and back ortho views cast the same lines, so after the flip their GT masks agree."""
+    s = make_samples(2_000_321, MakeConfig(views=1, novel=1, surf_points=64, layout="axis"))
+    cols, _ = geometry.layout_flips(geometry.fixed_views(6, layout="axis")[0])
+    m = s["fdepth"][0] > 0
+    assert m[0].sum() > 100 and cols[1]
+    assert (m[1][:, ::-1] == m[0]).mean() > 0.995
+    assert (m[1] == m[0]).mean() < (m[1][:, ::-1] == m[0]).mean()  # the flip matters
+
+
 def test_fuse_gt_depth_reproduces_the_surface(sample):
     depth = torch.from_numpy(sample["fdepth"][0].astype(np.float32))[None]
-    R, t = geometry.fixed_views(8)
+    R, t = _views(sample)
     pts = geometry.fuse3d(depth, R, t)[0].numpy()
     pts = pts[(depth[0] > 0).reshape(-1).numpy()]
     surf = sample["surf"] @ sample["R_in"][0].T
@@ -80,8 +122,8 @@ def test_invisible_points_do_not_render():
 
 
 def test_gradcheck_fuse3d():
-    R, t = geometry.fixed_views(8)
-    depth = (torch.rand(1, 8, 3, 3, dtype=torch.float64) + 1.5).requires_grad_()
+    R, t = geometry.fixed_views(6, layout="axis")
+    depth = (torch.rand(1, 6, 3, 3, dtype=torch.float64) + 1.5).requires_grad_()
     assert torch.autograd.gradcheck(lambda d: geometry.fuse3d(d, R.double(), t.double()), (depth,))
 
 

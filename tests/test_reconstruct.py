@@ -20,11 +20,33 @@ from backend.model.reconstruct import Reconstructor, default_checkpoint_path
 def test_generator_shapes_and_ranges():
     net = StructureGenerator().eval()
     out = net(torch.rand(2, 4, 64, 64))
-    assert out["depth"].shape == (2, 8, 64, 64) and out["mask_logit"].shape == (2, 8, 64, 64)
-    assert out["rgb"].shape == (2, 8, 3, 64, 64)
+    assert out["depth"].shape == (2, 6, 64, 64) and out["mask_logit"].shape == (2, 6, 64, 64)
+    assert out["rgb"].shape == (2, 6, 3, 64, 64)
     lo, hi = geometry.CAM_DIST - net.cfg.depth_range, geometry.CAM_DIST + net.cfg.depth_range
     assert lo <= out["depth"].min() and out["depth"].max() <= hi
     assert 0 <= out["rgb"].min() and out["rgb"].max() <= 1
+
+
+def test_aligned_decoder_mirrors_exactly_the_flagged_views():
+    torch.manual_seed(0)
+    net = StructureGenerator(GeneratorConfig(latent=64, width=128)).eval()
+    torch.nn.init.normal_(net.head.weight)  # zero-initialised: give the maps some structure
+    plain = StructureGenerator(GeneratorConfig(latent=64, width=128, align=False)).eval()
+    plain.load_state_dict(net.state_dict())
+    x = torch.rand(2, 4, 64, 64)
+    with torch.no_grad():
+        a, p = net(x)["mask_logit"], plain(x)["mask_logit"]
+    cols, _ = geometry.layout_flips(net.cfg.fixed_views()[0])
+    assert cols.tolist() == [False, True, False, False, True, False]  # back and top
+    for v in range(6):
+        torch.testing.assert_close(a[:, v], p[:, v].flip(-1) if cols[v] else p[:, v])
+
+
+def test_configs_saved_before_layouts_load_as_the_papers_corners():
+    cfg = GeneratorConfig.from_dict({"views": 8, "latent": 512, "width": 1024})
+    assert (cfg.layout, cfg.views, cfg.align) == ("corners", 8, False)
+    with pytest.raises(ValueError, match="layout"):
+        GeneratorConfig(views=8)  # the default axis layout has 6 views
 
 
 def test_checkpoint_roundtrip_and_tamper_detection(tmp_path):

@@ -12,11 +12,11 @@ from conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-def run(*args):
+def run(*args, rc=0):
     out = subprocess.run([sys.executable, "-m", "backend.cli", *args], cwd=ROOT,
                          capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    return out.stdout
+    assert out.returncode == rc, out.stdout[-2000:] + out.stderr[-4000:]
+    return out.stdout + out.stderr
 
 
 def test_pipeline_smoke(tmp_path):
@@ -43,3 +43,13 @@ def test_pipeline_smoke(tmp_path):
         "--init", str(runs / "model.pt"))
     again = json.loads((warm / "result.json").read_text())
     assert again["first_loss"] < 0.8 * result["first_loss"], (again, result)
+
+    # the model follows its data's fixed views; weights for other views are refused, clearly
+    card = json.loads((runs / "model.card.json").read_text())
+    assert (card["config"]["layout"], card["config"]["views"]) == ("axis", 6)
+    corners = tmp_path / "corners"
+    run("make-data", "--data", str(corners), "--smoke", "--train", "4", "--layout", "corners")
+    err = run("train", "--data", str(corners), "--out", str(tmp_path / "x"), "--smoke",
+              "--init", str(runs / "model.pt"), rc=2)
+    assert "holds fixed views 'corners' but the model draws 'axis'" in err
+    assert "Traceback" not in err

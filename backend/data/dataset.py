@@ -5,7 +5,8 @@ Splits are disjoint ranges of shape seeds, so no test shape is ever rendered int
 Each shape gives ``views`` samples (input views); every sample stores its preprocessed input, the
 GT depth/albedo at the fixed views and at ``novel`` random views, all in that sample's output frame,
 plus its rotation ``R_in`` so the shape's surface samples (stored once per shape, centred unit-ball
-model frame) map to the output frame as ``surf @ R_in.T``.
+model frame) map to the output frame as ``surf @ R_in.T``. The fixed-view ``layout`` the GT was
+rendered for is stored per shape; data from before layouts existed is the paper's "corners".
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ ELEV_RANGE = (-10.0, 50.0)
 class MakeConfig:
     views: int = 3          # input views per shape
     novel: int = 4          # novel GT views per sample (stage 2)
-    n_fixed: int = 8
+    layout: str = "axis"    # fixed-view layout (geometry.LAYOUTS); must match the model's
     surf_points: int = 4096
     keep_raw: bool = False  # also store the 128x128 RGBA render (test split: grids, examples)
 
@@ -47,7 +48,8 @@ def make_samples(seed: int, cfg: MakeConfig) -> dict[str, np.ndarray]:
     caster = Caster(shape, norm)
     rng = np.random.default_rng([seed, 7])
     gen = torch.Generator().manual_seed(seed)
-    fR, ft = (x.numpy().astype(np.float64) for x in geometry.fixed_views(cfg.n_fixed))
+    fR, ft = (x.numpy().astype(np.float64)
+              for x in geometry.fixed_views(geometry.LAYOUTS[cfg.layout], layout=cfg.layout))
     out: dict[str, list] = {k: [] for k in ("inp", "fdepth", "frgb", "nR", "nt", "ndepth", "nrgb", "R_in", "raw")}
     for _ in range(cfg.views):
         R_in = view_rotation(rng.uniform(0, 360), rng.uniform(*ELEV_RANGE))
@@ -68,12 +70,13 @@ def make_samples(seed: int, cfg: MakeConfig) -> dict[str, np.ndarray]:
     if not cfg.keep_raw:
         del res["raw"]
     surf, surf_rgb = surface_samples(shape, norm, cfg.surf_points, seed)
-    res.update(surf=surf, surf_rgb=surf_rgb, family=np.array(shape.family), seed=np.array(seed))
+    res.update(surf=surf, surf_rgb=surf_rgb, family=np.array(shape.family), seed=np.array(seed),
+               layout=np.array(cfg.layout))
     return res
 
 
 PER_SAMPLE = ("inp", "fdepth", "frgb", "nR", "nt", "ndepth", "nrgb", "R_in", "raw")
-PER_SHAPE = ("surf", "surf_rgb", "family", "seed")
+PER_SHAPE = ("surf", "surf_rgb", "family", "seed", "layout")
 
 
 def write_shard(path: Path, items: list[dict[str, np.ndarray]]) -> None:
@@ -85,6 +88,7 @@ def write_shard(path: Path, items: list[dict[str, np.ndarray]]) -> None:
     for k in PER_SHAPE:
         arrs[k] = np.stack([it[k] for it in items])
     arrs["family"] = arrs["family"].astype("<U16")
+    arrs["layout"] = arrs["layout"].astype("<U16")
     arrs["shape_index"] = np.concatenate([np.full(len(it["inp"]), i, np.int32) for i, it in enumerate(items)])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
@@ -113,13 +117,20 @@ class ShapeDataset:
                     parts.setdefault(k, []).append(v)
                 offset += len(z["seed"])
         self.a = {k: np.concatenate(v) for k, v in parts.items()}
+        # data made before layouts existed hold the paper's 8 cube corners
+        layouts = set(self.a.pop("layout", np.array(["corners"])).tolist())
+        if len(layouts) != 1:
+            raise ValueError(f"{Path(root, split)} mixes fixed-view layouts {sorted(layouts)}; "
+                             "re-run `image2points make-data` into an empty folder")
+        self.layout: str = layouts.pop()
         if max_shapes is not None:
             keep = self.a["shape_index"] < max_shapes
             for k in PER_SAMPLE + ("shape_index",):
                 if k in self.a:
                     self.a[k] = self.a[k][keep]
             for k in PER_SHAPE:
-                self.a[k] = self.a[k][:max_shapes]
+                if k in self.a:
+                    self.a[k] = self.a[k][:max_shapes]
         self.split = split
 
     def __len__(self) -> int:
@@ -135,10 +146,37 @@ class ShapeDataset:
         return self.a["surf"][s] @ self.a["R_in"][i].T, self.a["surf_rgb"][s]
 
     def batch(self, idx: np.ndarray | list[int], novel: int = 0,
-              rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
+              rng: np.random.Generator | None = None, mirror: float = 0.0) -> dict[str, torch.Tensor]:
         """Tensors for samples ``idx``: inp (B,4,H,W), depth (B,V,H,W), rgb (B,V,3,H,W) in [0,1],
-        mask; with ``novel`` > 0 also that many of the stored novel views, picked at random."""
+        mask; with ``novel`` > 0 also that many of the stored novel views, picked at random. With
+        ``mirror`` > 0 that fraction of the samples is mirrored (x -> -x), exactly (``_mirror``)."""
         idx = np.asarray(idx)
+        rng = rng or np.random.default_rng()
+        b = self._batch(idx, novel, rng)
+        if mirror > 0:
+            b = self._mirror(b, torch.from_numpy(rng.random(len(idx)) < mirror))
+        return b
+
+    def _mirror(self, b: dict[str, torch.Tensor], sel: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The selected samples as images of the mirrored object: the input and every map flipped
+        left-right, fixed views permuted (geometry.mirror_permutation), novel cameras F R F, F t."""
+        R, t = geometry.fixed_views(geometry.LAYOUTS[self.layout], layout=self.layout)
+        perm = geometry.mirror_permutation(R, t)
+        f = torch.tensor([-1.0, 1.0, 1.0])
+        out = dict(b)
+        s4 = sel.view(-1, 1, 1, 1)
+        out["inp"] = torch.where(s4, b["inp"].flip(-1), b["inp"])
+        for k in ("depth", "mask", "rgb"):
+            m = b[k][:, perm].flip(-1)
+            out[k] = torch.where(sel.view(-1, *[1] * (m.dim() - 1)), m, b[k])
+        if "nR" in b:
+            for k in ("ndepth", "nmask", "nrgb"):
+                out[k] = torch.where(sel.view(-1, *[1] * (b[k].dim() - 1)), b[k].flip(-1), b[k])
+            out["nR"] = torch.where(sel.view(-1, 1, 1, 1), f.view(3, 1) * b["nR"] * f, b["nR"])
+            out["nt"] = torch.where(sel.view(-1, 1, 1), b["nt"] * f, b["nt"])
+        return out
+
+    def _batch(self, idx: np.ndarray, novel: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         a = self.a
         b = {
             "inp": torch.from_numpy(a["inp"][idx].astype(np.float32) / 255.0),
@@ -147,7 +185,6 @@ class ShapeDataset:
         }
         b["mask"] = (b["depth"] > 0).float()
         if novel:
-            rng = rng or np.random.default_rng()
             kk = a["nR"].shape[1]
             pick = np.stack([rng.choice(kk, size=novel, replace=False) for _ in idx])
             rows = idx[:, None]

@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from backend.data.dataset import MakeConfig, make_samples, shape_seed, write_shard
+from backend.model import geometry
 
 SHARD = 200  # shapes per shard
 
@@ -74,16 +75,18 @@ def register(sub) -> None:
     p.add_argument("--test", type=int, default=None)
     p.add_argument("--views", type=int, default=MakeConfig.views, help="input views per shape")
     p.add_argument("--novel", type=int, default=MakeConfig.novel, help="novel GT views per sample")
+    p.add_argument("--layout", default=MakeConfig.layout, choices=sorted(geometry.LAYOUTS),
+                   help="fixed views rendered as ground truth (the model follows the data)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     p.set_defaults(func=run)
 
 
 def make_all(root: Path, sizes: dict[str, int], views: int = MakeConfig.views,
-             novel: int = MakeConfig.novel, workers: int = 2) -> None:
+             novel: int = MakeConfig.novel, workers: int = 2, layout: str = MakeConfig.layout) -> None:
     """Every split (shapes per split in ``sizes``); the test split keeps its raw renders."""
     t0 = time.time()
     for split, n in sizes.items():
-        cfg = MakeConfig(views=views, novel=novel, keep_raw=(split == "test"))
+        cfg = MakeConfig(views=views, novel=novel, layout=layout, keep_raw=(split == "test"))
         make_split(root, split, n, cfg, workers)
     print(f"make-data: {sizes} in {root} ({time.time() - t0:.1f} s)")
 
@@ -93,7 +96,7 @@ def run(args) -> int:
     for k in sizes:
         if getattr(args, k) is not None:
             sizes[k] = getattr(args, k)
-    make_all(Path(args.data), sizes, args.views, args.novel, args.workers)
+    make_all(Path(args.data), sizes, args.views, args.novel, args.workers, args.layout)
     return 0
 
 

@@ -63,5 +63,5 @@ def load(path: str | Path, device: str = "cpu", verify: bool = True) -> tuple[St
     blob = torch.load(path, map_location="cpu", weights_only=True)
     model = StructureGenerator(GeneratorConfig.from_dict(blob["config"]))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
-    # NHWC: oneDNN's convolutions run ~20% faster on CPU at batch 1 (bench/bench_model.py)
+    # NHWC: oneDNN's CPU layout, as in training (bench/bench_model.py measures it against NCHW)
     return model.to(device, memory_format=torch.channels_last).eval(), card

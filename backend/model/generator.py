@@ -10,6 +10,11 @@ pixel grid in fuse3d (the paper's (u, v, depth) with the u, v regulariser made e
 ``CAM_DIST + depth_range * tanh(.)``: bounded to the cameras' view of the unit ball, and the
 zero-initialised head starts on the plane through the origin (the paper's "gridInit" idea).
 The skips are beyond the paper: they carry the silhouette's fine detail past the latent.
+Fixed views (``layout``): the default "axis" puts 6 orthographic views on the axes of the viewer
+frame, so the front view is the input's own view and every other one shares a row or column
+axis with it; with ``align`` the decoder draws each view in the input's pixel layout (mirrored
+into the view's convention at the end), so the skips line up with what they describe.
+Checkpoints from before (models v1-v3) use the paper's 8 cube corners without alignment.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ DEC = (192, 128, 96, 64)
 
 @dataclass
 class GeneratorConfig:
-    views: int = 8
+    views: int = 6
+    layout: str = "axis"       # geometry.LAYOUTS: "axis" (6) or "corners" (8, the paper)
+    align: bool = True         # draw every view in the input's pixel layout (geometry.layout_flips)
     latent: int = 512
     width: int = 1024          # hidden width of the FC layers around the latent
     out_res: int = 64
@@ -37,8 +44,18 @@ class GeneratorConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def __post_init__(self):
+        if geometry.LAYOUTS.get(self.layout) != self.views:
+            raise ValueError(f"layout {self.layout!r} has {geometry.LAYOUTS.get(self.layout)} views, "
+                             f"not {self.views}")
+
+    def fixed_views(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return geometry.fixed_views(self.views, layout=self.layout)
+
     @classmethod
     def from_dict(cls, d: dict) -> GeneratorConfig:
+        # a config without these fields was written by models v1-v3: the paper's 8 corners, unaligned
+        d = {"layout": "corners", "align": False, **d}
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
@@ -71,6 +88,9 @@ class StructureGenerator(nn.Module):
         self.head = nn.Conv2d(DEC[-1], cfg.views * 5, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        cols, rows = geometry.layout_flips(cfg.fixed_views()[0])
+        self.register_buffer("flip_cols", cols, persistent=False)  # (V,) bool
+        self.register_buffer("flip_rows", rows, persistent=False)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = []
@@ -85,6 +105,9 @@ class StructureGenerator(nn.Module):
         y = self.head(h)
         b, _, hh, ww = y.shape
         y = y.view(b, self.cfg.views, 5, hh, ww)
+        if self.cfg.align:
+            y = torch.where(self.flip_cols.view(1, -1, 1, 1, 1), y.flip(-1), y)
+            y = torch.where(self.flip_rows.view(1, -1, 1, 1, 1), y.flip(-2), y)
         depth = geometry.CAM_DIST + torch.tanh(y[:, :, 0]) * self.cfg.depth_range
         return {"depth": depth, "mask_logit": y[:, :, 1], "rgb": torch.sigmoid(y[:, :, 2:5])}
 

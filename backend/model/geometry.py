@@ -42,12 +42,25 @@ def look_at(eye: torch.Tensor, target: torch.Tensor | None = None,
     return R, t
 
 
-def fixed_views(n: int = 8, dist: float = CAM_DIST) -> tuple[torch.Tensor, torch.Tensor]:
-    """The N fixed viewpoints: 8 cube corners (+-1,+-1,+-1)/sqrt(3) as in the paper; other N use a
-    Fibonacci sphere. Returns R (N,3,3), t (N,3) in float32."""
-    if n == 8:
+LAYOUTS = {"corners": 8, "axis": 6}
+
+
+def fixed_views(n: int = 8, dist: float = CAM_DIST, layout: str | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The N fixed viewpoints. Layouts: "corners", the 8 cube corners (+-1,+-1,+-1)/sqrt(3) of the
+    paper; "axis", the 6 axis views of the viewer frame (front, back, right, left, top, bottom):
+    each shares at least one image axis with the input view, so a conv decoder can draw it in the
+    input's pixel layout (see ``layout_flips``). Without a layout, n == 8 means corners and other
+    n a Fibonacci sphere. Returns R (N,3,3), t (N,3) in float32."""
+    layout = layout or ("corners" if n == 8 else None)
+    if layout is not None and LAYOUTS.get(layout) != n:
+        raise ValueError(f"fixed-view layout {layout!r} has {LAYOUTS.get(layout)} views, not {n}")
+    if layout == "corners":
         dirs = torch.tensor([[sx, sy, sz] for sx in (1, -1) for sy in (1, -1) for sz in (1, -1)],
                             dtype=torch.float64) / math.sqrt(3.0)
+    elif layout == "axis":
+        dirs = torch.tensor([[0, 0, 1], [0, 0, -1], [1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0]],
+                            dtype=torch.float64)
     else:
         i = torch.arange(n, dtype=torch.float64) + 0.5
         phi = torch.acos(1 - 2 * i / n)
@@ -56,6 +69,27 @@ def fixed_views(n: int = 8, dist: float = CAM_DIST) -> tuple[torch.Tensor, torch
                             torch.sin(phi) * torch.sin(theta)], -1)
     R, t = look_at(dirs * dist)
     return R.float(), t.float()
+
+
+def layout_flips(R: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per view, whether its columns / rows run against the input image's (camera x along world
+    -x / camera y along world -y). Why: a decoder draws every view in the input's pixel layout,
+    where its U-Net skips line up with the image, and the map is mirrored into the view's own
+    convention afterwards (a mirror is a global permutation no convolution can learn)."""
+    return R[:, 0, 0] < -eps, R[:, 1, 1] < -eps
+
+
+def mirror_permutation(R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """For views made by ``look_at``: ``perm`` with view k of the mirrored object (x -> -x) equal to
+    view ``perm[k]`` of the original with its columns flipped (same depths). Why: mirrored copies
+    of a training sample are exact, new samples for free. ValueError if the set is not symmetric."""
+    eyes = torch.einsum("nji,nj->ni", R.double(), -t.double())
+    mirrored = eyes * torch.tensor([-1.0, 1.0, 1.0], dtype=eyes.dtype)
+    d = torch.cdist(eyes, mirrored)  # d[k, j] = |eye_k - F eye_j|
+    perm = d.argmin(1)
+    if not torch.allclose(d[torch.arange(len(perm)), perm], torch.zeros(len(perm), dtype=d.dtype), atol=1e-6):
+        raise ValueError("these fixed views are not symmetric under x -> -x")
+    return perm
 
 
 def random_views(n: int, generator: torch.Generator | None = None,

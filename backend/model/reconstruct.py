@@ -33,7 +33,7 @@ class PointCloud:
 class Reconstructor:
     def __init__(self, model: Any, card: dict[str, Any], device: str = "cpu"):
         self.model, self.device = model, device
-        R, t = geometry.fixed_views(model.cfg.views)
+        R, t = model.cfg.fixed_views()
         self.R, self.t = R.to(device), t.to(device)
         self.info = {"name": card.get("name", "image2points-pcg"), "sha256": card.get("sha256", ""),
                      "frame": FRAME, "trained": card.get("trained", ""),
