@@ -68,7 +68,7 @@ def test_mirrored_samples_are_the_mirrored_object(tmp_path, layout):
     b = ds.batch([0, 1], novel=2, rng=np.random.default_rng(0), mirror=1.0)
     plain = ds.batch([0, 1], novel=2, rng=np.random.default_rng(0))
     assert torch.equal(b["inp"], plain["inp"].flip(-1))
-    R, t = geometry.fixed_views(geometry.LAYOUTS[layout], layout=layout)
+    R, t = geometry.fixed_views(layout=layout)
     f = np.array([-1.0, 1.0, 1.0], np.float32)
     pix = 2 * geometry.ORTHO_S / 64
     def fused(x, i):

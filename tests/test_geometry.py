@@ -20,7 +20,7 @@ def sample(request):
 
 def _views(sample):
     layout = str(sample["layout"])
-    return geometry.fixed_views(geometry.LAYOUTS[layout], layout=layout)
+    return geometry.fixed_views(layout=layout)
 
 
 def test_fixed_views_are_cube_corners_looking_at_origin():

@@ -48,8 +48,7 @@ def make_samples(seed: int, cfg: MakeConfig) -> dict[str, np.ndarray]:
     caster = Caster(shape, norm)
     rng = np.random.default_rng([seed, 7])
     gen = torch.Generator().manual_seed(seed)
-    fR, ft = (x.numpy().astype(np.float64)
-              for x in geometry.fixed_views(geometry.LAYOUTS[cfg.layout], layout=cfg.layout))
+    fR, ft = (x.numpy().astype(np.float64) for x in geometry.fixed_views(layout=cfg.layout))
     out: dict[str, list] = {k: [] for k in ("inp", "fdepth", "frgb", "nR", "nt", "ndepth", "nrgb", "R_in", "raw")}
     for _ in range(cfg.views):
         R_in = view_rotation(rng.uniform(0, 360), rng.uniform(*ELEV_RANGE))
@@ -123,6 +122,7 @@ class ShapeDataset:
             raise ValueError(f"{Path(root, split)} mixes fixed-view layouts {sorted(layouts)}; "
                              "re-run `image2points make-data` into an empty folder")
         self.layout: str = layouts.pop()
+        self._mirror_perm = geometry.mirror_permutation(*geometry.fixed_views(layout=self.layout))
         if max_shapes is not None:
             keep = self.a["shape_index"] < max_shapes
             for k in PER_SAMPLE + ("shape_index",):
@@ -160,20 +160,19 @@ class ShapeDataset:
     def _mirror(self, b: dict[str, torch.Tensor], sel: torch.Tensor) -> dict[str, torch.Tensor]:
         """The selected samples as images of the mirrored object: the input and every map flipped
         left-right, fixed views permuted (geometry.mirror_permutation), novel cameras F R F, F t."""
-        R, t = geometry.fixed_views(geometry.LAYOUTS[self.layout], layout=self.layout)
-        perm = geometry.mirror_permutation(R, t)
         f = torch.tensor([-1.0, 1.0, 1.0])
-        out = dict(b)
-        s4 = sel.view(-1, 1, 1, 1)
-        out["inp"] = torch.where(s4, b["inp"].flip(-1), b["inp"])
+
+        def pick(k: str, mirrored: torch.Tensor) -> torch.Tensor:
+            return torch.where(sel.view(-1, *[1] * (b[k].dim() - 1)), mirrored, b[k])
+
+        out = dict(b, inp=pick("inp", b["inp"].flip(-1)))
         for k in ("depth", "mask", "rgb"):
-            m = b[k][:, perm].flip(-1)
-            out[k] = torch.where(sel.view(-1, *[1] * (m.dim() - 1)), m, b[k])
+            out[k] = pick(k, b[k][:, self._mirror_perm].flip(-1))
         if "nR" in b:
             for k in ("ndepth", "nmask", "nrgb"):
-                out[k] = torch.where(sel.view(-1, *[1] * (b[k].dim() - 1)), b[k].flip(-1), b[k])
-            out["nR"] = torch.where(sel.view(-1, 1, 1, 1), f.view(3, 1) * b["nR"] * f, b["nR"])
-            out["nt"] = torch.where(sel.view(-1, 1, 1), b["nt"] * f, b["nt"])
+                out[k] = pick(k, b[k].flip(-1))
+            out["nR"] = pick("nR", f.view(3, 1) * b["nR"] * f)
+            out["nt"] = pick("nt", b["nt"] * f)
         return out
 
     def _batch(self, idx: np.ndarray, novel: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:

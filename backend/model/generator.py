@@ -50,7 +50,7 @@ class GeneratorConfig:
                              f"not {self.views}")
 
     def fixed_views(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return geometry.fixed_views(self.views, layout=self.layout)
+        return geometry.fixed_views(layout=self.layout)
 
     @classmethod
     def from_dict(cls, d: dict) -> GeneratorConfig:

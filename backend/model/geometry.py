@@ -45,13 +45,15 @@ def look_at(eye: torch.Tensor, target: torch.Tensor | None = None,
 LAYOUTS = {"corners": 8, "axis": 6}
 
 
-def fixed_views(n: int = 8, dist: float = CAM_DIST, layout: str | None = None
+def fixed_views(n: int | None = None, dist: float = CAM_DIST, layout: str | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The N fixed viewpoints. Layouts: "corners", the 8 cube corners (+-1,+-1,+-1)/sqrt(3) of the
     paper; "axis", the 6 axis views of the viewer frame (front, back, right, left, top, bottom):
     each shares at least one image axis with the input view, so a conv decoder can draw it in the
-    input's pixel layout (see ``layout_flips``). Without a layout, n == 8 means corners and other
-    n a Fibonacci sphere. Returns R (N,3,3), t (N,3) in float32."""
+    input's pixel layout (see ``layout_flips``). A layout alone sets N; without one, N == 8 (the
+    default) means corners and other N a Fibonacci sphere. Returns R (N,3,3), t (N,3) in float32."""
+    if n is None:
+        n = LAYOUTS[layout] if layout is not None else 8
     layout = layout or ("corners" if n == 8 else None)
     if layout is not None and LAYOUTS.get(layout) != n:
         raise ValueError(f"fixed-view layout {layout!r} has {LAYOUTS.get(layout)} views, not {n}")
