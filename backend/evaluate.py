@@ -36,6 +36,7 @@ from .model import geometry
 
 N_EVAL = 4096
 GRID = 32
+CI_METRICS = ("chamfer", "f2")  # per-sample values kept in the report for the bootstrap
 
 
 def metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
@@ -139,17 +140,38 @@ def mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def evaluate_set(predictors: dict[str, Callable], inp: np.ndarray, gts: list[np.ndarray],
-                 families: list[str] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+                 families: list[str] | None = None, groups: list[str] | None = None) -> dict[str, Any]:
+    """Mean metrics per predictor (and per family); with ``groups`` (which samples share an object)
+    also the per-sample Chamfer and F@2% that ``verdict`` resamples for its confidence intervals."""
+    out: dict[str, Any] = {"groups": groups} if groups is not None else {}
     for name, fn in predictors.items():
         rows = score(fn, inp, gts)
         out[name] = {"mean": mean_rows(rows)}
+        if groups is not None:
+            out[name]["per_sample"] = {k: [round(r[k], 5) for r in rows] for k in CI_METRICS}
         if families is not None:
             by = defaultdict(list)
             for f, r in zip(families, rows):
                 by[f].append(r)
             out[name]["by_family"] = {f: mean_rows(v) for f, v in sorted(by.items())}
     return out
+
+
+def gain_ci(model: dict[str, list[float]], base: dict[str, list[float]], groups: list[str],
+            n_boot: int = 2000, seed: int = 0) -> dict[str, list[float]]:
+    """95% bootstrap intervals of the model's gains, resampling whole groups (objects or shapes:
+    views of one object are not independent), paired (model and baseline see the same draw)."""
+    _, inv = np.unique(np.asarray(groups), return_inverse=True)
+    g = inv.max() + 1
+    draws = np.random.default_rng(seed).integers(0, g, (n_boot, g))
+    n = np.bincount(inv, minlength=g)[draws].sum(1)
+
+    def means(rows: list[float]) -> np.ndarray:
+        return np.bincount(inv, weights=np.asarray(rows), minlength=g)[draws].sum(1) / n
+
+    gains = {"chamfer_gain": 1 - means(model["chamfer"]) / means(base["chamfer"]),
+             "f2_gain": means(model["f2"]) / np.maximum(means(base["f2"]), 1e-9) - 1}
+    return {f"{k}_ci95": [round(float(x), 4) for x in np.percentile(v, [2.5, 97.5])] for k, v in gains.items()}
 
 
 def tune_baselines(val: Any, freq: np.ndarray) -> tuple[float, float]:
@@ -236,18 +258,19 @@ def run_eval(checkpoint_path: str | None, data: str, out: str, max_test: int | N
     inp = test.a["inp"][:n]
     gts = [test.gt_points(i)[0] for i in range(n)]
     fams = [str(test.a["family"][test.a["shape_index"][i]]) for i in range(n)]
+    shapes = [str(test.a["shape_index"][i]) for i in range(n)]
     report: dict[str, Any] = {
         "checkpoint": Path(ckpt).name, "sha256": card.get("sha256", ""),
         "metric": "Chamfer: mean Euclidean NN distance in the unit-ball frame (lower is better); "
                   "F1/F2: F-score at 1%/2% of the GT bbox diagonal (higher is better)",
         "baseline_tuning": {"mean_shape_min_fraction": q, "slab_thickness": thick},
         "test": {"samples": n, "shapes": int(len(set(test.a["shape_index"][:n].tolist()))),
-                 **evaluate_set(predictors, inp, gts, fams)},
+                 **evaluate_set(predictors, inp, gts, fams, shapes)},
     }
     if third_party:
         tinp, tgts, tnames = third_party_set()
         report["third_party"] = {"samples": len(tinp), "objects": sorted(set(tnames)),
-                                 **evaluate_set(predictors, tinp, tgts, tnames)}
+                                 **evaluate_set(predictors, tinp, tgts, tnames, tnames)}
     report["verdict"] = verdict(report)
     report["seconds"] = round(time.time() - t0, 1)
     outp = Path(out)
@@ -261,17 +284,21 @@ def run_eval(checkpoint_path: str | None, data: str, out: str, max_test: int | N
 
 
 def verdict(report: dict[str, Any]) -> dict[str, Any]:
-    """Does the model beat every baseline by >= 20% in symmetric Chamfer and in F@2%?"""
+    """Does the model beat every baseline by >= 20% in symmetric Chamfer and in F@2%? The bar is on
+    the means; the bootstrap intervals beside them say how much 30 or 600 samples can tell."""
     out = {}
     for split in ("test", "third_party"):
         if split not in report:
             continue
-        m = report[split]["model"]["mean"]
+        rep = report[split]
+        m = rep["model"]["mean"]
         rows = {}
         for b in ("mean_shape", "nn_retrieval", "silhouette_slab"):
-            bm = report[split][b]["mean"]
+            bm = rep[b]["mean"]
             rows[b] = {"chamfer_gain": 1 - m["chamfer"] / bm["chamfer"],
                        "f2_gain": m["f2"] / max(bm["f2"], 1e-9) - 1}
+            if "groups" in rep:
+                rows[b].update(gain_ci(rep["model"]["per_sample"], rep[b]["per_sample"], rep["groups"]))
         out[split] = {"vs": rows, "beats_all_by_20pct": all(
             r["chamfer_gain"] >= 0.2 and r["f2_gain"] >= 0.2 for r in rows.values())}
     return out
@@ -292,6 +319,11 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _gain(row: dict[str, Any], key: str) -> str:
+    ci = row.get(f"{key}_ci95")
+    return f"{row[key]:+.0%}" + (f" [{ci[0]:+.0%}, {ci[1]:+.0%}]" if ci else "")
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The README's eval table and verdict lines, generated so they cannot drift from the report."""
     lines = ["| set | method | pred->GT | GT->pred | Chamfer | F@1% | F@2% |",
@@ -302,10 +334,11 @@ def markdown(report: dict[str, Any]) -> str:
             m = report[split][name]["mean"]
             lines.append(f"| {split} | {name} | {m['p2g']:.4f} | {m['g2p']:.4f} | {m['chamfer']:.4f} | "
                          f"{m['f1']:.3f} | {m['f2']:.3f} |")
-    lines += ["", "Gain of the model over each baseline (the target is +20% on both):", ""]
+    lines += ["", "Gain of the model over each baseline (the target is +20% on both; in brackets the "
+              "95% bootstrap interval, resampling shapes or third-party objects):", ""]
     for split in splits:
         v = report["verdict"][split]
-        gains = "; ".join(f"{b}: Chamfer {r['chamfer_gain']:+.0%}, F@2% {r['f2_gain']:+.0%}"
+        gains = "; ".join(f"{b}: Chamfer {_gain(r, 'chamfer_gain')}, F@2% {_gain(r, 'f2_gain')}"
                           for b, r in v["vs"].items())
         ok = "**meets** the bar" if v["beats_all_by_20pct"] else "**does NOT meet** the bar"
         lines.append(f"- {split.replace('_', '-')}: {gains} -> {ok}.")

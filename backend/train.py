@@ -10,6 +10,8 @@ the ground-truth maps of the fixed views (L1 depth on object pixels + BCE mask +
 Stage 2 (novel views): the fixed-view predictions are fused into one cloud (fuse3d) and rendered
 by the pseudo-renderer at random novel views; L1 depth on pixels hit by exactly one point
 (collision == 1, as in the paper's code) + BCE mask, added to the stage-1 loss.
+Optionally (``w_chamfer``, off by default) a 3D Chamfer loss between the fused cloud and GT surface
+samples is added: an ablation that did not help (model card, "Tried after v4").
 The run is time-budgeted (CPU-first); the learning rate follows a cosine over the budget.
 Half of each batch is mirrored left-right (``mirror``): exact new samples, as the fixed views map
 onto each other under x -> -x (ShapeDataset._mirror).
@@ -51,6 +53,8 @@ class TrainConfig:
     w_rgb: float = 1.0
     w_novel: float = 0.5
     mirror: float = 0.5          # fraction of each batch mirrored in x (exact: ShapeDataset._mirror)
+    w_chamfer: float = 0.0       # weight of a 3D Chamfer loss between the fused cloud and GT samples
+    chamfer_points: int = 512    # points per side of that loss (sampled; 1024 costs 8x on CPU)
     threads: int = 2
     seed: int = 0
     max_shapes: int | None = None
@@ -71,9 +75,12 @@ def losses(net: torch.nn.Module, b: dict[str, torch.Tensor], cfg: TrainConfig, s
         "rgb": ((out["rgb"] - b["rgb"]).abs() * m.unsqueeze(2)).sum() / (3 * n_obj),
     }
     total = ls["mask"] + cfg.w_depth * ls["depth"] + cfg.w_rgb * ls["rgb"]
+    bsz = m.shape[0]
+    pts = geometry.fuse3d(out["depth"], *fixed) if stage2 or cfg.w_chamfer > 0 else None
+    if cfg.w_chamfer > 0:
+        ls["chamfer"] = chamfer_loss(pts, out["mask_logit"].reshape(bsz, -1), b["surf"], cfg.chamfer_points)
+        total = total + cfg.w_chamfer * ls["chamfer"]
     if stage2:
-        bsz = m.shape[0]
-        pts = geometry.fuse3d(out["depth"], *fixed)
         r = geometry.render_depth(pts, out["mask_logit"].reshape(bsz, -1), b["nR"], b["nt"],
                                   m.shape[-2], m.shape[-1], upscale=cfg.upscale)
         nm = b["nmask"]
@@ -83,6 +90,24 @@ def losses(net: torch.nn.Module, b: dict[str, torch.Tensor], cfg: TrainConfig, s
         total = total + cfg.w_novel * (cfg.w_depth * ls["novel_depth"] + ls["novel_mask"])
     ls["total"] = total
     return ls
+
+
+def chamfer_loss(pts: torch.Tensor, logits: torch.Tensor, gt: torch.Tensor, k: int) -> torch.Tensor:
+    """Symmetric Chamfer between ``k`` fused points drawn in proportion to their predicted
+    occupancy and the GT surface samples ``gt`` (B,M,3): the evaluation metric, as a loss on depth.
+
+    Why: per-pixel L1 makes each view's depth its own median guess; under the depth ambiguity of
+    unfamiliar shapes the views then disagree in 3D. Chamfer scores the fused cloud as a whole.
+    """
+    with torch.no_grad():
+        idx = torch.multinomial(torch.sigmoid(logits.float()) + 1e-6, k, replacement=True)
+    p = pts.gather(1, idx.unsqueeze(-1).expand(-1, -1, 3))
+    with torch.no_grad():  # pairings only; cdist's own backward is ~10x slower on CPU
+        d = torch.cdist(p, gt)
+        near_gt, near_p = d.min(2).indices, d.min(1).indices
+    p2g = (p - gt.gather(1, near_gt.unsqueeze(-1).expand(-1, -1, 3))).norm(dim=-1).mean()
+    g2p = (gt - p.gather(1, near_p.unsqueeze(-1).expand(-1, -1, 3))).norm(dim=-1).mean()
+    return 0.5 * (p2g + g2p)
 
 
 def generator_config(layout: str, overrides: str = "") -> GeneratorConfig:
@@ -167,8 +192,9 @@ def train(cfg: TrainConfig, gen_cfg: GeneratorConfig | None = None, resume: bool
             g["lr"] = 1e-5 + (cfg.lr - 1e-5) * 0.5 * (1 + math.cos(math.pi * frac))
         stage2 = frac >= 1 - cfg.stage2_frac
         idx = rng.integers(0, len(ds), cfg.batch)
+        surf = cfg.chamfer_points if cfg.w_chamfer > 0 else 0
         b = {k: v.to(device) for k, v in ds.batch(idx, novel=cfg.novel if stage2 else 0,
-                                                    rng=rng, mirror=cfg.mirror).items()}
+                                                    rng=rng, mirror=cfg.mirror, surf=surf).items()}
         ls = losses(net, b, cfg, stage2, fixed)
         opt.zero_grad(set_to_none=True)
         ls["total"].backward()
@@ -283,6 +309,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--w-novel", type=float, default=TrainConfig.w_novel, help="weight of that loss")
     p.add_argument("--mirror", type=float, default=TrainConfig.mirror,
                    help="fraction of each batch mirrored left-right (augmentation; 0 = off)")
+    p.add_argument("--w-chamfer", type=float, default=TrainConfig.w_chamfer,
+                   help="weight of a 3D Chamfer loss on the fused cloud (0 = off)")
     p.add_argument("--gen", default="", metavar="K=V,..",
                    help="generator overrides for a new model, e.g. align=0 (ablations)")
     p.add_argument("--smoke", action="store_true", help="tiny run for CI (about 2 minutes)")
@@ -307,7 +335,8 @@ def run(args: argparse.Namespace) -> int:
                       max_steps=args.max_steps, batch=args.batch, lr=args.lr,
                       threads=args.threads, seed=args.seed, max_shapes=args.max_shapes,
                       init=args.init, gen=args.gen, mirror=args.mirror,
-                      stage2_frac=args.stage2_frac, w_novel=args.w_novel)
+                      stage2_frac=args.stage2_frac, w_novel=args.w_novel,
+                      w_chamfer=args.w_chamfer)
     try:
         result = train(cfg, resume=not args.fresh)
     except (FileNotFoundError, ValueError) as exc:  # no data, or data and model disagree

@@ -65,8 +65,8 @@ def test_mirrored_samples_are_the_mirrored_object(tmp_path, layout):
     views fuse to the mirrored surface and its novel cameras see the mirrored surface."""
     make_split(tmp_path, "val", 2, MakeConfig(views=1, novel=2, surf_points=20000, layout=layout), 1)
     ds = ShapeDataset(tmp_path, "val")
-    b = ds.batch([0, 1], novel=2, rng=np.random.default_rng(0), mirror=1.0)
-    plain = ds.batch([0, 1], novel=2, rng=np.random.default_rng(0))
+    b = ds.batch([0, 1], novel=2, rng=np.random.default_rng(0), mirror=1.0, surf=500)
+    plain = ds.batch([0, 1], novel=2, rng=np.random.default_rng(0), surf=500)
     assert torch.equal(b["inp"], plain["inp"].flip(-1))
     R, t = geometry.fixed_views(layout=layout)
     f = np.array([-1.0, 1.0, 1.0], np.float32)
@@ -78,6 +78,9 @@ def test_mirrored_samples_are_the_mirrored_object(tmp_path, layout):
         pts, ref = fused(b, i), fused(plain, i) * f  # mirrored maps fuse to the mirrored cloud, exactly
         assert len(pts) == len(ref) > 500
         assert cKDTree(ref).query(pts)[0].max() < 1e-4 and cKDTree(pts).query(ref)[0].max() < 1e-4
+        # the surface samples (Chamfer loss) are mirrored with the maps: they lie on what the views fuse to
+        for x, cloud in ((b, pts), (plain, fused(plain, i))):
+            assert np.median(cKDTree(cloud).query(x["surf"][i].numpy())[0]) < pix
         surf = ds.gt_points(i)[0] * f  # the mirrored object's surface
         out = geometry.render_depth(torch.from_numpy(surf)[None], torch.ones(1, len(surf)),
                                     b["nR"][i:i + 1], b["nt"][i:i + 1], 64, 64, upscale=1)

@@ -146,13 +146,19 @@ class ShapeDataset:
         return self.a["surf"][s] @ self.a["R_in"][i].T, self.a["surf_rgb"][s]
 
     def batch(self, idx: np.ndarray | list[int], novel: int = 0,
-              rng: np.random.Generator | None = None, mirror: float = 0.0) -> dict[str, torch.Tensor]:
+              rng: np.random.Generator | None = None, mirror: float = 0.0, surf: int = 0
+              ) -> dict[str, torch.Tensor]:
         """Tensors for samples ``idx``: inp (B,4,H,W), depth (B,V,H,W), rgb (B,V,3,H,W) in [0,1],
         mask; with ``novel`` > 0 also that many of the stored novel views, picked at random. With
         ``mirror`` > 0 that fraction of the samples is mirrored (x -> -x), exactly (``_mirror``)."""
         idx = np.asarray(idx)
         rng = rng or np.random.default_rng()
         b = self._batch(idx, novel, rng)
+        if surf:  # GT surface samples in each sample's output frame (B, surf, 3)
+            a = self.a
+            pick = rng.integers(0, a["surf"].shape[1], (len(idx), surf))
+            pts = a["surf"][a["shape_index"][idx][:, None], pick]
+            b["surf"] = torch.from_numpy(np.einsum("bij,bnj->bni", a["R_in"][idx], pts).astype(np.float32))
         if mirror > 0:
             b = self._mirror(b, torch.from_numpy(rng.random(len(idx)) < mirror))
         return b
@@ -173,6 +179,8 @@ class ShapeDataset:
                 out[k] = pick(k, b[k].flip(-1))
             out["nR"] = pick("nR", f.view(3, 1) * b["nR"] * f)
             out["nt"] = pick("nt", b["nt"] * f)
+        if "surf" in b:
+            out["surf"] = pick("surf", b["surf"] * f)
         return out
 
     def _batch(self, idx: np.ndarray, novel: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
