@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import cKDTree
 
-from .model import geometry
+from .model.generator import fused_points
 
 N_EVAL = 4096
 GRID = 32
@@ -73,9 +73,8 @@ def model_predictor(model: torch.nn.Module) -> Callable[[np.ndarray], list[np.nd
     @torch.inference_mode()
     def predict(inp: np.ndarray) -> list[np.ndarray]:
         out = model(torch.from_numpy(inp.astype(np.float32) / 255.0))
-        pts = geometry.fuse3d(out["depth"], R, t).numpy()
-        keep = (out["mask_logit"] > 0).reshape(len(inp), -1).numpy()
-        return [p[k] for p, k in zip(pts, keep)]
+        pts, keep, _ = fused_points(out, R, t)
+        return [p[k] for p, k in zip(pts.numpy(), keep.numpy())]
 
     return predict
 

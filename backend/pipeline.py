@@ -20,7 +20,7 @@ from typing import Any
 
 
 def run_pipeline(data: str, out: str, minutes: float | None, smoke: bool, fresh: bool,
-                 workers: int) -> dict[str, Any]:
+                 workers: int, gen: str = "") -> dict[str, Any]:
     from . import evaluate, train
     from .data import make
 
@@ -34,7 +34,7 @@ def run_pipeline(data: str, out: str, minutes: float | None, smoke: bool, fresh:
     times["make_data"] = time.time() - t0
 
     t0 = time.time()
-    cfg = train.make_config(smoke, minutes, data=data, out=str(outp))
+    cfg = train.make_config(smoke, minutes, data=data, out=str(outp), gen=gen)
     result = train.train(cfg, resume=not fresh)
     times["train"] = time.time() - t0
 
@@ -71,12 +71,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="make-data processes")
     p.add_argument("--smoke", action="store_true", help="tiny data, 1-minute training, no third-party set")
     p.add_argument("--fresh", action="store_true", help="ignore a saved training state in --out")
+    p.add_argument("--gen", default="", metavar="K=V,..",
+                   help="generator overrides, as for train (e.g. depth_quantiles=3)")
     p.add_argument("--install", action="store_true", help="copy the result to backend/weights/")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    s = run_pipeline(args.data, args.out, args.minutes, args.smoke, args.fresh, args.workers)
+    s = run_pipeline(args.data, args.out, args.minutes, args.smoke, args.fresh, args.workers, args.gen)
     print(json.dumps({k: s[k] for k in ("seconds", "total_minutes", "verdict")}, indent=2))
     if args.install:
         print(f"installed {install_all(args.out)}")

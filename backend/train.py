@@ -71,7 +71,7 @@ def losses(net: torch.nn.Module, b: dict[str, torch.Tensor], cfg: TrainConfig, s
     n_obj = m.sum().clamp(min=1)
     ls = {
         "mask": F.binary_cross_entropy_with_logits(out["mask_logit"], m),
-        "depth": ((out["depth"] - b["depth"]).abs() * m).sum() / n_obj,
+        "depth": (pinball(out["depth_q"], b["depth"], net_cfg(net).quantile_levels) * m).sum() / n_obj,
         "rgb": ((out["rgb"] - b["rgb"]).abs() * m.unsqueeze(2)).sum() / (3 * n_obj),
     }
     total = ls["mask"] + cfg.w_depth * ls["depth"] + cfg.w_rgb * ls["rgb"]
@@ -90,6 +90,18 @@ def losses(net: torch.nn.Module, b: dict[str, torch.Tensor], cfg: TrainConfig, s
         total = total + cfg.w_novel * (cfg.w_depth * ls["novel_depth"] + ls["novel_mask"])
     ls["total"] = total
     return ls
+
+
+def pinball(pred_q: torch.Tensor, target: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """Quantile (pinball) loss of depth maps (B,V,Q,H,W) against (B,V,H,W), averaged over the Q levels
+    and scaled so that Q=1 (the median) is exactly the L1 loss."""
+    u = target.unsqueeze(2) - pred_q
+    tau = levels.to(u).view(1, 1, -1, 1, 1)
+    return (2 * torch.maximum(tau * u, (tau - 1) * u)).mean(2)
+
+
+def net_cfg(net: torch.nn.Module) -> GeneratorConfig:
+    return getattr(net, "module", net).cfg
 
 
 def chamfer_loss(pts: torch.Tensor, logits: torch.Tensor, gt: torch.Tensor, k: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ from scipy.spatial import cKDTree
 
 from backend.data.dataset import MakeConfig, make_samples
 from backend.model import checkpoint, geometry
-from backend.model.generator import GeneratorConfig, StructureGenerator
+from backend.model.generator import GeneratorConfig, StructureGenerator, fused_points
 from backend.model.reconstruct import Reconstructor, default_checkpoint_path
 
 
@@ -42,9 +42,31 @@ def test_aligned_decoder_mirrors_exactly_the_flagged_views():
         torch.testing.assert_close(a[:, v], p[:, v].flip(-1) if cols[v] else p[:, v])
 
 
+def test_depth_quantiles_become_points_of_every_kept_pixel():
+    torch.manual_seed(0)
+    cfg = GeneratorConfig(latent=64, width=128, depth_quantiles=3)
+    assert cfg.quantile_levels.tolist() == pytest.approx([1 / 6, 1 / 2, 5 / 6])
+    net = StructureGenerator(cfg).eval()
+    torch.nn.init.normal_(net.head.weight)
+    with torch.no_grad():
+        out = net(torch.rand(2, 4, 64, 64))
+    assert out["depth_q"].shape == (2, 6, 3, 64, 64)
+    assert torch.equal(out["depth"], out["depth_q"][:, :, 1])  # the median drives fusion in training
+    R, t = cfg.fixed_views()
+    pts, keep, rgb = fused_points(out, R, t)
+    n = 6 * 64 * 64
+    assert pts.shape == (2, 3 * n, 3) and keep.shape == (2, 3 * n) and rgb.shape == (2, 3 * n, 3)
+    for k in range(3):  # block k holds quantile k's points, with the pixel's mask and colour
+        torch.testing.assert_close(pts[:, k * n:(k + 1) * n], geometry.fuse3d(out["depth_q"][:, :, k], R, t))
+        assert torch.equal(keep[:, k * n:(k + 1) * n], (out["mask_logit"] > 0).reshape(2, -1))
+        torch.testing.assert_close(rgb[:, k * n:(k + 1) * n], out["rgb"].permute(0, 1, 3, 4, 2).reshape(2, -1, 3))
+    with pytest.raises(ValueError, match="odd"):
+        GeneratorConfig(depth_quantiles=2)
+
+
 def test_configs_saved_before_layouts_load_as_the_papers_corners():
     cfg = GeneratorConfig.from_dict({"views": 8, "latent": 512, "width": 1024})
-    assert (cfg.layout, cfg.views, cfg.align) == ("corners", 8, False)
+    assert (cfg.layout, cfg.views, cfg.align, cfg.depth_quantiles) == ("corners", 8, False, 1)
     with pytest.raises(ValueError, match="layout"):
         GeneratorConfig(views=8)  # the default axis layout has 6 views
 

@@ -1,13 +1,13 @@
-"""The 3D Chamfer training loss: it is the evaluation metric on the fused cloud, and it pulls
-the predicted depth towards the surface."""
+"""Training losses: the depth quantile (pinball) loss and the 3D Chamfer loss."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from backend.train import chamfer_loss
+from backend.train import chamfer_loss, pinball
 
 
 def _sphere(n: int, seed: int) -> torch.Tensor:
@@ -39,3 +39,19 @@ def test_chamfer_loss_gradient_moves_points_onto_the_surface():
         loss.backward()
         opt.step()
     assert abs(scale.item() - 1.0) < 0.08, scale.item()
+
+
+def test_pinball_with_one_level_is_l1_and_learns_the_quantiles():
+    pred, target = torch.rand(2, 6, 1, 8, 8), torch.rand(2, 6, 8, 8)
+    torch.testing.assert_close(pinball(pred, target, torch.tensor([0.5])), (pred[:, :, 0] - target).abs())
+    # fitted to samples of U(0, 1), three levels land on the 1/6, 1/2, 5/6 quantiles
+    levels = (torch.arange(3) + 0.5) / 3
+    q = torch.zeros(1, 1, 3, 1, 1, requires_grad=True)
+    opt = torch.optim.Adam([q], lr=0.02)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(600):
+        loss = pinball(q.expand(1, 1, 3, 32, 32), torch.rand(1, 1, 32, 32, generator=gen), levels).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert q.detach().flatten().tolist() == pytest.approx([1 / 6, 1 / 2, 5 / 6], abs=0.03)

@@ -3,7 +3,7 @@
 Encoder: conv3x3+BN+ReLU stages 64 -> 32 -> 16 -> 8 -> 4 -> 2 (channels 32, 64, 128, 192, 256),
 FC (``width``) -> latent. Decoder: FC -> FC -> 4x4x256 map, then 4 blocks [concat encoder skip at the
 same resolution (U-Net style, ``skips``), conv3x3, upsample x2, conv3x3] to 64x64, then a 1x1 conv
-giving, per fixed view, 1 depth + 1 mask logit + 3 RGB.
+giving, per fixed view, Q depths (quantiles, ``depth_quantiles``; 1 = the median) + 1 mask logit + 3 RGB.
 
 Choice: per-pixel *depth* along each fixed orthographic view (not free XYZ); x/y come from the
 pixel grid in fuse3d (the paper's (u, v, depth) with the u, v regulariser made exact). Depth is
@@ -40,17 +40,24 @@ class GeneratorConfig:
     out_res: int = 64
     depth_range: float = 1.2   # predicted depth lies in CAM_DIST +- depth_range
     skips: bool = True
+    depth_quantiles: int = 1   # odd Q: per pixel the depth quantiles (k + 0.5) / Q; 1 = the median
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def __post_init__(self):
+        if self.depth_quantiles < 1 or self.depth_quantiles % 2 == 0:
+            raise ValueError(f"depth_quantiles must be odd (the middle one is the median), not {self.depth_quantiles}")
         if geometry.LAYOUTS.get(self.layout) != self.views:
             raise ValueError(f"layout {self.layout!r} has {geometry.LAYOUTS.get(self.layout)} views, "
                              f"not {self.views}")
 
     def fixed_views(self) -> tuple[torch.Tensor, torch.Tensor]:
         return geometry.fixed_views(layout=self.layout)
+
+    @property
+    def quantile_levels(self) -> torch.Tensor:
+        return (torch.arange(self.depth_quantiles) + 0.5) / self.depth_quantiles
 
     @classmethod
     def from_dict(cls, d: dict) -> GeneratorConfig:
@@ -64,7 +71,8 @@ def _cbr(ci: int, co: int, stride: int = 1) -> nn.Sequential:
 
 
 class StructureGenerator(nn.Module):
-    """image (B,4,64,64) in [0,1] -> dict(depth (B,V,64,64), mask_logit (B,V,64,64), rgb (B,V,3,64,64))."""
+    """image (B,4,64,64) in [0,1] -> dict(depth (B,V,64,64), the median, depth_q (B,V,Q,64,64), all
+    quantiles, mask_logit (B,V,64,64), rgb (B,V,3,64,64))."""
 
     def __init__(self, cfg: GeneratorConfig | None = None):
         super().__init__()
@@ -85,7 +93,7 @@ class StructureGenerator(nn.Module):
             blocks.append(nn.Sequential(_cbr(ci + sc, co), nn.Upsample(scale_factor=2, mode="nearest"), _cbr(co, co)))
             ci = co
         self.dec = nn.ModuleList(blocks)
-        self.head = nn.Conv2d(DEC[-1], cfg.views * 5, 1)
+        self.head = nn.Conv2d(DEC[-1], cfg.views * (cfg.depth_quantiles + 4), 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         cols, rows = geometry.layout_flips(cfg.fixed_views()[0])
@@ -104,12 +112,31 @@ class StructureGenerator(nn.Module):
             h = block(h)
         y = self.head(h)
         b, _, hh, ww = y.shape
-        y = y.view(b, self.cfg.views, 5, hh, ww)
+        q = self.cfg.depth_quantiles
+        y = y.view(b, self.cfg.views, q + 4, hh, ww)
         if self.cfg.align:
             y = torch.where(self.flip_cols.view(1, -1, 1, 1, 1), y.flip(-1), y)
             y = torch.where(self.flip_rows.view(1, -1, 1, 1, 1), y.flip(-2), y)
-        depth = geometry.CAM_DIST + torch.tanh(y[:, :, 0]) * self.cfg.depth_range
-        return {"depth": depth, "mask_logit": y[:, :, 1], "rgb": torch.sigmoid(y[:, :, 2:5])}
+        depth_q = geometry.CAM_DIST + torch.tanh(y[:, :, :q]) * self.cfg.depth_range
+        return {"depth": depth_q[:, :, q // 2], "depth_q": depth_q, "mask_logit": y[:, :, q],
+                "rgb": torch.sigmoid(y[:, :, q + 1:q + 4])}
+
+
+def fused_points(out: dict[str, torch.Tensor], R: torch.Tensor, t: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The model's cloud: every quantile depth of every kept pixel becomes a point.
+    Returns points (B,N,3), keep (B,N) bool and colours (B,N,3) in [0,1], N = Q*V*H*W.
+
+    Why all quantiles: where one image leaves the depth open (a thin object's tilt, the far side),
+    points spread over the likely depths cover the surface where a single guess misses it; where
+    the depth is clear the quantiles coincide.
+    """
+    dq = out["depth_q"]
+    b, v, q, h, w = dq.shape
+    pts = geometry.fuse3d(dq.transpose(1, 2).reshape(b * q, v, h, w), R, t).reshape(b, q * v * h * w, 3)
+    keep = (out["mask_logit"] > 0).reshape(b, 1, -1).expand(b, q, -1).reshape(b, -1)
+    rgb = out["rgb"].permute(0, 1, 3, 4, 2).reshape(b, 1, -1, 3).expand(b, q, -1, 3).reshape(b, -1, 3)
+    return pts, keep, rgb
 
 
 def n_params(m: nn.Module) -> int:

@@ -203,32 +203,3 @@ def render_depth(points: torch.Tensor, logits: torch.Tensor, R: torch.Tensor, t:
         out["rgb"] = rgb
     return out
 
-
-def silhouette_votes(points: torch.Tensor, mask_logit: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
-                     s: float = ORTHO_S) -> torch.Tensor:
-    """For points (B,N,3): in how many of the V views (masks (B,V,H,W)) they project onto mask>0.
-
-    Why: fused points must lie inside every view's predicted silhouette (a visual-hull check, a
-    post-process beyond the paper). Depth errors in one view show up as points outside the other
-    views' silhouettes, so counting votes removes the flying points that dominate pred->GT error.
-    """
-    b, v, h, w = mask_logit.shape
-    cam = points.unsqueeze(1) @ R.to(points).transpose(-1, -2).unsqueeze(0) + t.to(points).view(1, v, 1, 3)
-    u = ((cam[..., 0] / s + 1) * 0.5 * w).floor().long()
-    vv = ((1 - cam[..., 1] / s) * 0.5 * h).floor().long()
-    inside = (u >= 0) & (u < w) & (vv >= 0) & (vv < h)
-    flat = (vv.clamp(0, h - 1) * w + u.clamp(0, w - 1))  # (B,V,N)
-    on = mask_logit.reshape(b, v, h * w).gather(2, flat) > 0
-    return (on & inside).sum(1)
-
-
-def keep_points(depth: torch.Tensor, mask_logit: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
-                max_misses: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused points (B,V*H*W,3) and a keep mask: own mask logit > 0 and inside the predicted
-    silhouettes of all but ``max_misses`` views (the inference rule of the shipped model)."""
-    pts = fuse3d(depth, R, t)
-    b, v = depth.shape[:2]
-    keep = mask_logit.reshape(b, -1) > 0
-    if max_misses is not None and max_misses < v:
-        keep = keep & (silhouette_votes(pts, mask_logit, R, t) >= v - max_misses)
-    return pts, keep

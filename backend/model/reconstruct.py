@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import checkpoint, geometry
+from . import checkpoint
+from .generator import fused_points
 from .preprocess import preprocess
 
 FRAME = "viewer-unit-ball/v1"
@@ -54,9 +55,7 @@ class Reconstructor:
             return []
         out = self.model(self.preprocess(images))
         b = len(images)
-        pts = geometry.fuse3d(out["depth"], self.R, self.t).reshape(b, -1, 3)
-        keep = (out["mask_logit"] > 0).reshape(b, -1)
-        rgb = out["rgb"].permute(0, 1, 3, 4, 2).reshape(b, -1, 3)
+        pts, keep, rgb = fused_points(out, self.R, self.t)
         clouds = []
         for i in range(b):
             xyz = pts[i][keep[i]].float().cpu().numpy()
