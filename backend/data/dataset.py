@@ -155,10 +155,9 @@ class ShapeDataset:
         rng = rng or np.random.default_rng()
         b = self._batch(idx, novel, rng)
         if surf:  # GT surface samples in each sample's output frame (B, surf, 3)
-            a = self.a
-            pick = rng.integers(0, a["surf"].shape[1], (len(idx), surf))
-            pts = a["surf"][a["shape_index"][idx][:, None], pick]
-            b["surf"] = torch.from_numpy(np.einsum("bij,bnj->bni", a["R_in"][idx], pts).astype(np.float32))
+            pick = rng.integers(0, self.a["surf"].shape[1], (len(idx), surf))
+            b["surf"] = torch.from_numpy(np.stack([self.gt_points(i)[0][p] for i, p in zip(idx, pick)])
+                                         .astype(np.float32))
         if mirror > 0:
             b = self._mirror(b, torch.from_numpy(rng.random(len(idx)) < mirror))
         return b
