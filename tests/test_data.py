@@ -21,6 +21,27 @@ def test_every_family_builds_a_closed_enough_nonempty_mesh():
             assert len(s.face_part) == len(s.mesh.faces) and s.face_part.max() < len(s.colors)
 
 
+def test_families_restrict_the_draw_and_stay_deterministic():
+    only = ("plate", "strokes")
+    drawn = [make_shape(seed, families=only).family for seed in range(40)]
+    assert set(drawn) == set(only)  # only those, and both of them
+    assert drawn == [make_shape(seed, families=only).family for seed in range(40)]
+    assert len({make_shape(seed).family for seed in range(40)}) > 2  # the full mix is unchanged
+    s = make_samples(3, MakeConfig(views=1, novel=1, surf_points=64, families=("torus",)))
+    assert str(s["family"]) == "torus"
+
+
+def test_make_data_rejects_unknown_families():
+    import argparse
+
+    from backend.data.make import register
+    ap = argparse.ArgumentParser()
+    register(ap.add_subparsers())
+    assert ap.parse_args(["make-data", "--families", "blob, plate"]).families == ("blob", "plate")
+    with pytest.raises(SystemExit):
+        ap.parse_args(["make-data", "--families", "blob,chairs"])
+
+
 def test_shapes_and_samples_are_deterministic_by_seed():
     a = make_samples(123, MakeConfig(views=2, novel=2, surf_points=256))
     b = make_samples(123, MakeConfig(views=2, novel=2, surf_points=256))

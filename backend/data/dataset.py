@@ -34,6 +34,7 @@ class MakeConfig:
     layout: str = "axis"    # fixed-view layout (geometry.LAYOUTS); must match the model's
     surf_points: int = 4096
     keep_raw: bool = False  # also store the 128x128 RGBA render (test split: grids, examples)
+    families: tuple[str, ...] | None = None  # draw only these shape families (None: the full mix)
 
 
 def shape_seed(split: str, i: int) -> int:
@@ -43,7 +44,7 @@ def shape_seed(split: str, i: int) -> int:
 def make_samples(seed: int, cfg: MakeConfig) -> dict[str, np.ndarray]:
     """Render all samples of shape ``seed``; deterministic. Arrays have a leading views axis except
     the per-shape ``surf``/``surf_rgb``/``family``/``seed``."""
-    shape = make_shape(seed)
+    shape = make_shape(seed, families=cfg.families)
     norm = normalizer(shape.mesh)
     caster = Caster(shape, norm)
     rng = np.random.default_rng([seed, 7])

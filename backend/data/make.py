@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from backend.data.dataset import MakeConfig, make_samples, shape_seed, write_shard
+from backend.data.shapes import FAMILIES
 from backend.model import geometry
 
 SHARD = 200  # shapes per shard
@@ -77,16 +78,29 @@ def register(sub) -> None:
     p.add_argument("--novel", type=int, default=MakeConfig.novel, help="novel GT views per sample")
     p.add_argument("--layout", default=MakeConfig.layout, choices=sorted(geometry.LAYOUTS),
                    help="fixed views rendered as ground truth (the model follows the data)")
+    p.add_argument("--families", type=_families, default=None, metavar="F1,F2,...",
+                   help="draw only these shape families, in every split (default: all, "
+                        "weighted as in shapes.FAMILY_WEIGHTS)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     p.set_defaults(func=run)
 
 
+def _families(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    bad = [n for n in names if n not in FAMILIES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown families {bad or text!r}; choose from {', '.join(FAMILIES)}")
+    return names
+
+
 def make_all(root: Path, sizes: dict[str, int], views: int = MakeConfig.views,
-             novel: int = MakeConfig.novel, workers: int = 2, layout: str = MakeConfig.layout) -> None:
+             novel: int = MakeConfig.novel, workers: int = 2, layout: str = MakeConfig.layout,
+             families: tuple[str, ...] | None = None) -> None:
     """Every split (shapes per split in ``sizes``); the test split keeps its raw renders."""
     t0 = time.time()
     for split, n in sizes.items():
-        cfg = MakeConfig(views=views, novel=novel, layout=layout, keep_raw=(split == "test"))
+        cfg = MakeConfig(views=views, novel=novel, layout=layout, keep_raw=(split == "test"),
+                         families=families)
         make_split(root, split, n, cfg, workers)
     print(f"make-data: {sizes} in {root} ({time.time() - t0:.1f} s)")
 
@@ -96,7 +110,7 @@ def run(args) -> int:
     for k in sizes:
         if getattr(args, k) is not None:
             sizes[k] = getattr(args, k)
-    make_all(Path(args.data), sizes, args.views, args.novel, args.workers, args.layout)
+    make_all(Path(args.data), sizes, args.views, args.novel, args.workers, args.layout, args.families)
     return 0
 
 

@@ -375,12 +375,16 @@ FAMILY_WEIGHTS = {k: (1.6 if k in {"chair", "table", "lamp", "mug", "airplane", 
                       else 2.0 if k in {"blob", "plate", "strokes", "jumble"} else 1.0) for k in FAMILIES}
 
 
-def make_shape(seed: int, family: str | None = None) -> Shape:
-    """Deterministic shape for ``seed`` (family drawn from the seed unless given)."""
+def make_shape(seed: int, family: str | None = None, families: tuple[str, ...] | None = None) -> Shape:
+    """Deterministic shape for ``seed`` (family drawn from the seed unless given).
+
+    ``families`` restricts the draw to those families by zeroing the others' weights, so a data set
+    of only some families (``make-data --families``) is as seed-deterministic as the full mix.
+    """
     rng = np.random.default_rng([seed, 20180131])
     names = list(FAMILIES)
     if family is None:
-        p = np.array([FAMILY_WEIGHTS[n] for n in names])
+        p = np.array([FAMILY_WEIGHTS[n] if families is None or n in families else 0.0 for n in names])
         family = names[int(rng.choice(len(names), p=p / p.sum()))]
     parts = FAMILIES[family](rng)
     # random anisotropic stretch keeps proportions varied beyond each family's ranges
