@@ -33,7 +33,8 @@ if __name__ == "__main__" and not __package__:  # run as a file by `blender -P a
 
 from .client import DEFAULT_ENDPOINT, BackendError, Client, JobResult, guess_media, points_from_result
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
+# PNG, JPEG and WebP go to the backend as they are; the others are decoded by Blender first
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".tga", ".exr", ".hdr")
 
 
 class UsageError(Exception):
@@ -131,8 +132,9 @@ def plan(args: argparse.Namespace) -> tuple[str, list[Item]]:
 
 def reconstruct_file(client: Client, path: str, max_points: int, timeout: float
                      ) -> tuple[JobResult, bytes]:
-    with open(path, "rb") as f:
-        data = f.read()
+    from .operators import file_bytes_for_backend  # needs bpy: any format Blender opens
+
+    data = file_bytes_for_backend(path)
     job = client.submit("reconstruct", {"max_points": max_points}, {"image": data},
                         {"image": guess_media(data)})
 

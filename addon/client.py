@@ -112,6 +112,9 @@ class Client:
         self._pending: dict[str, list[Any]] = {}
         # final events for jobs nobody was waiting on yet, kept for the next poll/wait
         self._backlog: collections.deque[Event] = collections.deque()
+        # the backend's limits, from hello(); a request over max_message_bytes is refused here,
+        # since the backend's socket drops it without a word
+        self.limits: dict[str, Any] = {}
         self._open()
 
     # -- socket lifecycle ------------------------------------------------------------------
@@ -164,9 +167,10 @@ class Client:
         """Stop tracking ``job`` (it will not be re-sent on reconnect)."""
         self._pending.pop(job, None)
 
-    def close(self) -> None:
+    def close(self, linger: float = 0.0) -> None:
+        """Close the socket; ``linger`` s lets a last message (a cancel) still go out."""
         if self.sock is not None:
-            self.sock.close(linger=0)
+            self.sock.close(linger=int(linger * 1000))
             self.sock = None
         if self._own_ctx:
             self.ctx.term()
@@ -182,6 +186,11 @@ class Client:
               media: Mapping[str, str] | None = None, timeout: float | None = None) -> list[Any]:
         assert self.sock is not None, "client is closed"
         frames = protocol.encode(header, blobs, media)
+        size = sum(memoryview(f).nbytes for f in frames)
+        limit = int(self.limits.get("max_message_bytes") or protocol.DEFAULT_MAX_MESSAGE_BYTES)
+        if size > limit:
+            raise BackendError("TOO_LARGE", f"request is {size / 2**20:.0f} MB; the backend at "
+                               f"{self.endpoint} accepts at most {limit / 2**20:.0f} MB. Use a smaller image")
         wait_ms = int(1000 * (self.connect_timeout if timeout is None else timeout))
         # With IMMEDIATE=1, POLLOUT only turns on once a connection to the backend exists.
         if not self.sock.poll(wait_ms, zmq.POLLOUT):
@@ -268,8 +277,11 @@ class Client:
                     return ev.message
 
     def hello(self, timeout: float = 3.0) -> dict[str, Any]:
-        """Server facts: version, protocol, device, model, limits."""
-        return dict(self._request("hello", timeout).header.get("server", {}))
+        """Server facts: version, protocol, device, model, limits (kept for the size check)."""
+        info = dict(self._request("hello", timeout).header.get("server", {}))
+        limits = info.get("limits")
+        self.limits = dict(limits) if isinstance(limits, dict) else {}
+        return info
 
     def ping(self, timeout: float = 3.0) -> float:
         t0 = time.perf_counter()
@@ -361,6 +373,23 @@ def points_from_result(res: JobResult) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(xyz).all():
         raise BackendError("BAD_INPUT", "result has non-finite coordinates", res.job)
     return xyz, rgb
+
+
+def endpoint_error(endpoint: str) -> str:
+    """Why ``endpoint`` cannot be connected to ('' when it can): caught before ZeroMQ raises."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return "" if len(endpoint.split("://", 1)[1]) else f"'{endpoint}' names no path"
+    if not endpoint.startswith("tcp://"):
+        return f"'{endpoint}' is not a ZeroMQ endpoint (expected tcp://HOST:PORT, e.g. {DEFAULT_ENDPOINT})"
+    host, _, port = endpoint[6:].rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"'{endpoint}' needs a host and a port: tcp://HOST:PORT, e.g. {DEFAULT_ENDPOINT}"
+    if host in ("*", "0.0.0.0", "[::]"):
+        return f"'{endpoint}' is an address to bind, not to connect to; use the backend's address"
+    return ""
+
+
+SUPPORTED_MEDIA = ("image/png", "image/jpeg", "image/webp")  # what the backend decodes
 
 
 def guess_media(data: bytes) -> str:

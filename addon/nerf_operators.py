@@ -29,9 +29,11 @@ from .modal_task import ModalTaskOperator
 from .operators import (
     _EndpointProps,
     describe_backend,
+    end_client,
     error_text,
     get_client,
     internal_error,
+    new_client,
     redraw,
     resolve_dir,
     safe_name,
@@ -471,7 +473,7 @@ class FitTask:
         except (nc.DatasetError, OSError) as exc:
             raise bad_input(exc) from None
         self.n_frames = len(ds.frames)
-        self.client = get_client(cfg)
+        self.client = new_client(cfg)  # its own socket (see operators.new_client), closed at the end
         self.info: dict[str, Any] = {}
         self.job = ""
         self.cancel_requested = False
@@ -493,15 +495,17 @@ class FitTask:
             raise BackendError("BUSY", "a NeRF fit is already running; cancel it first")
         set_nerf_state(context, running=False, error_code="", error_message="", progress=0.0,
                        stage="", status="Connecting...", job_id="", progress_events=0)
+        task = None
         try:
             task = cls(context, cfg, dataset, field, minutes, steps)
-            task.client.poll_events(0)
             task.info = task.client.hello(timeout=cfg.connect_timeout)
             state = props.job_state(context)
             if state is not None:
                 state.backend_ok, state.backend_status = True, describe_backend(task.info)
             task.job = task.client.submit("nerf_fit", task.params, task.blobs, task.media)
         except BackendError as exc:
+            if task is not None:
+                end_client(task.client)
             nerf_fail_state(context, exc, cfg.endpoint)
             raise
         task.blobs = {}  # sent; the client keeps its own frames for a re-send
@@ -528,7 +532,6 @@ class FitTask:
                                    self.job)
             if now - self.last_heard > self.cfg.stall_timeout:
                 self.client.cancel(self.job)
-                self.client.reconnect(resend=False, timeout=0.0)
                 raise BackendError("UNREACHABLE", f"backend at {self.cfg.endpoint} went silent for "
                                    f"{self.cfg.stall_timeout:.0f} s (stopped or crashed?)", self.job)
             for ev in self.client.poll_events(0):
@@ -603,6 +606,7 @@ class FitTask:
             return self.fail(context, internal_error(exc, self.job))
         finally:
             _active = None if _active is self else _active
+            end_client(self.client)
         metric = res.meta.get("train_psnr")
         extra = f", train PSNR {float(metric):.1f} dB" if isinstance(metric, (int, float)) else ""
         set_nerf_state(context, running=False, progress=1.0, stage="done", job_id="",
@@ -615,6 +619,7 @@ class FitTask:
         global _active
         if _active is self:
             _active = None
+        end_client(self.client)
         self.error = exc
         nerf_fail_state(context, exc, self.cfg.endpoint)
         self.outcome = {"CANCELLED"}

@@ -29,7 +29,15 @@ from bpy.props import FloatProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper
 
 from . import points, preferences, props
-from .client import BackendError, Client, JobResult, guess_media, points_from_result
+from .client import (
+    SUPPORTED_MEDIA,
+    BackendError,
+    Client,
+    JobResult,
+    endpoint_error,
+    guess_media,
+    points_from_result,
+)
 from .modal_task import ModalTaskOperator
 
 Report = Callable[..., Any]
@@ -41,9 +49,17 @@ _clients: dict[tuple[str, str, str], Client] = {}
 _active: "ReconstructTask | None" = None
 
 
-def get_client(cfg: preferences.Settings) -> Client:
-    """A cached client for the configured endpoint (checks Blender's online-access policy)."""
+def new_client(cfg: preferences.Settings) -> Client:
+    """A client of its own (the caller closes it), after checking the endpoint, Blender's
+    online-access policy and the key files.
+
+    Every long job (a modal reconstruction or NeRF fit) polls a socket of its own: on a shared
+    one, two jobs running at once would each throw away the other's progress and heartbeats.
+    """
     global _zmq_ctx
+    bad = endpoint_error(cfg.endpoint)
+    if bad:
+        raise BackendError("BAD_INPUT", bad)
     ok, why = preferences.endpoint_allowed(cfg.endpoint)
     if not ok:
         raise BackendError("OFFLINE", why)
@@ -51,16 +67,26 @@ def get_client(cfg: preferences.Settings) -> Client:
         curve = preferences.load_curve(cfg)
     except ValueError as exc:
         raise BackendError("BAD_INPUT", str(exc)) from None
+    import zmq
+
+    if _zmq_ctx is None:
+        _zmq_ctx = zmq.Context()
+    try:
+        return Client(cfg.endpoint, connect_timeout=cfg.connect_timeout, curve=curve, context=_zmq_ctx)
+    except zmq.ZMQError as exc:
+        raise BackendError("BAD_INPUT", f"cannot connect to '{cfg.endpoint}': {exc}") from None
+
+
+def get_client(cfg: preferences.Settings) -> Client:
+    """A cached client per endpoint for short blocking requests (check, render, points)."""
     key = (cfg.endpoint, cfg.server_key_file, cfg.client_key_file)
     client = _clients.get(key)
     if client is None:
-        import zmq
-
-        if _zmq_ctx is None:
-            _zmq_ctx = zmq.Context()
-        client = Client(cfg.endpoint, connect_timeout=cfg.connect_timeout, curve=curve,
-                        context=_zmq_ctx)
-        _clients[key] = client
+        client = _clients[key] = new_client(cfg)
+    else:  # Blender's online-access setting may have changed since
+        ok, why = preferences.endpoint_allowed(cfg.endpoint)
+        if not ok:
+            raise BackendError("OFFLINE", why)
     client.connect_timeout = cfg.connect_timeout
     return client
 
@@ -165,16 +191,41 @@ def image_pixels_u8(img: Any) -> np.ndarray:
 
 
 def image_datablock_bytes(img: Any) -> bytes:
-    """The original file bytes when they match what Blender shows, else the pixels as PNG."""
+    """The original file bytes when they match what Blender shows and the backend decodes them
+    (PNG, JPEG, WebP), else the pixels Blender decoded, as PNG (TIFF, EXR, BMP, TGA, ...)."""
     if not img.is_dirty:
+        data = b""
         if img.packed_file is not None:
-            return bytes(img.packed_file.data)
-        if img.source == "FILE" and img.filepath:
+            data = bytes(img.packed_file.data)
+        elif img.source == "FILE" and img.filepath:
             path = bpy.path.abspath(img.filepath, library=img.library)
             if os.path.isfile(path):
                 with open(path, "rb") as f:
-                    return f.read()
+                    data = f.read()
+        if guess_media(data) in SUPPORTED_MEDIA:
+            return data
     return encode_png(image_pixels_u8(img))
+
+
+def file_bytes_for_backend(path: str) -> bytes:
+    """A file's bytes as sent: as they are when the backend decodes the format, else decoded by
+    Blender (any format it opens) and sent as PNG; the temporary Image is removed again."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if guess_media(data) in SUPPORTED_MEDIA:
+        return data
+    try:
+        img = bpy.data.images.load(path, check_existing=False)
+    except RuntimeError as exc:
+        raise BackendError("BAD_INPUT", f"cannot read '{os.path.basename(path)}' as an image: "
+                           f"{exc}") from None
+    try:
+        if img.size[0] * img.size[1] == 0:
+            raise BackendError("BAD_INPUT", f"'{os.path.basename(path)}' is not an image Blender "
+                               "can read (send PNG, JPEG, WebP, or any format Blender opens)")
+        return encode_png(image_pixels_u8(img))
+    finally:
+        bpy.data.images.remove(img)
 
 
 def editor_image(context: Any) -> Any:
@@ -200,8 +251,7 @@ def read_source(context: Any) -> tuple[str, bytes]:
         if not path or not os.path.isfile(path):
             raise BackendError("BAD_INPUT", f"image file not found: '{s.filepath}'. Pick a file "
                                "in the Image2Points panel")
-        with open(path, "rb") as f:
-            return os.path.basename(path), f.read()
+        return os.path.basename(path), file_bytes_for_backend(path)
     img = s.image if s.source == "IMAGE" else editor_image(context)
     if img is None:
         where = "an Image in the panel" if s.source == "IMAGE" else "an image in an Image Editor"
@@ -218,7 +268,7 @@ class ReconstructTask:
         self.cfg = cfg
         self.name, self.data = read_source(context)
         self.sha256 = hashlib.sha256(self.data).hexdigest()
-        self.client = get_client(cfg)
+        self.client = new_client(cfg)  # its own socket, closed when the task ends (end_client)
         self.info: dict[str, Any] = {}
         self.job = ""
         self.cancel_requested = False
@@ -238,9 +288,9 @@ class ReconstructTask:
             raise BackendError("BUSY", "a reconstruction is already running; cancel it first")
         set_state(context, running=False, error_code="", error_message="", progress=0.0,
                   stage="", status="Connecting...", job_id="")
+        task = None
         try:
             task = cls(context, cfg)
-            task.client.poll_events(0)  # drop late answers to earlier (cancelled) jobs: none is active
             task.info = task.client.hello(timeout=cfg.connect_timeout)
             set_state(context, backend_status=describe_backend(task.info), backend_ok=True)
             s = props.scene_settings(context)
@@ -248,6 +298,8 @@ class ReconstructTask:
             task.job = task.client.submit("reconstruct", params, {"image": task.data},
                                           {"image": guess_media(task.data)})
         except BackendError as exc:
+            if task is not None:
+                end_client(task.client)
             fail_state(context, exc, cfg.endpoint)
             raise
         task.last_heard = time.monotonic()
@@ -271,13 +323,12 @@ class ReconstructTask:
                 raise BackendError("TIMEOUT", f"job did not finish within {self.cfg.job_timeout:.0f} s"
                                    " (raise Job Timeout in the preferences)", self.job)
             if now - self.last_heard > self.cfg.stall_timeout:
-                self.client.cancel(self.job)  # also stops the client re-sending it on reconnect
-                self.client.reconnect(resend=False, timeout=0.0)  # fresh socket; a tick never blocks
+                self.client.cancel(self.job)
                 raise BackendError("UNREACHABLE", f"backend at {self.cfg.endpoint} went silent for "
                                    f"{self.cfg.stall_timeout:.0f} s (stopped or crashed?)", self.job)
             for ev in self.client.poll_events(0):
                 if ev.job != self.job:
-                    continue  # a late answer to an earlier, cancelled job
+                    continue  # this socket carries only this job; nothing else is expected
                 self.last_heard = now
                 if ev.kind == "progress":
                     p = ev.message.header.get("progress", {})
@@ -331,6 +382,7 @@ class ReconstructTask:
             return self.fail(context, internal_error(exc, self.job))
         finally:
             _active = None if _active is self else _active
+            end_client(self.client)
         n = int(self.result_object["i2p_point_count"])
         set_state(context, running=False, progress=1.0, stage="done", job_id="",
                   last_object=self.result_object.name,
@@ -343,10 +395,17 @@ class ReconstructTask:
         global _active
         if _active is self:
             _active = None
+        end_client(self.client)
         self.error = exc
         fail_state(context, exc, self.cfg.endpoint)
         self.outcome = {"CANCELLED"}
         return self.outcome
+
+
+def end_client(client: Client) -> None:
+    """Close a task's own socket, leaving a second for a last cancel to go out (the shared
+    context sends it in the background; nothing here blocks)."""
+    client.close(linger=1.0)
 
 
 def internal_error(exc: Exception, job: str) -> BackendError:

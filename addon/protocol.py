@@ -53,6 +53,7 @@ DTYPES: dict[str, np.dtype] = {
 MEDIA_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "application/octet-stream"})
 
 MAX_HEADER_BYTES = 1 << 20
+DEFAULT_MAX_MESSAGE_BYTES = 256 << 20  # a backend's default limit on one request
 MAX_BLOBS = 512
 MAX_NDIM = 4
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")

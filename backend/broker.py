@@ -63,7 +63,7 @@ class BrokerConfig:
     curve_workers: str | None = None  # default: the client allow-list
     max_queue: int = 256
     max_inflight_per_client: int = 32
-    max_message_bytes: int = 256 << 20
+    max_message_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES
 
 
 @dataclass

@@ -53,7 +53,7 @@ PEEK_BYTES = 256 << 10  # image header sniffed in the front end (size check befo
 
 @dataclass
 class Limits:
-    max_message_bytes: int = 256 << 20
+    max_message_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES
     max_image_bytes: int = 64 << 20
     max_pixels: int = 4096 * 4096
     max_points: int = 5_000_000

@@ -41,15 +41,20 @@ def test_folder_per_file_reports_each_image_and_fails_on_a_bad_one(backend, tmp_
     (src / "red.png").write_bytes(png_bytes(disc_rgba(72)))
     (src / "blue.png").write_bytes(png_bytes(disc_rgba(72, (30, 60, 220))))
     (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    from PIL import Image
+
+    Image.fromarray(disc_rgba(72, (40, 200, 60))).save(src / "green.tif")  # decoded by Blender
     (src / "notes.txt").write_text("ignored")
     out = tmp_path / "out"
     res = batch("--images", str(src), "--out-dir", str(out), "--endpoint", backend.endpoint,
                 "--views", "0", "--max-points", "3000")
     assert res.returncode == 1, res.stdout + res.stderr  # one image failed
-    assert "[1/3] blue.png: ok" in res.stdout and "[3/3] red.png: ok" in res.stdout
-    assert "[2/3] broken.png: FAILED [BAD_INPUT]" in res.stdout
-    assert "2/3 images succeeded" in res.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["blue.blend", "blue.ply", "red.blend", "red.ply"]
+    assert "[1/4] blue.png: ok" in res.stdout and "[4/4] red.png: ok" in res.stdout
+    assert "[3/4] green.tif: ok" in res.stdout
+    assert "[2/4] broken.png: FAILED [BAD_INPUT]" in res.stdout
+    assert "3/4 images succeeded" in res.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["blue.blend", "blue.ply", "green.blend", "green.ply",
+                                                     "red.blend", "red.ply"]
     info = reopen(out / "red.blend")
     assert list(info["objects"]) == ["red"] and info["objects"]["red"][1] == "red.png"
 

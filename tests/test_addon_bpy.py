@@ -274,6 +274,65 @@ def test_generated_image_is_sent_as_its_pixels(scene):
     assert abs(int(got[0, -1, 0]) - 255) <= 1 and got[0, 0, 0] == 0
 
 
+@pytest.mark.parametrize("fmt,ext", [("TIFF", "tif"), ("BMP", "bmp")])
+def test_formats_blender_opens_are_sent_as_png(scene, fmt, ext, tmp_path):
+    """The backend decodes PNG, JPEG and WebP; a TIFF or BMP is decoded by Blender and sent as a
+    PNG of the same pixels, from the File source and from an Image datablock alike."""
+    import io
+
+    from PIL import Image
+
+    from addon import operators
+
+    bpy = scene
+    rgba = disc_rgba(40, (30, 160, 90))
+    path = tmp_path / f"disc.{ext}"
+    if fmt == "BMP":  # a BMP's fourth channel means nothing to most readers: an RGB disc on white
+        Image.fromarray(np.where(rgba[..., 3:] > 0, rgba, 255)[..., :3].astype(np.uint8)).save(path)
+    else:
+        Image.fromarray(rgba).save(path, format=fmt)
+    n_images = len(bpy.data.images)
+    data = operators.file_bytes_for_backend(str(path))
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(bpy.data.images) == n_images  # no leftover Image
+    got = np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"))
+    want = np.asarray(Image.open(path).convert("RGBA"))
+    assert got.shape == want.shape and np.abs(got.astype(int) - want).max() <= 1
+    img = bpy.data.images.load(str(path))
+    assert operators.image_datablock_bytes(img) == data
+    png = tmp_path / "disc.png"
+    png.write_bytes(png_bytes(rgba))
+    assert operators.file_bytes_for_backend(str(png)) == png.read_bytes()  # PNG goes as it is
+    junk = tmp_path / "notes.tif"
+    junk.write_bytes(b"not an image at all" * 10)
+    with pytest.raises(operators.BackendError, match="not an image Blender can read"):
+        operators.file_bytes_for_backend(str(junk))
+    assert len(bpy.data.images) == n_images + 1  # only the Image this test loaded itself
+
+
+def test_a_tiff_reconstructs_like_a_png(scene, backend, tmp_path):
+    from PIL import Image
+
+    bpy = scene
+    path = tmp_path / "disc.tif"
+    Image.fromarray(disc_rgba(96)).save(path, format="TIFF")
+    bpy.context.scene.image2points.filepath = str(path)
+    assert bpy.ops.image2points.reconstruct(endpoint=backend.endpoint, timeout=180) == {"FINISHED"}
+    (obj,) = point_objects(bpy)
+    assert obj["i2p_source_image"] == "disc.tif" and obj["i2p_point_count"] > 100
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://127.0.0.1", "tcp://127.0.0.1:notaport", "localhost:5555",
+                                      "tcp://*:5555", "tcp://:5555"])
+def test_a_malformed_endpoint_is_a_bad_input_error_not_a_traceback(scene, endpoint):
+    bpy = scene
+    for op in (bpy.ops.image2points.check_backend, bpy.ops.image2points.reconstruct):
+        with pytest.raises(RuntimeError, match=r"\[BAD_INPUT\] '.*'") as err:
+            op(endpoint=endpoint, connect_timeout=0.2)
+        assert "tcp://HOST:PORT" in str(err.value) or "bind" in str(err.value)
+    state = bpy.context.window_manager.image2points
+    assert state.error_code == "BAD_INPUT" and not state.running
+
+
 def test_radius_setting_drives_selected_objects(scene):
     bpy = scene
     from addon import points

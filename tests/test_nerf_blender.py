@@ -491,6 +491,41 @@ def test_cancel_stops_a_fit_and_the_next_job_works(captured, backend):
     assert time.monotonic() - t0 < 60 and state.nerf_model_id
 
 
+def test_a_reconstruction_during_a_fit_both_finish(captured, backend, tmp_path):
+    """Both modal jobs poll at once; neither may swallow the other's progress or result.
+
+    The fit is ticked three times per reconstruct tick, so on a socket shared by the two jobs the
+    fit's polls would take the reconstruction's answer (and heartbeats) and throw it away.
+    """
+    from images import disc_rgba, png_bytes
+
+    from addon import operators
+
+    ctx = bpy.context
+    state = ctx.window_manager.image2points
+    path = tmp_path / "disc.png"
+    path.write_bytes(png_bytes(disc_rgba(96)))
+    s = ctx.scene.image2points
+    s.source, s.filepath, s.max_points = "FILE", str(path), 4000
+    n_before = len([o for o in bpy.data.objects if "i2p_point_count" in o])
+    fit = FitStub(backend.endpoint, str(captured), minutes=0.25)
+    rec = OperatorStub(operators.IMAGE2POINTS_OT_reconstruct, backend.endpoint, 240.0)
+    assert fit.begin(ctx) == {"RUNNING_MODAL"}, fit.reports
+    assert rec.begin(ctx) == {"RUNNING_MODAL"}, rec.reports
+    outcomes: dict[str, set[str]] = {}
+    deadline = time.monotonic() + 180
+    while len(outcomes) < 2 and time.monotonic() < deadline:
+        for _ in range(3):
+            if "fit" not in outcomes and (o := fit.tick(ctx)) != {"RUNNING_MODAL"}:
+                outcomes["fit"] = o
+        if "rec" not in outcomes and (o := rec.tick(ctx)) != {"RUNNING_MODAL"}:
+            outcomes["rec"] = o
+        time.sleep(0.02)
+    assert outcomes == {"fit": {"FINISHED"}, "rec": {"FINISHED"}}, (fit.reports, rec.reports)
+    assert state.nerf_model_id and state.error_code == "" and state.nerf_error_code == ""
+    assert len([o for o in bpy.data.objects if "i2p_point_count" in o]) == n_before + 1
+
+
 def test_fit_without_a_dataset_is_a_clear_error(i2p, tmp_path):
     bpy.ops.wm.read_factory_settings(use_empty=True)
     with pytest.raises(RuntimeError, match="BAD_INPUT"):
