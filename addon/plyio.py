@@ -5,6 +5,7 @@ Pure numpy so the backend CLI, the batch entry and tests all write byte-identica
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -26,10 +27,15 @@ def write_ply(path: str | os.PathLike[str], xyz: np.ndarray, rgb: np.ndarray,
             f"element vertex {len(v)}\nproperty float x\nproperty float y\nproperty float z\n"
             "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
     tmp = f"{os.fspath(path)}.part"
-    with open(tmp, "wb") as f:
-        f.write(head.encode("ascii"))
-        f.write(v.tobytes())
-    os.replace(tmp, path)  # never leave a half-written file under the real name
+    try:
+        with open(tmp, "wb") as f:
+            f.write(head.encode("ascii"))
+            f.write(v.tobytes())
+        os.replace(tmp, path)  # never leave a half-written file under the real name
+    except BaseException:
+        with contextlib.suppress(OSError):  # nor a stray .part (disk full, path is a folder)
+            os.remove(tmp)
+        raise
 
 
 def read_ply(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -94,8 +94,24 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     except (OSError, JobError, ValueError) as exc:
         print(f"image2points reconstruct: {exc}", file=sys.stderr)
         return 2
-    cloud = model.reconstruct([img])[0]
-    write_ply(args.output, cloud.xyz, cloud.rgb, comment=f"Image2Points frame={FRAME}")
+    try:
+        cloud = model.reconstruct([img])[0]
+    except ValueError as exc:  # preprocess: blank, fully transparent or 1x1 image
+        print(f"image2points reconstruct: {args.image}: {exc}", file=sys.stderr)
+        return 2
+    folder = os.path.dirname(os.path.abspath(args.output))
+    try:  # a user naming out/new/x.ply expects the folder to be made
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        print(f"image2points reconstruct: cannot create folder {folder}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
+    try:
+        write_ply(args.output, cloud.xyz, cloud.rgb, comment=f"Image2Points frame={FRAME}")
+    except OSError as exc:
+        print(f"image2points reconstruct: cannot write {args.output}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
     print(f"wrote {len(cloud.xyz)} points to {args.output} (frame {FRAME})")
     return 0
 

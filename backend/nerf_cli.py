@@ -103,7 +103,9 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def run_points(args: argparse.Namespace) -> int:
-    from .model.nerf_points import extract_points, write_ply
+    from addon.plyio import write_ply
+
+    from .model.nerf_points import extract_points
     from .model.nerf_train import load_model
 
     _threads(args.threads)
@@ -113,7 +115,12 @@ def run_points(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     xyz, rgb = extract_points(model, max_points=args.max_points, acc_threshold=args.min_opacity)
-    write_ply(args.output, xyz, rgb)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        write_ply(args.output, xyz, rgb, comment="Image2Points NeRF points (world frame, Z up)")
+    except OSError as e:
+        print(f"error: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
+        return 2
     print(f"wrote {len(xyz)} points to {args.output}")
     return 0
 

@@ -103,6 +103,18 @@ def _max_points(job: Job) -> int:
     return n
 
 
+def _preprocess(img: np.ndarray) -> np.ndarray:
+    """Per job, so an image with no object (blank, fully transparent, 1x1) fails alone as the
+    sender's BAD_INPUT instead of failing every job batched with it as a MODEL error."""
+    from .model.preprocess import preprocess
+
+    try:
+        return preprocess(img)
+    except ValueError as exc:
+        raise JobError("BAD_INPUT", f"{exc}; send an image with one object on a plain or "
+                       "transparent background") from None
+
+
 @register_op("reconstruct", batch=True)
 def reconstruct(jobs: list[Job], limits: dict[str, int] | None = None) -> list[Output | JobError]:
     limits = limits or {}
@@ -117,8 +129,9 @@ def reconstruct(jobs: list[Job], limits: dict[str, int] | None = None) -> list[O
             img = decode_image(data, max_pixels=limits.get("max_pixels", 4096 * 4096),
                                max_bytes=limits.get("max_image_bytes", 64 << 20))
             _max_points(job)
+            x = _preprocess(img)
             job.check_cancel()
-            images.append(img)
+            images.append(x)
             idx.append(i)
         except JobError as exc:
             outs[i] = exc
@@ -129,7 +142,7 @@ def reconstruct(jobs: list[Job], limits: dict[str, int] | None = None) -> list[O
         model = get_model()
         for i in idx:
             jobs[i].progress(0.3, "running model")
-        clouds = model.reconstruct(images)
+        clouds = model.reconstruct_inputs(np.stack(images))
         dt = time.perf_counter() - t0
         for i, cloud in zip(idx, clouds):
             job = jobs[i]

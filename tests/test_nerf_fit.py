@@ -114,7 +114,8 @@ def test_other_fields_train_through_the_same_interface(scene: Path) -> None:
 
 
 def test_points_and_ply(fitted, scene: Path, tmp_path: Path) -> None:
-    from backend.model.nerf_points import extract_points, write_ply
+    from addon.plyio import write_ply
+    from backend.model.nerf_points import extract_points
 
     model, _ = fitted
     xyz, rgb = extract_points(model, max_points=5000)
@@ -124,7 +125,8 @@ def test_points_and_ply(fitted, scene: Path, tmp_path: Path) -> None:
     # the ground plate is at z = 0: many points near it (within ~2 voxels of this coarse 40^3 fit),
     # nothing far below it
     assert np.mean(np.abs(xyz[:, 2]) < 0.15) > 0.2 and xyz[:, 2].min() > -0.15
-    path = write_ply(tmp_path / "p.ply", xyz, rgb)
+    path = tmp_path / "p.ply"
+    write_ply(path, xyz, rgb)
     raw = path.read_bytes()
     head, body = raw.split(b"end_header\n", 1)
     lines = head.decode("ascii").splitlines()

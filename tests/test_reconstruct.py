@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from conftest import ROOT, example_image
+from images import png_bytes
 from PIL import Image
 from scipy.spatial import cKDTree
 
+from addon.plyio import read_ply
 from backend.data.dataset import MakeConfig, make_samples
 from backend.model import checkpoint, geometry
 from backend.model.generator import GeneratorConfig, StructureGenerator, fused_points
@@ -128,3 +132,38 @@ def test_shipped_model_beats_the_mean_shape_on_held_out_shapes(shipped):
         pred = shipped.reconstruct([s["raw"][0]])[0].xyz
         scores.append(0.5 * (cKDTree(gt).query(pred)[0].mean() + cKDTree(pred).query(gt)[0].mean()))
     assert np.mean(scores) < bar, (np.mean(scores), bar)
+
+
+def _reconstruct_cli(image, output):
+    return subprocess.run([sys.executable, "-m", "backend.cli", "reconstruct", str(image), "-o",
+                           str(output)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("pixels", [np.zeros((64, 64, 4), np.uint8),  # fully transparent
+                                    np.full((64, 64, 3), 255, np.uint8),  # blank
+                                    np.full((1, 1, 3), 90, np.uint8)], ids=["transparent", "blank", "1x1"])
+def test_reconstruct_cli_refuses_an_image_without_object_in_one_line(tmp_path, pixels):
+    image = tmp_path / "in.png"
+    image.write_bytes(png_bytes(pixels))
+    out = _reconstruct_cli(image, tmp_path / "out.ply")
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "no object" in out.stderr
+    assert list(tmp_path.iterdir()) == [image]  # no output, no .part
+
+
+def test_reconstruct_cli_creates_the_output_folder(tmp_path):
+    ply = tmp_path / "new" / "deeper" / "chair.ply"
+    out = _reconstruct_cli(example_image("chair.png"), ply)
+    assert out.returncode == 0, out.stderr
+    xyz, rgb = read_ply(ply)
+    assert len(xyz) > 2000 and len(xyz) == len(rgb)
+    assert [p.name for p in ply.parent.iterdir()] == ["chair.ply"]
+
+
+def test_reconstruct_cli_unwritable_output_is_one_line_and_leaves_nothing(tmp_path):
+    (tmp_path / "taken.ply").mkdir()  # a folder where the file should go
+    out = _reconstruct_cli(example_image("chair.png"), tmp_path / "taken.ply")
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["taken.ply"]  # no .part left behind

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import zmq
-from conftest import BackendProcess
+from conftest import BackendProcess, example_image
 from images import bomb_png, disc_rgba, png_bytes
 
 from addon import protocol
@@ -95,6 +95,31 @@ def test_bad_params_are_refused(backend):
         with pytest.raises(BackendError) as err:
             c.wait(job, timeout=60)
     assert err.value.code == "BAD_INPUT"
+
+
+def test_blank_image_fails_alone_in_its_batch(backend):
+    """An image with no object is its sender's mistake: that job alone fails BAD_INPUT, and the
+    jobs micro-batched with it still get their points from one shared forward pass."""
+    blank = {"transparent": png_bytes(np.zeros((64, 64, 4), np.uint8)),
+             "uniform": png_bytes(np.full((64, 64, 3), 255, np.uint8)),
+             "tiny": png_bytes(np.full((1, 1, 3), 90, np.uint8))}
+    good = {n: example_image(f"{n}.png").read_bytes() for n in ("chair", "car", "mug")}
+    images = {**good, **blank}
+    with Client(backend.endpoint) as c:
+        hold = c.submit("echo", {"delay_s": 1.0})  # busy worker: the rest queue up as one batch
+        jobs = {n: c.submit("reconstruct", {"max_points": 2000}, {"image": images[n]},
+                            {"image": "image/png"})
+                for n in ("chair", "transparent", "car", "uniform", "mug", "tiny")}
+        c.wait(hold, timeout=30)
+        for n in blank:
+            with pytest.raises(BackendError) as err:
+                c.wait(jobs[n], timeout=120)
+            assert err.value.code == "BAD_INPUT", (n, err.value.message)
+            assert "no object" in err.value.message
+        for n in good:
+            res = c.wait(jobs[n], timeout=120)
+            assert len(points_from_result(res)[0]) > 100
+            assert res.meta["batch"] == len(good)  # the good ones still share one forward pass
 
 
 def test_cancel_a_queued_job(backend):

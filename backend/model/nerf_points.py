@@ -1,4 +1,4 @@
-"""Coloured point clouds from a fitted field, and binary PLY export.
+"""Coloured point clouds from a fitted field (written as PLY by ``addon.plyio``).
 
 Why surface points from rays rather than thresholded voxels: a NeRF's density inside solid
 objects and its colour there are arbitrary (never seen by any camera). Rendering the training
@@ -8,8 +8,6 @@ silhouette pixels from landing half-way between foreground and background.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -65,24 +63,3 @@ def extract_points(model: NerfModel, max_points: int = 200_000, acc_threshold: f
         pick.sort()
         xyz, rgb = xyz[pick], rgb[pick]
     return xyz.astype(np.float32), (rgb * 255.0 + 0.5).astype(np.uint8)
-
-
-def write_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray) -> Path:
-    """Binary little-endian PLY: float x,y,z and uchar red,green,blue per vertex."""
-    xyz = np.asarray(xyz, dtype="<f4").reshape(-1, 3)
-    rgb = np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)
-    if len(xyz) != len(rgb):
-        raise ValueError(f"xyz has {len(xyz)} points but rgb has {len(rgb)}")
-    rec = np.empty(len(xyz), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
-                                    ("red", "u1"), ("green", "u1"), ("blue", "u1")])
-    rec["x"], rec["y"], rec["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-    rec["red"], rec["green"], rec["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-    header = ("ply\nformat binary_little_endian 1.0\ncomment Image2Points NeRF points (world frame, Z up)\n"
-              f"element vertex {len(xyz)}\nproperty float x\nproperty float y\nproperty float z\n"
-              "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(header.encode("ascii"))
-        f.write(rec.tobytes())
-    return path

@@ -48,13 +48,19 @@ class Reconstructor:
     def preprocess(self, images: list[np.ndarray]) -> torch.Tensor:
         return torch.from_numpy(np.stack([preprocess(im) for im in images])).to(self.device)
 
-    @torch.inference_mode()
     def reconstruct(self, images: list[np.ndarray], max_points: int | None = None) -> list[PointCloud]:
         """HxWx3/4 uint8 images -> one cloud each, from ONE batched forward pass."""
         if not images:
             return []
-        out = self.model(self.preprocess(images))
-        b = len(images)
+        return self.reconstruct_inputs(self.preprocess(images), max_points)
+
+    @torch.inference_mode()
+    def reconstruct_inputs(self, x: np.ndarray | torch.Tensor,
+                           max_points: int | None = None) -> list[PointCloud]:
+        """(B,4,S,S) ``preprocess`` outputs -> one cloud each; lets the server preprocess (and
+        refuse) each job's image on its own, then run the good ones as one batch."""
+        out = self.model(torch.as_tensor(x).to(self.device))
+        b = len(x)
         pts, keep, rgb = fused_points(out, self.R, self.t)
         clouds = []
         for i in range(b):
