@@ -326,31 +326,58 @@ def read_transforms(path: str, split: str = "train", need_images: bool = True) -
     return Dataset(path, doc, intr, frames)
 
 
+def _doc_number(doc: dict[str, Any], key: str, kind: type = float) -> Any:
+    """``doc[key]`` as a finite ``kind`` (int or float), else a DatasetError naming the key."""
+    v = doc[key]
+    try:
+        if isinstance(v, bool):
+            raise TypeError(key)
+        out = kind(v)
+    except (TypeError, ValueError, OverflowError):
+        raise DatasetError(f"'{key}' must be {'an integer' if kind is int else 'a number'}, "
+                           f"got {v!r}") from None
+    if not math.isfinite(out):
+        raise DatasetError(f"'{key}' must be finite, got {v!r}")
+    return out
+
+
+def _doc_angle(doc: dict[str, Any], key: str) -> float:
+    a = float(_doc_number(doc, key))
+    if not 0.0 < a < math.pi:
+        raise DatasetError(f"'{key}' must be in (0, pi) radians, got {a} (degrees given?)")
+    return a
+
+
 def intrinsics_from_doc(doc: dict[str, Any], image_wh: tuple[int, int] | None = None) -> Intrinsics:
-    """fl_x/fl_y/cx/cy or camera_angle_x(/y), with w/h from the file or the first image."""
-    w = int(doc.get("w") or (image_wh[0] if image_wh else 0))
-    h = int(doc.get("h") or (image_wh[1] if image_wh else 0))
+    """fl_x/fl_y/cx/cy or camera_angle_x(/y), with w/h from the file or the first image.
+
+    Every problem is a DatasetError (the operators report those), values that are not numbers
+    included; angles outside (0, pi) radians are refused as the backend refuses them (degrees are
+    a common slip).
+    """
+    w = _doc_number(doc, "w", int) if doc.get("w") else (image_wh[0] if image_wh else 0)
+    h = _doc_number(doc, "h", int) if doc.get("h") else (image_wh[1] if image_wh else 0)
     if w <= 0 or h <= 0:
         raise DatasetError("image size unknown: the file has no w/h and no image was found")
     if image_wh is not None and (w, h) != tuple(image_wh):
         raise DatasetError(f"w/h in the file ({w}x{h}) differ from the images "
                            f"({image_wh[0]}x{image_wh[1]})")
     if doc.get("fl_x"):
-        fl_x = float(doc["fl_x"])
+        fl_x = float(_doc_number(doc, "fl_x"))
     elif doc.get("camera_angle_x"):
-        fl_x = 0.5 * w / math.tan(0.5 * float(doc["camera_angle_x"]))
+        fl_x = 0.5 * w / math.tan(0.5 * _doc_angle(doc, "camera_angle_x"))
     else:
         raise DatasetError("the file has neither fl_x nor camera_angle_x")
     if doc.get("fl_y"):
-        fl_y = float(doc["fl_y"])
+        fl_y = float(_doc_number(doc, "fl_y"))
     elif doc.get("camera_angle_y") and not doc.get("fl_x"):
-        fl_y = 0.5 * h / math.tan(0.5 * float(doc["camera_angle_y"]))
+        fl_y = 0.5 * h / math.tan(0.5 * _doc_angle(doc, "camera_angle_y"))
     else:
         fl_y = fl_x
-    if not (math.isfinite(fl_x) and math.isfinite(fl_y) and fl_x > 0 and fl_y > 0):
+    if not (fl_x > 0 and fl_y > 0):
         raise DatasetError("focal length must be positive")
-    cx = float(doc["cx"]) if doc.get("cx") is not None else 0.5 * w
-    cy = float(doc["cy"]) if doc.get("cy") is not None else 0.5 * h
+    cx = float(_doc_number(doc, "cx")) if doc.get("cx") is not None else 0.5 * w
+    cy = float(_doc_number(doc, "cy")) if doc.get("cy") is not None else 0.5 * h
     return Intrinsics(w, h, fl_x, fl_y, cx, cy)
 
 

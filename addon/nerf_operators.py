@@ -231,13 +231,19 @@ class CaptureJob:
         return self.done >= len(self.plan)
 
     def finish(self) -> None:
-        """Write transforms_train.json (+ transforms_test.json) and restore the scene."""
+        """Write transforms_train.json (+ transforms_test.json) and restore the scene.
+
+        Without held-out views an old transforms_test.json in the folder is deleted: it would
+        describe another capture (cameras, resolution) and be scored against this one's model."""
         try:
             for split, frames in self.frames.items():
+                path = os.path.join(self.out_dir, f"transforms_{split}.json")
                 if frames or split == "train":
                     doc = nc.transforms_doc(self.intr, frames, self.aabb,
                                             {"camera_angle_x": self.angle_x})
-                    nc.write_json(os.path.join(self.out_dir, f"transforms_{split}.json"), doc)
+                    nc.write_json(path, doc)
+                elif os.path.lexists(path):
+                    os.remove(path)
         finally:
             self.close()
 

@@ -21,6 +21,58 @@ def _threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
+def _number(kind: type, low: float, what: str):
+    """An argparse type: ``kind`` (int/float) >= ``low`` (a usage error, not a traceback)."""
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not (v >= low and v == v and v != float("inf")):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {what}")
+        return v
+
+    return parse
+
+
+_pos_int = _number(int, 1, "a positive integer")
+_nonneg_int = _number(int, 0, "0 or more")
+_pos_float = _number(float, 1e-9, "a positive number")
+
+
+def _opacity(text: str) -> float:
+    v = _number(float, 0.0, "in [0, 1]")(text)
+    if v > 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be in [0, 1]")
+    return v
+
+
+def _err(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _why(e: OSError) -> str:
+    return f"{e.strerror or e}" + (f" ({e.filename})" if getattr(e, "filename", None) else "")
+
+
+def _check_out_file(path: str) -> str | None:
+    """Why ``path`` cannot be written as a file (None when it can): checked before a long fit."""
+    import tempfile
+
+    p = Path(path)
+    if p.is_dir():
+        return f"--out {p} is a folder; give a file name such as {p / 'model.pt'}"
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=p.parent, prefix=".i2p-write-test-"):
+            pass
+    except OSError as e:
+        return f"cannot write --out {p}: {_why(e)}"
+    return None
+
+
 def run_make_scene(args: argparse.Namespace) -> int:
     from .data.nerf_scene import make_scene
 
@@ -33,21 +85,28 @@ def run_make_scene(args: argparse.Namespace) -> int:
 def run_fit(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .model.nerf_data import NerfDataError, load_transforms
-    from .model.nerf_train import FitConfig, evaluate, fit, save_model
+    from .model.nerf_data import NerfDataError, cameras_from_transforms, load_transforms
+    from .model.nerf_train import FitConfig, FitTooLarge, check_fit_size, evaluate, fit, save_model
 
     _threads(args.threads)
     if args.minutes is None and args.steps is None:
         args.minutes = 2.0
     try:
+        cams, intr, _, _ = cameras_from_transforms(args.data, "train")  # the size, before decoding
+        check_fit_size(len(cams), intr.width, intr.height)
+        why = _check_out_file(args.out)  # before minutes of fitting, not after
+        if why:
+            return _err(why)
         data = load_transforms(args.data, "train")
-    except NerfDataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (NerfDataError, FitTooLarge) as e:
+        return _err(str(e))
     cfg = FitConfig(field=args.field, minutes=args.minutes, steps=args.steps, seed=args.seed)
-    bar = tqdm(total=1000, unit="‰", desc=f"fit {args.field}", dynamic_ncols=True)
+    bars: list = []  # made at the first progress call: an error before training shows no bar
 
     def progress(frac: float, stage: str, metrics: dict, preview) -> None:
+        if not bars:
+            bars.append(tqdm(total=1000, unit="‰", desc=f"fit {args.field}", dynamic_ncols=True))
+        bar = bars[0]
         bar.n = int(frac * 1000)
         bar.set_postfix({k: metrics[k] for k in ("step", "train_psnr") if k in metrics})
         bar.refresh()
@@ -55,17 +114,27 @@ def run_fit(args: argparse.Namespace) -> int:
     try:
         model = fit(data, cfg, device=args.device, progress=progress)
     except KeyboardInterrupt:
-        bar.close()
         print("interrupted", file=sys.stderr)
         return 130
-    bar.close()
-    path = save_model(model, args.out, half=args.half)
+    except (NerfDataError, FitTooLarge) as e:
+        return _err(str(e))
+    finally:
+        for bar in bars:
+            bar.close()
+    try:
+        path = save_model(model, args.out, half=args.half)
+    except OSError as e:
+        return _err(f"cannot save the model to {args.out}: {_why(e)}")
     print(f"saved {path} ({path.stat().st_size / 1e6:.1f} MB): {model.meta['steps']} steps in "
           f"{model.meta['seconds']:.0f} s, train PSNR {model.meta['train_psnr']:.2f} dB")
     test = Path(args.data)
     if test.is_dir() and (test / "transforms_test.json").is_file():
-        te = load_transforms(test, "test")
-        print(f"held-out PSNR (white background, {len(te)} views): {evaluate(model.field, te)['psnr']:.2f} dB")
+        try:
+            te = load_transforms(test, "test")
+            score = evaluate(model.field, te)["psnr"]
+        except (NerfDataError, OSError) as e:
+            return _err(f"model saved, but the held-out evaluation failed: {e}")
+        print(f"held-out PSNR (white background, {len(te)} views): {score:.2f} dB")
     return 0
 
 
@@ -79,20 +148,26 @@ def run_render(args: argparse.Namespace) -> int:
     try:
         model = load_model(args.model, args.device)
         c2w, intr, names, tf = cameras_from_transforms(args.transforms, "test")
-    except (NerfDataError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (NerfDataError, OSError, ValueError) as e:
+        return _err(str(e))
     gt = None
     try:
         gt = load_transforms(tf).rgb_on((1.0, 1.0, 1.0))
     except NerfDataError:
         pass  # cameras only, no images: nothing to score against
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return _err(f"cannot create the output folder {out}: {_why(e)}")
     scores = []
     for i, (m, name) in enumerate(zip(c2w, names)):
         img = render_image(model.field, m, intr)["rgb"]
-        Image.fromarray(to_uint8(img)).save(out / f"{Path(name).stem or f'r_{i:03d}'}.png")
+        dest = out / f"{Path(name).stem or f'r_{i:03d}'}.png"
+        try:
+            Image.fromarray(to_uint8(img)).save(dest)
+        except OSError as e:
+            return _err(f"cannot write {dest}: {_why(e)}")
         if gt is not None:
             scores.append(psnr(img, gt[i]))
     print(f"rendered {len(c2w)} views to {out}")
@@ -111,16 +186,14 @@ def run_points(args: argparse.Namespace) -> int:
     _threads(args.threads)
     try:
         model = load_model(args.model, args.device)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    xyz, rgb = extract_points(model, max_points=args.max_points, acc_threshold=args.min_opacity)
+        xyz, rgb = extract_points(model, max_points=args.max_points, acc_threshold=args.min_opacity)
+    except (OSError, ValueError) as e:
+        return _err(str(e))
     try:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         write_ply(args.output, xyz, rgb, comment="Image2Points NeRF points (world frame, Z up)")
     except OSError as e:
-        print(f"error: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
-        return 2
+        return _err(f"cannot write {args.output}: {_why(e)}")
     print(f"wrote {len(xyz)} points to {args.output}")
     return 0
 
@@ -132,25 +205,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
-        q.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is best on a busy 2-core box)")
+        q.add_argument("--threads", type=_pos_int, default=None, help="torch CPU threads (1 is best on a busy 2-core box)")
 
     q = ns.add_parser("make-scene", help="render the project's own test scene with the bpy wheel")
     q.add_argument("--name", default="blocks", choices=("blocks", "gallery"))
     q.add_argument("--out", default=None, help="folder (default data/nerf/<name>)")
-    q.add_argument("--size", type=int, default=100)
-    q.add_argument("--train", type=int, default=100)
-    q.add_argument("--test", type=int, default=20)
-    q.add_argument("--samples", type=int, default=64, help="Cycles samples per pixel")
+    q.add_argument("--size", type=_pos_int, default=100)
+    q.add_argument("--train", type=_pos_int, default=100)
+    q.add_argument("--test", type=_nonneg_int, default=20)
+    q.add_argument("--samples", type=_pos_int, default=64, help="Cycles samples per pixel")
     q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--workers", type=int, default=None)
+    q.add_argument("--workers", type=_pos_int, default=None)
     q.add_argument("--force", action="store_true")
     q.set_defaults(func=run_make_scene)
 
     q = ns.add_parser("fit", help="fit a field to DATA_DIR/transforms_train.json (or transforms.json)")
     q.add_argument("data", metavar="DATA_DIR")
     q.add_argument("--out", required=True, metavar="MODEL")
-    q.add_argument("--minutes", type=float, default=None, help="time budget (default 2 if no --steps)")
-    q.add_argument("--steps", type=int, default=None)
+    q.add_argument("--minutes", type=_pos_float, default=None, help="time budget (default 2 if no --steps)")
+    q.add_argument("--steps", type=_pos_int, default=None)
     q.add_argument("--field", default="fast", choices=("fast", "fast-sh", "mlp", "mlp-seed"))
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--half", action="store_true", help="store weights as float16 (half the file size)")
@@ -167,8 +240,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = ns.add_parser("points", help="export a coloured point cloud as binary PLY")
     q.add_argument("model", metavar="MODEL")
     q.add_argument("-o", "--output", required=True, metavar="OUT.ply")
-    q.add_argument("--max-points", type=int, default=200_000)
-    q.add_argument("--min-opacity", type=float, default=0.95)
+    q.add_argument("--max-points", type=_pos_int, default=200_000)
+    q.add_argument("--min-opacity", type=_opacity, default=0.95)
     common(q)
     q.set_defaults(func=run_points)
 

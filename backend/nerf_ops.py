@@ -76,7 +76,10 @@ def _intrinsics_doc(params: dict) -> dict:
     intr = params.get("intrinsics", params)
     if not isinstance(intr, dict):
         raise JobError("BAD_INPUT", "'intrinsics' must be an object with camera_angle_x or fl_x/fl_y/cx/cy")
-    return {k: intr[k] for k in ("camera_angle_x", "camera_angle_y", "fl_x", "fl_y", "cx", "cy", "w", "h") if k in intr}
+    # distortion keys go through too, so that the loader refuses them as it does from a file
+    keys = ("camera_angle_x", "camera_angle_y", "fl_x", "fl_y", "cx", "cy", "w", "h",
+            "k1", "k2", "k3", "p1", "p2", "camera_model")
+    return {k: intr[k] for k in keys if k in intr}
 
 
 @register_op("nerf_fit")
@@ -85,7 +88,7 @@ def nerf_fit(job: Job) -> Output:
     blobs image_0..image_K (PNG). Streams progress with a preview every few seconds."""
     import torch
 
-    from .model.nerf_train import FitConfig, fit, model_to_bytes
+    from .model.nerf_train import FitConfig, FitTooLarge, check_fit_size, fit, model_to_bytes
 
     p = job.params
     field = p.get("field", "fast")
@@ -101,6 +104,9 @@ def nerf_fit(job: Job) -> Output:
         raise JobError("BAD_INPUT", "'minutes' must be a number and 'steps' an integer") from None
     if (minutes is not None and not 0 < minutes <= MAX_MINUTES) or (steps is not None and not 0 < steps <= MAX_STEPS):
         raise JobError("TOO_LARGE", f"budget must be 0 < minutes <= {MAX_MINUTES} and 0 < steps <= {MAX_STEPS}")
+    seed = p.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise JobError("BAD_INPUT", f"'seed' must be an integer, got {seed!r}")
     mats = p.get("transform_matrices")
     if not isinstance(mats, list) or not mats:
         raise JobError("BAD_INPUT", "'transform_matrices' must be a non-empty list of 4x4 matrices")
@@ -111,12 +117,24 @@ def nerf_fit(job: Job) -> Output:
         doc["aabb"] = p["aabb"]
     doc["frames"] = [{"file_path": f"image_{i}", "transform_matrix": m} for i, m in enumerate(mats)]
 
+    def check_size(w: Any, h: Any) -> None:
+        try:
+            check_fit_size(len(mats), w, h)
+        except FitTooLarge as e:
+            raise JobError("TOO_LARGE", str(e)) from None
+
+    if isinstance(doc.get("w"), int) and isinstance(doc.get("h"), int):
+        check_size(doc["w"], doc["h"])  # before decoding any image
+
     def load(i: int, fr: dict) -> np.ndarray:
         blob = job.blobs.get(f"image_{i}")
         if blob is None:
             raise NerfDataError(f"image_{i} is missing: send one image blob per transform matrix")
-        return decode_image(blob if isinstance(blob, np.ndarray) and blob.ndim == 3 else
-                            (blob.tobytes() if isinstance(blob, np.ndarray) else bytes(blob)), f"image_{i}")
+        img = decode_image(blob if isinstance(blob, np.ndarray) and blob.ndim == 3 else
+                           (blob.tobytes() if isinstance(blob, np.ndarray) else bytes(blob)), f"image_{i}")
+        if i == 0:  # all images have this size (parse_frames checks): refuse before decoding the rest
+            check_size(img.shape[1], img.shape[0])
+        return img
 
     job.progress(0.0, "load")
     try:
@@ -134,8 +152,12 @@ def nerf_fit(job: Job) -> Output:
         job.progress(0.02 + 0.95 * frac, stage, metrics, blobs)
 
     try:
-        model = fit(data, FitConfig(field=field, minutes=minutes, steps=steps, seed=int(p.get("seed", 0))),
+        model = fit(data, FitConfig(field=field, minutes=minutes, steps=steps, seed=seed),
                     device=job.device, progress=progress, should_stop=job.cancelled)
+    except FitTooLarge as e:
+        raise JobError("TOO_LARGE", str(e)) from None
+    except NerfDataError as e:  # no usable scene box: cannot be estimated, or no ray meets it
+        raise JobError("BAD_INPUT", str(e)) from None
     except torch.cuda.OutOfMemoryError:
         raise JobError("OOM", "out of GPU memory while fitting; use fewer/smaller images or the CPU") from None
     except MemoryError:
@@ -155,7 +177,7 @@ def nerf_fit(job: Job) -> Output:
 def nerf_render(job: Job) -> Output:
     """params: model_id, transform_matrices (c2w list), intrinsics (camera_angle_x/fl_x.., w, h);
     returns image_0..image_K as uint8 HxWx3 (white background)."""
-    from .model.nerf_train import render_image, to_uint8
+    from .model.nerf_train import Cancelled, render_image, to_uint8
 
     model = _get_model(job)
     cams = _cameras(job.params)
@@ -168,17 +190,21 @@ def nerf_render(job: Job) -> Output:
         raise JobError("TOO_LARGE", "too many pixels requested; render fewer or smaller views")
     blobs = {}
     for i, m in enumerate(cams):
-        if job.cancelled():
-            raise JobError("CANCELLED", "render cancelled by the client")
-        blobs[f"image_{i}"] = to_uint8(render_image(model.field, m, intr)["rgb"])
+        try:
+            rgb = render_image(model.field, m, intr, should_stop=job.cancelled)["rgb"]
+        except Cancelled:
+            raise JobError("CANCELLED", "render cancelled by the client") from None
+        blobs[f"image_{i}"] = to_uint8(rgb)
         job.progress((i + 1) / len(cams), "render")
     return Output(meta={"model_id": job.params.get("model_id"), "count": len(cams), "background": "white"}, blobs=blobs)
 
 
 @register_op("nerf_points")
 def nerf_points(job: Job) -> Output:
-    """params: model_id, max_points; returns xyz float32 (N,3) world frame and rgb uint8 (N,3)."""
+    """params: model_id, max_points; returns xyz float32 (N,3) world frame and rgb uint8 (N,3).
+    Casts at most ``nerf_points.MAX_POINT_RAYS`` rays (see that module); stops on cancel."""
     from .model.nerf_points import extract_points
+    from .model.nerf_train import Cancelled
 
     model = _get_model(job)
     try:
@@ -188,7 +214,10 @@ def nerf_points(job: Job) -> Output:
     if not 0 < max_points <= HARD_MAX_POINTS:
         raise JobError("TOO_LARGE", f"max_points must be in 1..{HARD_MAX_POINTS}")
     job.progress(0.1, "points")
-    xyz, rgb = extract_points(model, max_points=max_points)
+    try:
+        xyz, rgb = extract_points(model, max_points=max_points, should_stop=job.cancelled)
+    except Cancelled:
+        raise JobError("CANCELLED", "point extraction cancelled by the client") from None
     return Output(meta={"model_id": job.params.get("model_id"), "count": int(len(xyz)),
                         "frame": "world (as the cameras), Z up, scene units"},
                   blobs={"xyz": xyz, "rgb": rgb})

@@ -185,6 +185,51 @@ def test_unsupported_cameras_are_clear_errors():
         0.6911112, abs=1e-6)
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"w": "24px"}, "'w' must be an integer, got '24px'"),
+    ({"h": [24]}, "'h' must be an integer"),
+    ({"fl_x": "abc"}, "'fl_x' must be a number"),
+    ({"fl_x": None, "camera_angle_x": "wide"}, "'camera_angle_x' must be a number"),
+    ({"cx": "centre"}, "'cx' must be a number"),
+    ({"fl_x": None, "camera_angle_x": 40.0}, r"must be in \(0, pi\) radians, got 40.0 \(degrees given\?\)"),
+    ({"fl_x": None, "camera_angle_x": -0.5}, r"must be in \(0, pi\)"),
+    ({"fl_x": None, "fl_y": None, "camera_angle_x": 0.69, "camera_angle_y": 3.5}, "'camera_angle_y' must be in"),
+])
+def test_intrinsics_from_doc_errors_are_dataset_errors(change, message):
+    doc = {"w": 24, "h": 24, "fl_x": 30.0, **change}
+    doc = {k: v for k, v in doc.items() if v is not None}
+    with pytest.raises(nc.DatasetError, match=message):
+        nc.intrinsics_from_doc(doc)
+    # the valid spellings still read, numeric strings included (as the backend's float()/int())
+    assert nc.intrinsics_from_doc({"w": "24", "h": 24, "camera_angle_x": "0.69"}).fl_x == pytest.approx(
+        12 / math.tan(0.345))
+    assert nc.intrinsics_from_doc({"w": 24, "h": 24, "fl_x": 30, "cx": 0}).cx == 0.0
+
+
+def test_operators_report_unreadable_intrinsics(i2p, tmp_path):
+    """import_transforms and fit_nerf report a bad number as a clear error, not a traceback."""
+    from images import png_bytes
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(png_bytes(np.zeros((8, 8, 4), np.uint8)))
+    doc = {"camera_angle_x": 0.69, "w": "8px", "h": 8,
+           "frames": [{"file_path": "./images/a", "transform_matrix": np.eye(4).tolist()}]}
+    (tmp_path / "transforms_train.json").write_text(json.dumps(doc))
+    with pytest.raises(RuntimeError, match="'w' must be an integer, got '8px'") as info:
+        bpy.ops.image2points.import_transforms(filepath=str(tmp_path / "transforms_train.json"))
+    assert "Traceback" not in str(info.value)
+    with pytest.raises(RuntimeError, match="BAD_INPUT") as info:
+        bpy.ops.image2points.fit_nerf(endpoint="tcp://127.0.0.1:1", dataset=str(tmp_path))
+    assert "Traceback" not in str(info.value)
+    state = bpy.context.window_manager.image2points
+    assert state.nerf_error_code == "BAD_INPUT" and "'w' must be an integer" in state.nerf_error_message
+    doc["w"], doc["camera_angle_x"] = 8, 40.0
+    (tmp_path / "transforms_train.json").write_text(json.dumps(doc))
+    with pytest.raises(RuntimeError, match="degrees given"):
+        bpy.ops.image2points.import_transforms(filepath=str(tmp_path / "transforms_train.json"))
+
+
 def test_transforms_reader_validates(tmp_path):
     from images import png_bytes
 
@@ -266,6 +311,19 @@ def test_capture_writes_a_nerf_dataset_and_restores_the_scene(i2p, tmp_path):
     # capturing again into the same folder replaces the cameras instead of piling them up
     assert bpy.ops.image2points.capture_views(directory=str(tmp_path)) == {"FINISHED"}
     assert len(bpy.data.collections["NeRF " + tmp_path.name].objects) == 8
+
+
+def test_recapture_without_held_out_views_removes_the_old_test_file(i2p, tmp_path):
+    build_scene(samples=1)
+    scene = bpy.context.scene
+    set_capture(scene, views=3, test_views=1, resolution=12, samples=1)
+    assert bpy.ops.image2points.capture_views(directory=str(tmp_path)) == {"FINISHED"}
+    assert len(json.loads((tmp_path / "transforms_test.json").read_text())["frames"]) == 1
+    set_capture(scene, views=3, test_views=0, resolution=16, samples=1)
+    assert bpy.ops.image2points.capture_views(directory=str(tmp_path)) == {"FINISHED"}
+    # a transforms_test.json left from the first capture (12 px) would be scored against this one
+    assert not (tmp_path / "transforms_test.json").exists()
+    assert json.loads((tmp_path / "transforms_train.json").read_text())["w"] == 16
 
 
 class CaptureStub:

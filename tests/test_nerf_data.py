@@ -135,3 +135,57 @@ def test_uniform_scale_is_divided_out_and_aabb_estimate_contains_target() -> Non
         poses.append(p)
     box = estimate_aabb(np.stack(poses), Intrinsics(50, 50, 25, 25, 50, 50))
     assert np.all(box[0] < 0) and np.all(box[1] > 0) and np.all(box[1] - box[0] < 8)
+
+
+def test_image_arrays_refuse_nan_and_scale_uint16() -> None:
+    from backend.model.nerf_data import decode_image
+
+    bad = np.full((4, 5, 3), 0.5, np.float32)
+    bad[1, 2, 0] = np.nan
+    with pytest.raises(NerfDataError, match="image_3: image array has NaN/inf"):
+        decode_image(bad, "image_3")
+    bad[1, 2, 0] = np.inf
+    with pytest.raises(NerfDataError, match="NaN/inf"):
+        decode_image(bad.astype(np.float16), "image_3")
+    # a 16-bit render is scaled by 65535, not clipped to white
+    u16 = np.array([[[0, 32768, 65535, 65535]]], np.uint16)
+    out = decode_image(u16, "x")
+    assert out.dtype == np.float32 and out.shape == (1, 1, 4)
+    np.testing.assert_allclose(out[0, 0], [0.0, 32768 / 65535, 1.0, 1.0], atol=1e-7)
+    with pytest.raises(NerfDataError, match="dtype int32 is not supported"):
+        decode_image(np.zeros((2, 2, 3), np.int32), "x")
+
+
+def _looking_along(eye, forward) -> np.ndarray:
+    f = np.asarray(forward, float) / np.linalg.norm(forward)
+    r = np.cross(f, [0, 0, 1.0])
+    r /= np.linalg.norm(r)
+    p = np.eye(4)
+    p[:3, 0], p[:3, 1], p[:3, 2], p[:3, 3] = r, np.cross(r, f), -f, eye
+    return p
+
+
+def test_aabb_estimate_refuses_parallel_or_outward_cameras(tmp_path: Path) -> None:
+    intr = Intrinsics(50, 50, 25, 25, 50, 50)
+    # five cameras side by side, all looking along +Y: their axes never meet
+    side = np.stack([_looking_along([x, 0.0, 1.0], [0, 1, 0]) for x in np.linspace(-2, 2, 5)])
+    with pytest.raises(NerfDataError, match=r"parallel axes.*give the scene box as 'aabb'"):
+        estimate_aabb(side, intr)
+    with pytest.raises(NerfDataError, match="parallel"):  # a single camera is the same case
+        estimate_aabb(side[:1], intr)
+    # inside-out: cameras on a ring looking away from its centre meet behind themselves
+    out = np.stack([_looking_along([np.cos(a), np.sin(a), 0.0], [np.cos(a), np.sin(a), 0.0])
+                    for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)])
+    with pytest.raises(NerfDataError, match="behind most of them"):
+        estimate_aabb(out, intr)
+    # the same five side-by-side cameras converging a little (toe-in of ~6 deg) are fine
+    toe = np.stack([_looking_along([x, 0.0, 1.0], [-0.1 * x, 1, 0]) for x in np.linspace(-2, 2, 5)])
+    box = estimate_aabb(toe, intr)
+    assert np.all(box[0] < [0, 10, 1]) and np.all(box[1] > [0, 10, 1])
+
+
+def test_render_cameras_with_a_corrupt_first_image_is_a_data_error(tmp_path: Path) -> None:
+    d = _dataset(tmp_path)
+    (d / "r_0.png").write_bytes(b"not a png")
+    with pytest.raises(NerfDataError, match="cannot read the image size.*give 'w' and 'h'"):
+        cameras_from_transforms(d / "transforms_train.json")

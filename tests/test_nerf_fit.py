@@ -4,6 +4,7 @@ views, save/load is exact, points/PLY, CLI and server ops."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -187,8 +188,194 @@ def test_server_ops(scene: Path) -> None:
     with pytest.raises(JobError) as e:
         nerf_ops.nerf_fit(Job("j6", "nerf_fit", bad, blobs))
     assert e.value.code == "BAD_INPUT" and "bottom row" in e.value.message
+    # a seed that is not an integer, and lens distortion, are refused as from a transforms file
+    for extra, words in (({"seed": "abc"}, "'seed'"), ({"k1": 0.1}, "distortion"),
+                         ({"k1": "x"}, "'k1'"), ({"camera_model": "OPENCV_FISHEYE"}, "camera_model")):
+        with pytest.raises(JobError) as e:
+            nerf_ops.nerf_fit(Job("j6b", "nerf_fit", dict(params, **extra), blobs))
+        assert e.value.code == "BAD_INPUT" and words in e.value.message, (extra, e.value.message)
     cancelled = Job("j7", "nerf_fit", params, blobs)
     cancelled._cancel.set()
     with pytest.raises(JobError) as e:
         nerf_ops.nerf_fit(cancelled)
     assert e.value.code == "CANCELLED"
+
+
+# -- audit fixes: cancel and caps for points/render, size budget, unusable boxes, CLI errors ---------
+
+
+def test_points_and_render_stop_on_cancel(fitted, scene: Path) -> None:
+    from backend import nerf_ops
+    from backend.model.nerf_points import extract_points
+    from backend.model.nerf_train import Cancelled
+    from backend.ops import Job, JobError
+
+    model, _ = fitted
+    calls = {"n": 0}
+
+    def stop_at_third() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= 3
+
+    with pytest.raises(Cancelled):
+        extract_points(model, chunk=256, should_stop=stop_at_third)
+    assert calls["n"] == 3  # checked per chunk of rays: stopped after two chunks
+    calls["n"] = 0
+    test = load_transforms(scene, "test")
+    with pytest.raises(Cancelled):
+        render_image(model.field, test.c2w[0], test.intrinsics, chunk=256, should_stop=stop_at_third)
+    assert calls["n"] == 3
+    # the server ops report a cancel as CANCELLED, like nerf_fit
+    mid = nerf_ops._store(model)
+    job = Job("p", "nerf_points", {"model_id": mid, "max_points": 100}, {})
+    job._cancel.set()
+    with pytest.raises(JobError) as e:
+        nerf_ops.nerf_points(job)
+    assert e.value.code == "CANCELLED"
+    n = {"k": 0}
+
+    def cancel_mid_image(j, v, s, x, b) -> None:  # progress after image 0: cancel during image 1
+        n["k"] += 1
+        j._cancel.set()
+
+    job = Job("r", "nerf_render", {"model_id": mid, "transform_matrices": test.c2w[:3].tolist(),
+                                   "fl_x": 40.0, "w": 32, "h": 32}, {}, _progress=cancel_mid_image)
+    with pytest.raises(JobError) as e:
+        nerf_ops.nerf_render(job)
+    assert e.value.code == "CANCELLED" and n["k"] == 1
+
+
+def test_point_extraction_casts_a_bounded_number_of_rays(fitted) -> None:
+    from backend.model.nerf_data import Intrinsics
+    from backend.model.nerf_points import MAX_POINT_RAYS, MAX_POINT_VIEWS, extract_points, point_cameras
+
+    # the add-on's largest fit (400 views of 2048^2) and NeRF-synthetic (100 views of 800^2)
+    for n, size in ((400, 2048), (100, 800), (100, 200), (24, 32)):
+        cams = np.repeat(np.eye(4)[None], n, 0) + np.arange(n)[:, None, None]
+        intr = Intrinsics(1.2 * size, 1.2 * size, size / 2, size / 2, size, size)
+        sub, small = point_cameras(cams, intr)
+        under = n * size * size <= MAX_POINT_RAYS  # then all cameras at full resolution
+        assert len(sub) == (n if under else min(n, MAX_POINT_VIEWS)) and (small == intr) == under
+        assert len(sub) * small.width * small.height <= MAX_POINT_RAYS
+        assert len(np.unique(sub[:, 0, 0])) == len(sub) and sub[0, 0, 0] == 1 and sub[-1, 0, 0] == n
+        assert small.fx / small.width == pytest.approx(intr.fx / intr.width, rel=0.05)  # same FOV
+    model, _ = fitted
+    chunks = {"n": 0}
+
+    def count() -> bool:
+        chunks["n"] += 1
+        return False
+
+    # 24 views of 32 x 32 under a 2400-ray budget: 100 rays (one chunk of 100) per view
+    xyz, _ = extract_points(model, max_rays=2400, chunk=100, should_stop=count)
+    assert chunks["n"] == 24 and 0 < len(xyz) <= 2400
+
+
+def _one_error(err: str) -> str:
+    """The CLI's stderr ends in exactly one ``error:`` line (after any progress bar), no traceback."""
+    lines = err.rstrip("\n").split("\n")
+    assert "Traceback" not in err and lines[-1].startswith("error: "), err
+    assert sum(ln.startswith("error:") for ln in lines) == 1, err
+    return lines[-1]
+
+
+def test_fit_refuses_more_pixels_than_the_budget(scene: Path, tmp_path: Path, capsys) -> None:
+    from backend import nerf_ops
+    from backend.model.nerf_data import Intrinsics, NerfDataset
+    from backend.model.nerf_train import MAX_FIT_PIXELS, FitTooLarge
+    from backend.nerf_cli import main
+    from backend.ops import Job, JobError
+
+    assert 100 * 800 * 800 <= MAX_FIT_PIXELS < 5 * 4096 * 4096  # NeRF-synthetic fits, more does not
+    big = NerfDataset(np.broadcast_to(np.zeros((1, 1, 1, 4), np.float32), (5, 4096, 4096, 4)),
+                      np.repeat(np.eye(4, dtype=np.float32)[None], 5, 0), Intrinsics(4e3, 4e3, 2048, 2048, 4096, 4096),
+                      aabb=np.array([[-1, -1, -1], [1, 1, 1.0]]))
+    with pytest.raises(FitTooLarge, match="Mpx"):
+        fit(big, FitConfig(steps=1))
+    mats = [np.eye(4).tolist()] * 5
+    with pytest.raises(JobError) as e:  # w/h given: refused before any image is decoded
+        nerf_ops.nerf_fit(Job("a", "nerf_fit", {"transform_matrices": mats, "fl_x": 4e3, "w": 4096, "h": 4096,
+                                                "steps": 1}, {}))
+    assert e.value.code == "TOO_LARGE" and "Mpx" in e.value.message
+    with pytest.raises(JobError) as e:  # no w/h: refused after the first image, not after all 17
+        nerf_ops.nerf_fit(Job("b", "nerf_fit", {"transform_matrices": [np.eye(4).tolist()] * 17, "fl_x": 2e3,
+                                                "steps": 1}, {"image_0": np.zeros((2048, 2048, 3), np.uint8)}))
+    assert e.value.code == "TOO_LARGE"
+    doc = {"camera_angle_x": 0.69, "w": 4096, "h": 4096,
+           "frames": [{"file_path": f"./r_{i}", "transform_matrix": np.eye(4).tolist()} for i in range(5)]}
+    (tmp_path / "transforms.json").write_text(json.dumps(doc))
+    assert main(["nerf", "fit", str(tmp_path), "--out", str(tmp_path / "m.pt"), "--steps", "1"]) == 2
+    assert _one_error(capsys.readouterr().err).startswith("error: 5 images of 4096 x 4096")
+
+
+def test_a_box_no_camera_ray_meets_is_bad_input(scene: Path, tmp_path: Path, capsys) -> None:
+    from backend import nerf_ops
+    from backend.model.nerf_data import NerfDataError
+    from backend.nerf_cli import main
+    from backend.ops import Job, JobError
+
+    far = [[50.0, 50.0, 50.0], [51.0, 51.0, 51.0]]
+    train = load_transforms(scene, "train")
+    train.aabb = np.array(far)
+    with pytest.raises(NerfDataError, match="no camera ray passes through the aabb"):
+        fit(train, FitConfig(steps=1))
+    blobs = {f"image_{i}": (img * 255 + 0.5).astype(np.uint8) for i, img in enumerate(train.images[:4])}
+    with pytest.raises(JobError) as e:
+        nerf_ops.nerf_fit(Job("a", "nerf_fit", {"transform_matrices": train.c2w[:4].tolist(), "steps": 1, "aabb": far,
+                                                "camera_angle_x": 0.69}, blobs))
+    assert e.value.code == "BAD_INPUT" and "no camera ray" in e.value.message
+    data = tmp_path / "far"
+    data.mkdir()
+    doc = json.loads((scene / "transforms_train.json").read_text())
+    doc["aabb"] = far
+    for fr in doc["frames"]:
+        fr["file_path"] = str(scene / fr["file_path"])
+    (data / "transforms_train.json").write_text(json.dumps(doc))
+    assert main(["nerf", "fit", str(data), "--out", str(tmp_path / "m.pt"), "--steps", "1"]) == 2
+    assert "no camera ray passes through the aabb" in _one_error(capsys.readouterr().err)
+    assert not (tmp_path / "m.pt").exists()
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "backend.nerf_cli", "nerf", *args], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[1], timeout=120)
+    return r.returncode, r.stderr
+
+
+def test_cli_errors_are_one_line_with_exit_code_2(scene: Path, fitted, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from backend.nerf_cli import main
+
+    model = save_model(fitted[0], tmp_path / "m.pt")
+    # bad numbers are usage errors (argparse, exit 2), never a traceback
+    for args in (["fit", str(scene), "--out", str(tmp_path / "x.pt"), "--threads", "-1"],
+                 ["points", str(model), "-o", str(tmp_path / "p.ply"), "--max-points", "-1"],
+                 ["fit", str(scene), "--out", str(tmp_path / "x.pt"), "--steps", "0"],
+                 ["points", str(model), "-o", str(tmp_path / "p.ply"), "--min-opacity", "2"]):
+        code, err = _cli(*args)
+        assert code == 2 and "Traceback" not in err and "error: argument" in err, (args, err)
+    # --out is checked before fitting: a folder, or a path under a file
+    (tmp_path / "afile").write_text("x")
+    for out, why in ((tmp_path, "is a folder"), (tmp_path / "afile" / "m.pt", "cannot write --out")):
+        assert main(["nerf", "fit", str(scene), "--out", str(out), "--steps", "3"]) == 2
+        assert why in _one_error(capsys.readouterr().err)
+    # held-out views that cannot be read: the model is saved, the evaluation is a one-line error
+    data = tmp_path / "data"
+    shutil.copytree(scene, data)
+    (data / "transforms_test.json").write_text("{ not json")
+    assert main(["nerf", "fit", str(data), "--out", str(tmp_path / "ok.pt"), "--steps", "2"]) == 2
+    assert "model saved, but the held-out evaluation failed" in _one_error(capsys.readouterr().err)
+    assert (tmp_path / "ok.pt").is_file()
+    # render: a corrupt first image and no w/h in the file; an output folder that is a file
+    doc = json.loads((data / "transforms_train.json").read_text())
+    del doc["w"], doc["h"]
+    (data / "transforms_test.json").write_text(json.dumps(doc))
+    (data / (doc["frames"][0]["file_path"] + ".png")).write_bytes(b"garbage")
+    assert main(["nerf", "render", str(model), "--transforms", str(data), "--out", str(tmp_path / "r")]) == 2
+    assert "cannot read the image size" in _one_error(capsys.readouterr().err)
+    assert main(["nerf", "render", str(model), "--transforms", str(scene), "--out", str(tmp_path / "afile")]) == 2
+    assert "cannot create the output folder" in _one_error(capsys.readouterr().err)

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 MAX_PIXELS = 4096 * 4096  # refuse to decode anything bigger (decompression bombs, memory)
+MIN_AXIS_SPREAD = 1e-4  # estimate_aabb: below this the optical axes count as parallel
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
@@ -87,7 +88,11 @@ class NerfDataset:
 def intrinsics_from_json(doc: dict[str, Any], width: int | None, height: int | None, where: str = "transforms") -> Intrinsics:
     """Intrinsics from ``camera_angle_x`` or ``fl_x``..; ``width``/``height`` come from the images."""
     for key in ("k1", "k2", "k3", "p1", "p2"):
-        if abs(float(doc.get(key, 0.0) or 0.0)) > 1e-9:
+        try:
+            k = abs(float(doc.get(key, 0.0) or 0.0))
+        except (TypeError, ValueError):
+            raise NerfDataError(f"{where}: '{key}' must be a number, got {doc[key]!r}") from None
+        if not k <= 1e-9:  # NaN is refused too
             raise NerfDataError(f"{where}: lens distortion ({key}={doc[key]}) is not supported; undistort the images first")
     if doc.get("camera_model", "OPENCV") not in ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE"):
         raise NerfDataError(f"{where}: camera_model {doc['camera_model']!r} is not supported (use a pinhole camera)")
@@ -175,11 +180,22 @@ def validate_c2w(m: Any, where: str) -> np.ndarray:
 
 
 def decode_image(data: bytes | np.ndarray | Image.Image, where: str) -> np.ndarray:
-    """Encoded bytes / PIL image / uint8 array -> float32 RGBA (H,W,4) in [0,1]."""
+    """Encoded bytes / PIL image / array -> float32 RGBA (H,W,4) in [0,1].
+
+    Arrays: uint8 is divided by 255, uint16 (16-bit renders) by 65535, floats are taken as [0,1]
+    (clipped) and must be finite; other dtypes are refused rather than guessed at."""
     if isinstance(data, np.ndarray):
         arr = data
         if arr.dtype == np.uint8:
             arr = arr.astype(np.float32) / 255.0
+        elif arr.dtype == np.uint16:
+            arr = arr.astype(np.float32) / 65535.0
+        elif arr.dtype.kind == "f":
+            if not np.all(np.isfinite(arr)):
+                raise NerfDataError(f"{where}: image array has NaN/inf values")
+        else:
+            raise NerfDataError(f"{where}: image array dtype {arr.dtype} is not supported "
+                                "(use uint8, uint16 or float in [0, 1])")
         arr = arr.astype(np.float32)
         if arr.ndim == 2:
             arr = arr[..., None]
@@ -357,8 +373,13 @@ def cameras_from_transforms(path: str | os.PathLike, split: str = "test") -> tup
         fp = frames[0].get("file_path") if isinstance(frames[0], dict) else None
         if not fp:
             raise NerfDataError(f"{tf}: no 'w'/'h' and no image to read the size from")
-        with Image.open(_find_image(tf.parent, fp, f"{tf}: frames[0]")) as im:
-            width, height = im.size
+        img_path = _find_image(tf.parent, fp, f"{tf}: frames[0]")
+        try:
+            with Image.open(img_path) as im:
+                width, height = im.size
+        except Exception as e:  # Pillow raises many types for bad files
+            raise NerfDataError(f"{img_path}: cannot read the image size ({e}); give 'w' and 'h' "
+                                "in the transforms file or fix the image") from e
     intr = intrinsics_from_json(doc, width, height, str(tf))
     names = [str(fr.get("file_path", f"r_{i:03d}")) for i, fr in enumerate(frames)]
     return poses.astype(np.float32), intr, names, tf
@@ -369,6 +390,16 @@ def estimate_aabb(c2w: np.ndarray, intr: Intrinsics) -> np.ndarray:
 
     Centre = least-squares intersection of the optical axes; half size = what the mean camera
     sees at that distance (its FOV), so an object-centric capture is fully inside the box.
+
+    When the axes are (nearly) parallel (a single camera, a forward-facing or side-by-side rig)
+    the intersection is undefined or lands arbitrarily far along the view direction, and when it
+    lies behind most cameras (an inside-out capture) it is not what they film. Both raise
+    ``NerfDataError`` asking for an explicit ``aabb``: a box guessed at some distance along the
+    mean view direction would be silently wrong for most such scenes (the depth of the subject is
+    exactly what the cameras do not tell us), and a fit in a wrong box just fails to converge
+    with no message. "Nearly parallel" is the smallest eigenvalue of the mean of (I - d d^T) below
+    ``MIN_AXIS_SPREAD`` = 1e-4, i.e. the axes spread by less than about 1 degree (two axes at an
+    angle t give sin^2(t/2)).
     """
     c2w = np.asarray(c2w, dtype=np.float64)
     o = c2w[:, :3, 3]
@@ -379,10 +410,14 @@ def estimate_aabb(c2w: np.ndarray, intr: Intrinsics) -> np.ndarray:
         p = np.eye(3) - np.outer(di, di)
         a += p
         b += p @ oi
-    try:
-        centre = np.linalg.solve(a, b)
-    except np.linalg.LinAlgError:
-        centre = o.mean(0)
+    hint = "give the scene box as 'aabb' [[xmin,ymin,zmin],[xmax,ymax,zmax]] (world units)"
+    if float(np.linalg.eigvalsh(a / len(o))[0]) < MIN_AXIS_SPREAD:
+        raise NerfDataError(f"cannot estimate the scene box: the {len(o)} camera(s) look along (nearly) "
+                            f"parallel axes, so they do not meet at a point; {hint}")
+    centre = np.linalg.solve(a, b)
+    if np.mean(np.einsum("ij,ij->i", centre - o, d) > 0) < 0.5:
+        raise NerfDataError(f"cannot estimate the scene box: the point the cameras' axes meet is behind "
+                            f"most of them (an inside-out capture?); {hint}")
     dist = float(np.linalg.norm(o - centre, axis=1).mean())
     half_fov = math.atan(0.5 * max(intr.width / intr.fx, intr.height / intr.fy))
     half = max(1e-3, dist * math.sin(half_fov) * 1.15)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .nerf_data import Intrinsics, NerfDataset, estimate_aabb
+from .nerf_data import Intrinsics, NerfDataError, NerfDataset, estimate_aabb
 from .nerf_fields import PRESETS, Field, GridField, build_field
 from .nerf_rays import camera_rays, ray_aabb
 from .nerf_render import render_rays
@@ -33,6 +33,32 @@ FORMAT_VERSION = 1
 WHITE = (1.0, 1.0, 1.0)
 
 ProgressFn = Callable[[float, str, dict, "np.ndarray | None"], None]
+
+# fit() keeps every training ray in memory (origins, directions, RGBA targets, and the copies made
+# while dropping the rays that miss the box): measured ~93-103 bytes per pixel of RSS growth in
+# fit() (6.4 Mpx and up, CPU), on top of the 16 B/px float RGBA images parse_frames holds. 64 Mi
+# pixels is therefore ~7.3 GB in all, what a 16 GB machine can spare; it admits the 100 800x800
+# views of a NeRF-synthetic scene (64.0 Mpx). Bigger fits are refused up front (TOO_LARGE on the
+# server, a one-line error in the CLI) instead of swapping or being killed by the OOM killer.
+MAX_FIT_PIXELS = 64 * 2**20
+
+
+class FitTooLarge(ValueError):
+    """More training pixels than ``MAX_FIT_PIXELS`` (a size budget, not a data error)."""
+
+
+class Cancelled(Exception):
+    """Raised by ``render_image``/``extract_points`` when their ``should_stop()`` says so."""
+
+
+def check_fit_size(n_images: int, width: int, height: int) -> None:
+    """Raise ``FitTooLarge`` when ``n_images`` views of ``width`` x ``height`` exceed the budget."""
+    total = int(n_images) * int(width) * int(height)
+    if total > MAX_FIT_PIXELS:
+        raise FitTooLarge(
+            f"{n_images} images of {width} x {height} are {total / 1e6:.1f} Mpx, more than the "
+            f"{MAX_FIT_PIXELS / 1e6:.1f} Mpx a fit may hold in memory (~110 bytes per pixel); "
+            "use fewer or smaller images")
 
 
 @dataclass
@@ -84,14 +110,19 @@ def psnr(pred: np.ndarray, gt: np.ndarray) -> float:
 
 @torch.no_grad()
 def render_image(field: Field, c2w: np.ndarray | torch.Tensor, intr: Intrinsics,
-                 background: tuple[float, float, float] = WHITE, chunk: int = 8192) -> dict[str, np.ndarray]:
-    """Render one camera: rgb (H,W,3) float in [0,1] on ``background``, acc (H,W), depth (H,W)."""
+                 background: tuple[float, float, float] = WHITE, chunk: int = 8192,
+                 should_stop: Callable[[], bool] | None = None) -> dict[str, np.ndarray]:
+    """Render one camera: rgb (H,W,3) float in [0,1] on ``background``, acc (H,W), depth (H,W).
+
+    ``should_stop()`` is checked before every chunk of rays; when true, ``Cancelled`` is raised."""
     dev = field.aabb.device
     o, d = camera_rays(torch.as_tensor(np.asarray(c2w), dtype=torch.float32, device=dev), intr)
     o, d = o.reshape(-1, 3), d.reshape(-1, 3)
     bg = torch.tensor(background, dtype=torch.float32, device=dev)
     outs: dict[str, list] = {"rgb": [], "acc": [], "depth": []}
     for i in range(0, o.shape[0], chunk):
+        if should_stop is not None and should_stop():
+            raise Cancelled("rendering cancelled")
         r = render_rays(field, o[i:i + chunk], d[i:i + chunk], bg)
         for k in outs:
             outs[k].append(r[k])
@@ -151,10 +182,14 @@ def fit(data: NerfDataset, config: FitConfig | None = None, *, device: torch.dev
     ``should_stop()`` is checked every step; a cancelled fit still returns the model so far
     (``meta['stopped'] == 'cancelled'``). ``on_checkpoint(train_seconds, step, field)`` runs at
     the given training-clock times; its own duration is not counted.
+
+    Raises ``FitTooLarge`` above ``MAX_FIT_PIXELS`` and ``NerfDataError`` when the scene box cannot
+    be estimated or no training ray passes through it.
     """
     cfg = config or FitConfig()
     if cfg.minutes is None and cfg.steps is None:
         raise ValueError("give a time budget (minutes) or a step budget (steps)")
+    check_fit_size(len(data), data.intrinsics.width, data.intrinsics.height)
     device = torch.device(device)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -184,6 +219,10 @@ def fit(data: NerfDataset, config: FitConfig | None = None, *, device: torch.dev
         o, dirs, target = o[keep], dirs[keep], target[keep]
     o, dirs, target = o.to(device), dirs.to(device), target.to(device)
     n_rays = o.shape[0]
+    if n_rays == 0:
+        box = np.round(field.aabb.cpu().numpy(), 4).tolist()
+        raise NerfDataError(f"no camera ray passes through the aabb {box}: the box is not in front of "
+                            "any camera; fix or remove the 'aabb' (scene box, world units)")
     random_bg = data.has_alpha
 
     budget_s = cfg.minutes * 60.0 if cfg.minutes is not None else math.inf
