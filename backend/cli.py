@@ -16,6 +16,7 @@ from collections.abc import Callable
 from . import __version__
 
 # sub-command -> module defining register(sub) (imported lazily)
+BUILTINS = ("serve", "ping", "reconstruct", "keys")
 PLUGINS = {
     "make-data": "backend.data.make",
     "train": "backend.train",
@@ -197,7 +198,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in argv if not a.startswith("-")), None)
-    only = first if first in PLUGINS else ("" if first is not None else None)
+    # a built-in command imports no plugin (fast start); an unknown one gets the full parser, so
+    # its error lists every command
+    only = first if first in PLUGINS else ("" if first in BUILTINS else None)
     args = build_parser(only).parse_args(argv)
     return int(args.func(args) or 0)
 
