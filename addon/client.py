@@ -31,6 +31,7 @@ from .protocol import Message, ProtocolError
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 MAX_RESULT_BYTES = 1 << 30
+MAX_BACKLOG = 1024  # final events kept for jobs that are not being waited on
 LOCAL_CODES = frozenset({"UNREACHABLE", "TIMEOUT"})
 # How long "no live connection" must last before wait() treats the backend as gone. Short, because
 # a crashed backend's TCP connection is reset at once; a stalled-but-connected one is caught by
@@ -92,6 +93,8 @@ class Event:
     kind: str  # progress | result | error
     job: str
     message: Message
+    # a final event of a job this client was still waiting for (not cancelled or forgotten)
+    wanted: bool = False
 
 
 class Client:
@@ -110,8 +113,9 @@ class Client:
         self.sock: zmq.Socket | None = None
         # job id -> frames, until its final message arrives (re-sent after a reconnect)
         self._pending: dict[str, list[Any]] = {}
-        # final events for jobs nobody was waiting on yet, kept for the next poll/wait
-        self._backlog: collections.deque[Event] = collections.deque()
+        # final events for jobs nobody was waiting on yet, kept for the next poll/wait (bounded:
+        # a script that submits and never collects must not grow without end)
+        self._backlog: collections.deque[Event] = collections.deque(maxlen=MAX_BACKLOG)
         # the backend's limits, from hello(); a request over max_message_bytes is refused here,
         # since the backend's socket drops it without a word
         self.limits: dict[str, Any] = {}
@@ -185,7 +189,16 @@ class Client:
     def _send(self, header: Mapping[str, Any], blobs: Mapping[str, Any] | None = None,
               media: Mapping[str, str] | None = None, timeout: float | None = None) -> list[Any]:
         assert self.sock is not None, "client is closed"
-        frames = protocol.encode(header, blobs, media)
+        try:
+            frames = protocol.encode(header, blobs, media)
+        except ProtocolError as exc:  # an unsendable dtype or media type
+            raise BackendError(exc.code, exc.message) from None
+        except (TypeError, ValueError) as exc:  # NaN/inf or a non-JSON value in the parameters
+            raise BackendError("BAD_INPUT", f"request parameters are not plain JSON: {exc}") from None
+        if len(frames[0]) > protocol.MAX_HEADER_BYTES:  # the backend could not even read its job id
+            raise BackendError("TOO_LARGE", f"request parameters are {len(frames[0]) >> 10} KB of "
+                               f"JSON; the limit is {protocol.MAX_HEADER_BYTES >> 10} KB. Send large "
+                               "data as blobs")
         size = sum(memoryview(f).nbytes for f in frames)
         limit = int(self.limits.get("max_message_bytes") or protocol.DEFAULT_MAX_MESSAGE_BYTES)
         if size > limit:
@@ -224,28 +237,41 @@ class Client:
 
     # -- receiving -------------------------------------------------------------------------
     def poll_events(self, timeout: float = 0.0, max_events: int = 64) -> list[Event]:
-        """Everything that has arrived (waiting up to ``timeout`` s for the first message)."""
+        """Kept events, then up to ``max_events`` messages from the socket (waiting up to
+        ``timeout`` s for the first one when nothing was kept).
+
+        The socket is read even when kept events fill a batch: otherwise waiting for one job
+        while others' results pile up would never see its own."""
         assert self.sock is not None, "client is closed"
-        events: list[Event] = []
-        while self._backlog and len(events) < max_events:
-            events.append(self._backlog.popleft())
+        events: list[Event] = list(self._backlog)
+        self._backlog.clear()
         wait_ms = 0 if events else int(timeout * 1000)
-        while len(events) < max_events and self.sock.poll(wait_ms, zmq.POLLIN):
+        for _ in range(max_events):
+            if not self.sock.poll(wait_ms, zmq.POLLIN):
+                break
             wait_ms = 0
             frames = self.sock.recv_multipart(copy=False)
             try:
                 msg = protocol.decode(frames, max_bytes=MAX_RESULT_BYTES)
             except ProtocolError as exc:
-                msg = Message(protocol.error_header("", exc.code, f"bad reply: {exc.message}"))
+                msg = Message(protocol.error_header(exc.job, exc.code, f"bad reply: {exc.message}"))
+            wanted = False
             if msg.type in ("result", "error"):
-                self._pending.pop(msg.job, None)
-            events.append(Event(msg.type, msg.job, msg))
+                wanted = self._pending.pop(msg.job, None) is not None
+            events.append(Event(msg.type, msg.job, msg, wanted))
         return events
 
     def _stash(self, ev: Event) -> None:
-        """Keep another job's final event for whoever polls or waits for it next."""
-        if ev.kind in ("result", "error") and ev.job:
+        """Keep another job's final event for whoever polls or waits for it next; finals of
+        jobs that were cancelled or forgotten are dropped (nobody will ask for them)."""
+        if ev.kind in ("result", "error") and ev.job and ev.wanted:
             self._backlog.append(ev)
+
+    def _orphan_error(self, ev: Event, job: str) -> bool:
+        """An error the backend could not tie to a job (it could not read the request's job id)
+        belongs to ``job`` when that is the only request in flight: raising it there beats
+        waiting for a timeout with the real reason thrown away."""
+        return ev.kind == "error" and not ev.job and set(self._pending) <= {job}
 
     def _lost(self, what: str) -> BackendError:
         return BackendError(
@@ -266,7 +292,7 @@ class Client:
                                    f"{mtype} within {timeout:.1f} s")
             events = self.poll_events(left)
             for i, ev in enumerate(events):
-                if ev.job != job:
+                if ev.job != job and not self._orphan_error(ev, job):
                     self._stash(ev)
                 elif ev.kind in ("error", mtype):
                     for later in events[i + 1:]:
@@ -342,7 +368,7 @@ class Client:
                 continue
             events = self.poll_events(min(0.25, max(0.0, deadline - now)))
             for i, ev in enumerate(events):
-                if ev.job != job:
+                if ev.job != job and not self._orphan_error(ev, job):
                     self._stash(ev)
                     continue
                 last_heard = time.monotonic()
@@ -357,6 +383,7 @@ class Client:
                     return JobResult(job, ev.message.header, dict(ev.message.blobs),
                                      dict(ev.message.header.get("meta", {})))
                 elif ev.kind == "error":
+                    self._pending.pop(job, None)  # an orphan error ends the job too
                     err = ev.message.header.get("error", {})
                     raise BackendError(str(err.get("code", "MODEL")), str(err.get("message", "")),
                                        job)

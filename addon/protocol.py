@@ -64,13 +64,17 @@ Frame = Union[bytes, bytearray, memoryview, Any]  # zmq.Frame exposes .buffer
 
 
 class ProtocolError(Exception):
-    """A message that must be refused; ``code`` is one of ERROR_CODES."""
+    """A message that must be refused; ``code`` is one of ERROR_CODES.
 
-    def __init__(self, code: str, message: str):
+    ``job`` is the refused message's job id when its header was read that far (else ""), so the
+    reply reaches the request that is waiting for it instead of a timeout."""
+
+    def __init__(self, code: str, message: str, job: str = ""):
         assert code in ERROR_CODES, code
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.job = job
 
 
 @dataclass
@@ -158,18 +162,28 @@ def decode(frames: Sequence[Frame], max_bytes: int | None = None) -> Message:
             "BAD_INPUT", f"header is not UTF-8 JSON ({exc.__class__.__name__})") from None
     if not isinstance(header, dict):
         raise ProtocolError("BAD_INPUT", "header must be a JSON object")
-    if header.get("v") != PROTOCOL_VERSION:
-        raise ProtocolError(
-            "VERSION",
-            f"protocol version {header.get('v')!r} is not supported; this side speaks "
-            f"v{PROTOCOL_VERSION}. Update the add-on and the backend together.",
-        )
-    mtype = header.get("type")
-    if mtype not in MESSAGE_TYPES:
-        raise ProtocolError("BAD_INPUT", f"unknown message type {mtype!r}")
     job = header.get("job", "")
     if job != "" and (not isinstance(job, str) or not _JOB_RE.match(job)):
         raise ProtocolError("BAD_INPUT", "job id must be 1-64 characters of [A-Za-z0-9_-]")
+    try:
+        return _decode_checked(header, frames, max_bytes)
+    except ProtocolError as exc:
+        exc.job = job
+        raise
+
+
+def _decode_checked(header: dict[str, Any], frames: Sequence[Frame],
+                    max_bytes: int | None) -> Message:
+    v = header.get("v")
+    if type(v) is not int or v != PROTOCOL_VERSION:  # not True, which == 1
+        raise ProtocolError(
+            "VERSION",
+            f"protocol version {v!r} is not supported; this side speaks "
+            f"v{PROTOCOL_VERSION}. Update the add-on and the backend together.",
+        )
+    mtype = header.get("type")
+    if not isinstance(mtype, str) or mtype not in MESSAGE_TYPES:
+        raise ProtocolError("BAD_INPUT", f"unknown message type {mtype!r}")
     if "params" in header and not isinstance(header["params"], dict):
         raise ProtocolError("BAD_INPUT", "params must be a JSON object")
     descs = header.get("blobs", [])
@@ -209,7 +223,7 @@ def decode(frames: Sequence[Frame], max_bytes: int | None = None) -> Message:
                     "BAD_INPUT", f"blob {name!r}: shape {list(shape)} x {dtype} != {len(buf)} bytes"
                 )
             blobs[name] = np.frombuffer(buf, dtype=dtype).reshape(shape)
-        elif d.get("media") in MEDIA_TYPES:
+        elif isinstance(d.get("media"), str) and d["media"] in MEDIA_TYPES:
             blobs[name] = buf
         else:
             raise ProtocolError("BAD_INPUT", f"blob {name!r} needs a dtype or an allowed media")

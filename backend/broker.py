@@ -49,6 +49,8 @@ LIVENESS_S = 3.0  # a worker silent this long is dead (3 missed heartbeats)
 MAX_ATTEMPTS = 2  # a job is run at most twice: once, and once more after its worker died
 FINAL_KEEP_S = 60.0
 FINAL_KEEP_MAX = 1024
+NO_WORKER_TIMEOUT_S = 30.0  # a job queued this long while no worker is connected fails (BUSY)
+FINAL_KEEP_BYTES = 512 << 20  # results are up to hundreds of MB: a count alone does not bound memory
 
 log = logging.getLogger("image2points.broker")
 
@@ -60,10 +62,11 @@ class BrokerConfig:
     insecure: bool = False
     curve_secret: str | None = None
     curve_clients: str | None = None
-    curve_workers: str | None = None  # default: the client allow-list
+    curve_workers: str | None = None  # required with CURVE, and disjoint from curve_clients
     max_queue: int = 256
     max_inflight_per_client: int = 32
     max_message_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES
+    no_worker_timeout_s: float = NO_WORKER_TIMEOUT_S
 
 
 @dataclass
@@ -89,6 +92,52 @@ class BJob:
     value: float = 0.0
     stage: str = "queued"
     final: list[Any] | None = None
+    queued_at: float = field(default_factory=time.monotonic)
+
+
+class KeptFinals:
+    """The job ids whose final reply is kept (so a reconnecting client gets it again), oldest
+    first, bounded by age, count and bytes; ``expire`` says which to forget. Server and broker."""
+
+    def __init__(self, keep_s: float = FINAL_KEEP_S, max_count: int = FINAL_KEEP_MAX,
+                 max_bytes: int = FINAL_KEEP_BYTES):
+        self.keep_s, self.max_count, self.max_bytes = keep_s, max_count, max_bytes
+        self._kept: collections.OrderedDict[str, tuple[float, int]] = collections.OrderedDict()
+        self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def add(self, job_id: str, frames: list[Any]) -> None:
+        n = sum(memoryview(getattr(f, "buffer", f)).nbytes for f in frames)
+        self._kept[job_id] = (time.monotonic(), n)
+        self.nbytes += n
+
+    def expire(self) -> list[str]:
+        now, gone = time.monotonic(), []
+        while self._kept:
+            job_id, (t, n) = next(iter(self._kept.items()))
+            if (now - t <= self.keep_s and len(self._kept) <= self.max_count
+                    and self.nbytes <= self.max_bytes):
+                break
+            self._kept.popitem(last=False)
+            self.nbytes -= n
+            gone.append(job_id)
+        return gone
+
+
+def _check_key_dirs(clients: str | None, workers: str | None) -> None:
+    """A worker sees every job's images and answers for them, so an artist's key must not be
+    able to register as one: CURVE needs a workers allow-list of its own, sharing no key."""
+    for flag, d in (("--curve-clients", clients), ("--curve-workers", workers)):
+        if not d or not os.path.isdir(d):
+            raise SystemExit(f"CURVE needs {flag}: a directory of allowed .key files (clients and "
+                             "workers each have their own, so a client key cannot serve jobs)")
+    assert clients is not None and workers is not None
+    both = set(zmq.auth.load_certificates(clients)) & set(zmq.auth.load_certificates(workers))
+    if both:
+        raise SystemExit(f"{len(both)} key(s) are allowed both as client ({clients}) and as "
+                         f"worker ({workers}); give clients and workers separate key pairs")
 
 
 def host_of(endpoint: str) -> str:
@@ -104,16 +153,19 @@ class Broker:
             if not is_loopback(host_of(ep)) and not cfg.curve_secret and not cfg.insecure:
                 raise SystemExit(f"refusing to listen on {ep} without CurveZMQ: pass --curve-secret "
                                  "and --curve-clients, or --insecure to accept the risk")
+        if cfg.curve_secret:
+            _check_key_dirs(cfg.curve_clients, cfg.curve_workers)
         self.ctx = zmq.Context()
         self.auth: Any = None
         self.front = self._router("clients", cfg.curve_clients)
-        self.back = self._router("workers", cfg.curve_workers or cfg.curve_clients)
+        self.back = self._router("workers", cfg.curve_workers)
         self.front_ep = self._bind(self.front, cfg.frontend)
         self.back_ep = self._bind(self.back, cfg.backend)
         self.workers: collections.OrderedDict[bytes, Worker] = collections.OrderedDict()
         self.jobs: dict[str, BJob] = {}
         self.pending: collections.deque[str] = collections.deque()
-        self.done: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self.done = KeptFinals()
+        self.no_workers_since = time.monotonic()  # None while a worker is connected
         self.stopping = False
         self.rejected = 0
 
@@ -189,7 +241,7 @@ class Broker:
             msg = protocol.decode(frames[1:], max_bytes=self.cfg.max_message_bytes)
         except ProtocolError as exc:
             self.rejected += 1
-            self._reply(ident, protocol.error_header("", exc.code, exc.message))
+            self._reply(ident, protocol.error_header(exc.job, exc.code, exc.message))
             return
         t, job_id = msg.type, msg.job
         if t == "hello":
@@ -252,8 +304,10 @@ class Broker:
         job.final, job.frames = frames, []
         if job.worker is not None and job.worker in self.workers:
             self.workers[job.worker].jobs.discard(job.id)
-        self.done[job.id] = time.monotonic()
+        self.done.add(job.id, frames)
         self._send(self.front, [job.client, *frames])
+        for job_id in self.done.expire():
+            self.jobs.pop(job_id, None)
 
     # -- workers ---------------------------------------------------------------------------
     def _from_worker(self, frames: list[Any]) -> None:
@@ -338,16 +392,32 @@ class Broker:
             elif not self._send(self.back, [w.ident, W_MAGIC, W_HEARTBEAT]):
                 log.warning("worker %s disconnected", w.ident.hex(), extra={"worker": w.ident.hex()})
                 self._drop_worker(w, "disconnected")
+        self._fail_without_workers(now)
         for job_id in self.pending:
             job = self.jobs[job_id]
             self._reply(job.client, protocol.progress_header(job_id, job.value, job.stage,
                                                              heartbeat=True))
-        while self.done:
-            job_id, t = next(iter(self.done.items()))
-            if now - t <= FINAL_KEEP_S and len(self.done) <= FINAL_KEEP_MAX:
-                break
-            self.done.popitem(last=False)
+        for job_id in self.done.expire():
             self.jobs.pop(job_id, None)
+
+    def _fail_without_workers(self, now: float) -> None:
+        """Heartbeats keep a queued job alive on the client for as long as it waits, so with no
+        worker at all it would wait its whole timeout for nothing: after ``no_worker_timeout_s``
+        without workers (and in the queue) a job fails with a coded error that says why."""
+        if self.workers:
+            self.no_workers_since = None
+            return
+        if self.no_workers_since is None:
+            self.no_workers_since = now
+        limit = self.cfg.no_worker_timeout_s
+        for job_id in list(self.pending):
+            job = self.jobs[job_id]
+            if now - max(job.queued_at, self.no_workers_since) > limit:
+                self.pending.remove(job_id)
+                self._finish(job, protocol.encode(protocol.error_header(
+                    job_id, "BUSY", f"no backend workers have been connected to the broker for "
+                    f"{limit:.0f} s; start one with: image2points serve --connect-broker "
+                    f"{self.back_ep}")))
 
     # -- loop ------------------------------------------------------------------------------
     def run(self) -> int:
@@ -412,7 +482,8 @@ def cmd_broker(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_json)
     b = Broker(BrokerConfig(frontend=args.frontend, backend=args.backend, insecure=args.insecure,
                             curve_secret=args.curve_secret, curve_clients=args.curve_clients,
-                            curve_workers=args.curve_workers, max_queue=args.max_queue))
+                            curve_workers=args.curve_workers, max_queue=args.max_queue,
+                            no_worker_timeout_s=args.no_worker_timeout))
     signal.signal(signal.SIGINT, b.stop)
     signal.signal(signal.SIGTERM, b.stop)
     print(f"image2points broker {__version__}: clients -> {b.front_ep}, workers -> {b.back_ep}",
@@ -432,9 +503,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--curve-secret", default=None, help="broker .key_secret file (enables CURVE)")
     s.add_argument("--curve-clients", default=None, help="directory of allowed client .key files")
     s.add_argument("--curve-workers", default=None,
-                   help="directory of allowed worker .key files (default: --curve-clients)")
+                   help="directory of allowed worker .key files (required with CURVE; no key "
+                        "may be in both)")
     s.add_argument("--insecure", action="store_true", help="allow non-loopback binds without CURVE")
     s.add_argument("--max-queue", type=int, default=256)
+    s.add_argument("--no-worker-timeout", type=float, default=NO_WORKER_TIMEOUT_S, metavar="S",
+                   help="fail a queued job after this many seconds without any worker connected")
     s.add_argument("--ready-file", default=None, help="write the bound endpoints here (JSON)")
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     s.add_argument("--log-json", action="store_true", help="one JSON object per log line")

@@ -38,15 +38,21 @@ from addon import protocol  # noqa: E402
 from addon.protocol import ProtocolError  # noqa: E402
 
 from . import __version__  # noqa: E402
-from .broker import W_BYE, W_HEARTBEAT, W_MAGIC, W_READY, W_REPLY, W_REQUEST  # noqa: E402
+from .broker import (  # noqa: E402
+    W_BYE,
+    W_HEARTBEAT,
+    W_MAGIC,
+    W_READY,
+    W_REPLY,
+    W_REQUEST,
+    KeptFinals,
+)
 from .ops import OPS, Job, JobError, Output, load_builtin_ops  # noqa: E402
 
 log = logging.getLogger("image2points.server")
 
 HEARTBEAT_S = 1.0  # progress heartbeat per unfinished job; clients treat ~5 s of silence as death
 BROKER_LIVENESS_S = 3.0  # no heartbeat from the broker this long -> reconnect to it
-FINAL_KEEP_S = 60.0  # finals kept this long so a reconnecting client gets its result again
-FINAL_KEEP_MAX = 1024  # ... but never more than this many (bounded memory under load/fuzz)
 SHUTDOWN_GRACE_S = 1.0  # keep answering this long after telling pending clients SHUTDOWN
 PEEK_BYTES = 256 << 10  # image header sniffed in the front end (size check before queueing)
 
@@ -207,7 +213,7 @@ class Server:
         self.inbox.bind(self.inbox_addr)
         self.records: dict[str, Record] = {}
         self.active: dict[str, Record] = {}  # not yet done (bounded by queue + batch)
-        self.done: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self.done = KeptFinals()  # finals a reconnecting client can get again (age/count/bytes)
         self.queue: collections.deque[Job] = collections.deque()
         self.cv = threading.Condition()
         self._last_batch = 1  # size of the previous batch: a sign of concurrent clients
@@ -302,7 +308,7 @@ class Server:
         except ProtocolError as exc:
             self.rejected += 1
             log.debug("rejected a message: %s %s", exc.code, exc.message)
-            self._reply(ident, protocol.error_header("", exc.code, exc.message))
+            self._reply(ident, protocol.error_header(exc.job, exc.code, exc.message))
             return
         except RecursionError:  # absurdly nested JSON
             self.rejected += 1
@@ -414,16 +420,12 @@ class Server:
         rec.state, rec.done_at, rec.final = "done", time.monotonic(), frames
         self.active.pop(rec.job.id, None)
         rec.job.blobs = {}  # the inputs are no longer needed; keep only the final reply
-        self.done[rec.job.id] = rec.done_at
+        self.done.add(rec.job.id, frames)
         self._send([rec.job.client, *frames])
+        self._expire_finals()
 
     def _expire_finals(self) -> None:
-        now = time.monotonic()
-        while self.done:
-            job_id, t = next(iter(self.done.items()))
-            if now - t <= FINAL_KEEP_S and len(self.done) <= FINAL_KEEP_MAX:
-                break
-            self.done.popitem(last=False)
+        for job_id in self.done.expire():
             self.records.pop(job_id, None)
 
     def _heartbeat(self) -> None:

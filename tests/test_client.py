@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
 import pytest
+import zmq
 from conftest import BackendProcess
 
 from addon import protocol
@@ -55,3 +57,79 @@ def test_without_hello_the_protocol_default_limit_applies():
         with pytest.raises(BackendError) as err:
             c.submit("echo", {}, {"data": blob})
         assert err.value.code == "TOO_LARGE"
+
+
+def test_parameters_too_big_for_a_header_are_refused_at_once():
+    """A header over the limit cannot even be read for its job id: the client refuses it itself."""
+    with Client("tcp://127.0.0.1:9", connect_timeout=0.2) as c:
+        with pytest.raises(BackendError) as err:
+            c.submit("echo", {"note": "x" * (protocol.MAX_HEADER_BYTES + 1)})
+        assert err.value.code == "TOO_LARGE" and "blobs" in err.value.message
+        assert not c.pending_jobs
+
+
+def _orphan_error_peer(ctx: zmq.Context) -> tuple[zmq.Socket, str]:
+    """A ROUTER that answers every message with an error that names no job (what a backend
+    sends when it cannot read the request's job id)."""
+    s = ctx.socket(zmq.ROUTER)
+    s.setsockopt(zmq.LINGER, 0)
+    port = s.bind_to_random_port("tcp://127.0.0.1")
+    return s, f"tcp://127.0.0.1:{port}"
+
+
+def _answer_orphan(s: zmq.Socket, code: str) -> None:
+    if s.poll(5000):
+        ident, *_ = s.recv_multipart()
+        s.send_multipart([ident, *protocol.encode(protocol.error_header("", code, "why"))])
+
+
+def test_an_error_naming_no_job_fails_the_one_request_in_flight():
+    ctx = zmq.Context()
+    peer, endpoint = _orphan_error_peer(ctx)
+    try:
+        with Client(endpoint, context=ctx) as c:
+            job = c.submit("echo", {})
+            _answer_orphan(peer, "VERSION")
+            with pytest.raises(BackendError) as err:
+                c.wait(job, timeout=5, stall_timeout=5, retries=0)
+            assert err.value.code == "VERSION" and job not in c.pending_jobs
+            t = threading.Thread(target=_answer_orphan, args=(peer, "TOO_LARGE"))
+            t.start()
+            with pytest.raises(BackendError) as err:
+                c.hello(timeout=5)
+            t.join()
+            assert err.value.code == "TOO_LARGE"
+    finally:
+        peer.close()
+        ctx.term()
+
+
+def test_many_unclaimed_results_do_not_stall_the_client():
+    """Finals of cancelled jobs are dropped, and the socket is read however many finals of
+    other jobs are kept: waiting for the last of 70 jobs first, then the rest, all arrive."""
+    b = BackendProcess("--lazy", "--max-inflight", "200", "--max-queue", "200")
+    try:
+        with Client(b.endpoint) as c:
+            data = np.arange(4, dtype=np.int32)
+            for j in [c.submit("echo", {}, {"data": data}) for _ in range(70)]:
+                c.cancel(j)
+            jobs = [c.submit("echo", {"i": i}, {"data": data + i}) for i in range(70)]
+            assert c.wait(jobs[-1], timeout=30, retries=0).blobs["data"].tolist() == [69, 70, 71, 72]
+            assert c.hello(timeout=10)["name"] == "image2points"
+            for i, j in enumerate(jobs[:-1]):
+                assert c.wait(j, timeout=30, retries=0).blobs["data"][0] == i
+            assert len(c._backlog) == 0
+    finally:
+        assert b.stop() == 0
+
+
+@pytest.mark.parametrize("params,blobs", [
+    ({"max_points": float("nan")}, {}),
+    ({"when": object()}, {}),
+    ({}, {"data": np.zeros(2, np.float64)}),  # float64 does not cross the wire
+])
+def test_unsendable_requests_are_coded_errors(params, blobs):
+    with Client("tcp://127.0.0.1:9", connect_timeout=0.2) as c:
+        with pytest.raises(BackendError) as err:
+            c.submit("echo", params, blobs)
+        assert err.value.code == "BAD_INPUT" and not c.pending_jobs

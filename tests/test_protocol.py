@@ -106,3 +106,34 @@ def test_addon_package_imports_without_bpy():
             "addon.cameras, addon.plyio; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.parametrize("header,code", [
+    ({**BASE, "type": ["submit"]}, "BAD_INPUT"),  # unhashable: was a TypeError, and no reply
+    ({**BASE, "v": True}, "VERSION"),  # True == 1 in Python, not on the wire
+])
+def test_wrongly_typed_fields_are_refused(header, code):
+    with pytest.raises(ProtocolError) as err:
+        protocol.decode(frames_with(header))
+    assert err.value.code == code
+
+
+def test_a_media_list_is_refused():
+    hdr = {**BASE, "blobs": [{"name": "a", "media": ["image/png"], "nbytes": 1}]}
+    with pytest.raises(ProtocolError) as err:
+        protocol.decode(frames_with(hdr, b"1"))
+    assert err.value.code == "BAD_INPUT"
+
+
+def test_a_refusal_names_the_job_once_its_id_was_read():
+    """So the error reaches the request waiting for it, not a timeout."""
+    big = {**BASE, "blobs": [{"name": "a", "media": "image/png", "nbytes": 10**12}]}
+    for frames in (frames_with({**BASE, "v": 2}), frames_with({**BASE, "type": "exec"}),
+                   frames_with(big, b"1")):
+        with pytest.raises(ProtocolError) as err:
+            protocol.decode(frames, max_bytes=1 << 20)
+        assert err.value.job == "j1", err.value
+    for frames in ([b"not json"], frames_with({**BASE, "job": "../etc"})):
+        with pytest.raises(ProtocolError) as err:
+            protocol.decode(frames)
+        assert err.value.job == ""

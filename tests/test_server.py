@@ -52,11 +52,19 @@ def test_hello_reports_the_service(backend):
     ([json.dumps({"v": 1, "type": "submit", "job": "x3", "op": "reconstruct",
                   "blobs": [{"name": "image", "media": "image/png", "nbytes": 5}]}).encode(),
       b"1234"], "BAD_INPUT"),
+    ([json.dumps({"v": 1, "type": ["submit"], "job": "x4"}).encode()], "BAD_INPUT"),
+    ([json.dumps({"v": 1, "type": "submit", "job": "x5", "op": "echo",
+                  "blobs": [{"name": "a", "media": ["image/png"], "nbytes": 1}]}).encode(), b"1"],
+     "BAD_INPUT"),
 ])
 def test_malformed_messages_get_coded_errors(backend, frames, code):
     reply = raw_request(backend.endpoint, frames)
     assert reply["type"] == "error" and reply["error"]["code"] == code, reply
     assert reply["error"]["message"]
+    # the error names the job whenever its id could be read, so the request gets it, not a timeout
+    sent = json.loads(frames[0]) if frames[0].startswith(b"{") else {}
+    assert reply["job"] == sent.get("job", "")
+    assert raw_request(backend.endpoint, [json.dumps({"v": 1, "type": "ping", "job": "p"}).encode()])
 
 
 @pytest.mark.parametrize("data,code", [
@@ -181,3 +189,17 @@ def test_non_loopback_bind_refused_without_curve():
                           "--port", "0"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert "CurveZMQ" in out.stderr
+
+
+def test_kept_finals_are_bounded_by_bytes_as_well_as_by_count():
+    """Finals kept for reconnecting clients: 40 results of 64 MB once held 2.8 GB."""
+    from backend.broker import KeptFinals
+
+    kept = KeptFinals(keep_s=60, max_count=4, max_bytes=1000)
+    for i in range(5):
+        kept.add(f"j{i}", [b"h", memoryview(b"x" * 299)])  # 300 bytes each
+    assert kept.expire() == ["j0", "j1"] and kept.nbytes == 900 and len(kept) == 3
+    for i in range(5, 8):
+        kept.add(f"j{i}", [b"", b"y"])
+    assert kept.expire() == ["j2", "j3"] and len(kept) == 4  # the count bound
+    assert KeptFinals(keep_s=0).expire() == []

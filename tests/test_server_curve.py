@@ -121,6 +121,18 @@ def test_broker_with_curve_on_both_sides(curve, tmp_path):
         br.stop()
 
 
+def test_broker_with_curve_keeps_client_and_worker_keys_apart(curve, tmp_path):
+    """A client key must never register as a worker (it would see and answer others' jobs)."""
+    _, d, _, _ = curve
+    keys_new(tmp_path / "broker", "broker")
+    secret, allowed = str(tmp_path / "broker" / "broker.key_secret"), str(d / "allowed")
+    with pytest.raises(RuntimeError, match="--curve-workers"):
+        BrokerProcess("--curve-secret", secret, "--curve-clients", allowed)
+    with pytest.raises(RuntimeError, match="both as client"):
+        BrokerProcess("--curve-secret", secret, "--curve-clients", allowed,
+                      "--curve-workers", allowed)
+
+
 def test_no_pickle_and_no_client_supplied_paths():
     """Grep-level guarantees: nothing unpickles, torch.load is weights_only, and the service
     modules open files only from the command line or /proc (never a path a client sent)."""

@@ -202,3 +202,24 @@ def test_job_whose_workers_keep_dying_gets_a_coded_error():
     finally:
         w1.stop()
         br.stop()
+
+
+def test_broker_without_workers_fails_queued_jobs_with_a_reason():
+    """The broker's heartbeats would keep the job alive on the client until its own timeout."""
+    br = BrokerProcess("--no-worker-timeout", "1")
+    try:
+        with Client(br.endpoint) as c:
+            job = c.submit("echo", {}, {"data": DATA})
+            with pytest.raises(BackendError) as err:
+                c.wait(job, timeout=15, stall_timeout=10, retries=0)
+            assert err.value.code == "BUSY" and "no backend workers" in err.value.message
+            assert "serve --connect-broker" in err.value.message
+            w = worker(br)  # with a worker, jobs run again
+            try:
+                wait_until(lambda: len(c.hello()["workers"]) == 1, 30, "a worker")
+                res = c.wait(c.submit("echo", {}, {"data": DATA}), timeout=20)
+                assert np.array_equal(res.blobs["data"], DATA)
+            finally:
+                w.stop()
+    finally:
+        br.stop()
