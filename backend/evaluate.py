@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import cKDTree
 
+from .cli_args import err, pos_int, why, writable_dir
 from .model.generator import fused_points
 
 N_EVAL = 4096
@@ -349,13 +350,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None, help="default: the shipped model")
     p.add_argument("--data", default="data")
     p.add_argument("--out", default="runs/eval")
-    p.add_argument("--max-test", type=int, default=None)
+    p.add_argument("--max-test", type=pos_int, default=None)
     p.add_argument("--no-third-party", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    report = run_eval(args.checkpoint, args.data, args.out, args.max_test, not args.no_third_party)
+    reason = writable_dir(args.out, "--out")
+    if reason:
+        return err(reason, "image2points eval")
+    try:
+        report = run_eval(args.checkpoint, args.data, args.out, args.max_test, not args.no_third_party)
+    except (FileNotFoundError, ValueError) as exc:  # no data, no or a bad checkpoint
+        return err(str(exc), "image2points eval")
+    except OSError as exc:
+        return err(why(exc), "image2points eval")
     print(format_table(report))
     print(json.dumps(report["verdict"], indent=2))
     print(f"report: {Path(args.out) / 'eval_report.json'}")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli_args import err, fraction, nonneg_int, pos_float, pos_int, why, writable_file
+
 
 def _threads(n: int | None) -> None:
     import torch
@@ -21,56 +23,13 @@ def _threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-def _number(kind: type, low: float, what: str):
-    """An argparse type: ``kind`` (int/float) >= ``low`` (a usage error, not a traceback)."""
-
-    def parse(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        if not (v >= low and v == v and v != float("inf")):
-            raise argparse.ArgumentTypeError(f"{text!r} must be {what}")
-        return v
-
-    return parse
-
-
-_pos_int = _number(int, 1, "a positive integer")
-_nonneg_int = _number(int, 0, "0 or more")
-_pos_float = _number(float, 1e-9, "a positive number")
-
-
-def _opacity(text: str) -> float:
-    v = _number(float, 0.0, "in [0, 1]")(text)
-    if v > 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be in [0, 1]")
-    return v
-
-
-def _err(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
-
-
-def _why(e: OSError) -> str:
-    return f"{e.strerror or e}" + (f" ({e.filename})" if getattr(e, "filename", None) else "")
+_pos_int, _nonneg_int, _pos_float, _opacity = pos_int, nonneg_int, pos_float, fraction
+_err, _why = err, why
 
 
 def _check_out_file(path: str) -> str | None:
-    """Why ``path`` cannot be written as a file (None when it can): checked before a long fit."""
-    import tempfile
-
-    p = Path(path)
-    if p.is_dir():
-        return f"--out {p} is a folder; give a file name such as {p / 'model.pt'}"
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=p.parent, prefix=".i2p-write-test-"):
-            pass
-    except OSError as e:
-        return f"cannot write --out {p}: {_why(e)}"
-    return None
+    """Why ``--out`` cannot be written (None when it can): checked before a long fit."""
+    return writable_file(path, "--out")
 
 
 def run_make_scene(args: argparse.Namespace) -> int:

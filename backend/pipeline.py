@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .cli_args import err, pos_float, pos_int, why, writable_dir
+
 
 def run_pipeline(data: str, out: str, minutes: float | None, smoke: bool, fresh: bool,
                  workers: int, gen: str = "") -> dict[str, Any]:
@@ -67,8 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pipeline", help="make-data -> train -> eval (the default model's recipe)")
     p.add_argument("--data", default="data")
     p.add_argument("--out", default="runs/default")
-    p.add_argument("--minutes", type=float, default=None, help="training budget (default: train's)")
-    p.add_argument("--workers", type=int, default=2, help="make-data processes")
+    p.add_argument("--minutes", type=pos_float, default=None, help="training budget (default: train's)")
+    p.add_argument("--workers", type=pos_int, default=2, help="make-data processes")
     p.add_argument("--smoke", action="store_true", help="tiny data, 1-minute training, no third-party set")
     p.add_argument("--fresh", action="store_true", help="ignore a saved training state in --out")
     p.add_argument("--gen", default="", metavar="K=V,..",
@@ -78,7 +80,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    s = run_pipeline(args.data, args.out, args.minutes, args.smoke, args.fresh, args.workers, args.gen)
+    reason = writable_dir(args.data, "--data") or writable_dir(args.out, "--out")
+    if reason:
+        return err(reason, "image2points pipeline")
+    try:
+        s = run_pipeline(args.data, args.out, args.minutes, args.smoke, args.fresh, args.workers, args.gen)
+    except (FileNotFoundError, ValueError) as exc:
+        return err(str(exc), "image2points pipeline")
+    except OSError as exc:
+        return err(why(exc), "image2points pipeline")
     print(json.dumps({k: s[k] for k in ("seconds", "total_minutes", "verdict")}, indent=2))
     if args.install:
         print(f"installed {install_all(args.out)}")

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .cli_args import err, fraction, nonneg_float, pos_float, pos_int, why, writable_dir
 from .model import checkpoint, geometry
 from .model.generator import GeneratorConfig, StructureGenerator
 
@@ -306,23 +307,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the structure generator (two stages)")
     p.add_argument("--data", default="data")
     p.add_argument("--out", default="runs/default")
-    p.add_argument("--minutes", type=float, default=None,
+    p.add_argument("--minutes", type=pos_float, default=None,
                    help=f"wall-clock budget (default {TrainConfig.minutes:g}; with --smoke {SMOKE['minutes']:g})")
-    p.add_argument("--max-steps", type=int, default=TrainConfig.max_steps)
-    p.add_argument("--batch", type=int, default=TrainConfig.batch)
-    p.add_argument("--lr", type=float, default=TrainConfig.lr)
-    p.add_argument("--threads", type=int, default=TrainConfig.threads)
+    p.add_argument("--max-steps", type=pos_int, default=TrainConfig.max_steps)
+    p.add_argument("--batch", type=pos_int, default=TrainConfig.batch)
+    p.add_argument("--lr", type=pos_float, default=TrainConfig.lr)
+    p.add_argument("--threads", type=pos_int, default=TrainConfig.threads)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-shapes", type=int, default=None)
+    p.add_argument("--max-shapes", type=pos_int, default=None)
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="start from a checkpoint's weights (e.g. backend/weights/default.pt)")
     p.add_argument("--fresh", action="store_true", help="ignore a saved state in --out")
-    p.add_argument("--stage2-frac", type=float, default=TrainConfig.stage2_frac,
+    p.add_argument("--stage2-frac", type=fraction, default=TrainConfig.stage2_frac,
                    help="last fraction of the budget that adds the novel-view (pseudo-renderer) loss")
-    p.add_argument("--w-novel", type=float, default=TrainConfig.w_novel, help="weight of that loss")
-    p.add_argument("--mirror", type=float, default=TrainConfig.mirror,
+    p.add_argument("--w-novel", type=nonneg_float, default=TrainConfig.w_novel, help="weight of that loss")
+    p.add_argument("--mirror", type=fraction, default=TrainConfig.mirror,
                    help="fraction of each batch mirrored left-right (augmentation; 0 = off)")
-    p.add_argument("--w-chamfer", type=float, default=TrainConfig.w_chamfer,
+    p.add_argument("--w-chamfer", type=nonneg_float, default=TrainConfig.w_chamfer,
                    help="weight of a 3D Chamfer loss on the fused cloud (0 = off)")
     p.add_argument("--gen", default="", metavar="K=V,..",
                    help="generator overrides for a new model, e.g. align=0 (ablations)")
@@ -350,11 +351,15 @@ def run(args: argparse.Namespace) -> int:
                       init=args.init, gen=args.gen, mirror=args.mirror,
                       stage2_frac=args.stage2_frac, w_novel=args.w_novel,
                       w_chamfer=args.w_chamfer)
+    reason = writable_dir(cfg.out, "--out")  # before minutes of training, not after
+    if reason:
+        return err(reason, "image2points train")
     try:
         result = train(cfg, resume=not args.fresh)
     except (FileNotFoundError, ValueError) as exc:  # no data, or data and model disagree
-        print(f"image2points train: {exc}", file=sys.stderr)
-        return 2
+        return err(str(exc), "image2points train")
+    except OSError as exc:
+        return err(why(exc), "image2points train")
     print(json.dumps(result, indent=2))
     if args.install:
         print(f"installed {install(cfg.out)}")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from backend.cli_args import err, nonneg_int, pos_int, writable_dir
 from backend.data.dataset import MakeConfig, make_samples, shape_seed, write_shard
 from backend.data.shapes import FAMILIES
 from backend.model import geometry
@@ -71,17 +72,17 @@ def register(sub) -> None:
     p = sub.add_parser("make-data", help="render the procedural training/eval data set into data/")
     p.add_argument("--data", default="data", help="output folder (default: data/)")
     p.add_argument("--smoke", action="store_true", help=f"tiny set for CI ({SMOKE} shapes)")
-    p.add_argument("--train", type=int, default=None, help=f"train shapes (default {DEFAULT['train']})")
-    p.add_argument("--val", type=int, default=None)
-    p.add_argument("--test", type=int, default=None)
-    p.add_argument("--views", type=int, default=MakeConfig.views, help="input views per shape")
-    p.add_argument("--novel", type=int, default=MakeConfig.novel, help="novel GT views per sample")
+    p.add_argument("--train", type=nonneg_int, default=None, help=f"train shapes (default {DEFAULT['train']})")
+    p.add_argument("--val", type=nonneg_int, default=None)
+    p.add_argument("--test", type=nonneg_int, default=None)
+    p.add_argument("--views", type=pos_int, default=MakeConfig.views, help="input views per shape")
+    p.add_argument("--novel", type=pos_int, default=MakeConfig.novel, help="novel GT views per sample")
     p.add_argument("--layout", default=MakeConfig.layout, choices=sorted(geometry.LAYOUTS),
                    help="fixed views rendered as ground truth (the model follows the data)")
     p.add_argument("--families", type=_families, default=None, metavar="F1,F2,...",
                    help="draw only these shape families, in every split (default: all, "
                         "weighted as in shapes.FAMILY_WEIGHTS)")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--workers", type=pos_int, default=min(2, os.cpu_count() or 1))
     p.set_defaults(func=run)
 
 
@@ -110,6 +111,9 @@ def run(args) -> int:
     for k in sizes:
         if getattr(args, k) is not None:
             sizes[k] = getattr(args, k)
+    reason = writable_dir(args.data, "--data")
+    if reason:
+        return err(reason, "image2points make-data")
     make_all(Path(args.data), sizes, args.views, args.novel, args.workers, args.layout, args.families)
     return 0
 
