@@ -10,15 +10,18 @@ backend is connected but the deadline passed) and the backend's own coded errors
 TOO_LARGE, BUSY, MODEL, ...). ``BackendError.local`` tells the first two from the last.
 
 Reconnect (Lazy Pirate): every submitted job's frames are kept until its result or error
-arrives. ``reconnect()`` re-creates the socket and re-sends them with the same job ids; a backend
-that still knows a job (it de-duplicates by id) just follows it or re-sends its final message,
-a restarted one runs it afresh. ``wait()`` does this once by itself when the backend goes silent.
+arrives. ``reconnect()`` re-creates the socket and re-sends them with the same job ids, under the
+same routing id (without CURVE, a backend lets only the connection that submitted a job follow or
+cancel it; under CURVE, only its key); a backend that still knows a job (it de-duplicates by id)
+just follows it or re-sends its final message, a restarted one runs it afresh. ``wait()`` does
+this once by itself when the backend goes silent.
 """
 
 from __future__ import annotations
 
 import collections
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,6 +114,9 @@ class Client:
         self._own_ctx = context is None
         self.ctx = context or zmq.Context()
         self.sock: zmq.Socket | None = None
+        # kept by every socket this client opens: the backend ties our jobs to it (not 0-led:
+        # ZeroMQ reserves those ids for the ones it generates)
+        self.routing_id = b"i2p-" + uuid.uuid4().bytes
         # job id -> frames, until its final message arrives (re-sent after a reconnect)
         self._pending: dict[str, list[Any]] = {}
         # final events for jobs nobody was waiting on yet, kept for the next poll/wait (bounded:
@@ -133,6 +139,7 @@ class Client:
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 4000)
         s.setsockopt(zmq.RECONNECT_IVL, 100)
         s.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        s.setsockopt(zmq.ROUTING_ID, self.routing_id)
         if self.curve is not None:
             s.curve_serverkey = self.curve.server_public
             s.curve_publickey = self.curve.client_public

@@ -93,6 +93,7 @@ class BJob:
     stage: str = "queued"
     final: list[Any] | None = None
     queued_at: float = field(default_factory=time.monotonic)
+    owner: bytes = b""  # owner_of() its submit: only the owner may re-send or cancel it
 
 
 class KeptFinals:
@@ -140,6 +141,18 @@ def _check_key_dirs(clients: str | None, workers: str | None) -> None:
                          f"worker ({workers}); give clients and workers separate key pairs")
 
 
+def owner_of(frames: list[Any], curve: bool) -> bytes:
+    """Who may re-send or cancel a job. Job ids show up in logs and screenshots, so they cannot be
+    the capability: under CURVE the owner is the client's key (the same after a new socket or a
+    restarted Blender), else the ROUTER routing id, which a Client keeps across reconnects."""
+    if curve:
+        try:
+            return b"key:" + str(frames[-1].get("User-Id")).encode()
+        except (zmq.ZMQError, AttributeError):  # no metadata: fall back to the connection
+            pass
+    return b"id:" + bytes(frames[0])
+
+
 def host_of(endpoint: str) -> str:
     return urlsplit(endpoint).hostname or ""
 
@@ -158,6 +171,9 @@ class Broker:
         self.ctx = zmq.Context()
         self.auth: Any = None
         self.front = self._router("clients", cfg.curve_clients)
+        # a Client reconnects under its old routing id (it owns its jobs by it): the new
+        # connection must take the id over even before the old one is noticed gone
+        self.front.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.back = self._router("workers", cfg.curve_workers)
         self.front_ep = self._bind(self.front, cfg.frontend)
         self.back_ep = self._bind(self.back, cfg.backend)
@@ -244,14 +260,15 @@ class Broker:
             self._reply(ident, protocol.error_header(exc.job, exc.code, exc.message))
             return
         t, job_id = msg.type, msg.job
+        owner = owner_of(frames, self.cfg.curve_secret is not None)
         if t == "hello":
             self._reply(ident, {"type": "hello", "job": job_id, "server": self.hello_info()})
         elif t == "ping":
             self._reply(ident, {"type": "ping", "job": job_id, "time": time.time()})
         elif t == "submit":
-            self._submit(ident, job_id, frames[1:])
+            self._submit(ident, job_id, frames[1:], owner)
         elif t == "cancel":
-            self._cancel(job_id, frames[1:])
+            self._cancel(job_id, frames[1:], owner)
         elif t == "unload":
             for w in self.workers.values():
                 self._send(self.back, [w.ident, W_MAGIC, W_REQUEST, b"", *frames[1:]])
@@ -260,12 +277,15 @@ class Broker:
         else:
             self._error(ident, job_id, "BAD_INPUT", f"a client cannot send {t!r}")
 
-    def _submit(self, ident: bytes, job_id: str, msg_frames: list[Any]) -> None:
+    def _submit(self, ident: bytes, job_id: str, msg_frames: list[Any], owner: bytes) -> None:
         if not job_id:
             return self._error(ident, "", "BAD_INPUT", "submit needs a job id")
         if self.stopping:
             return self._error(ident, job_id, "SHUTDOWN", "the broker is shutting down")
         job = self.jobs.get(job_id)
+        if job is not None and job.owner != owner:  # as if there were no such job
+            return self._error(ident, job_id, "BAD_INPUT",
+                               f"unknown job {job_id!r}; submit new work under a fresh job id")
         if job is not None:  # re-sent after a client reconnect: follow the job, don't run it twice
             job.client = ident
             if job.final is not None:
@@ -280,15 +300,15 @@ class Broker:
         if mine >= self.cfg.max_inflight_per_client:
             return self._error(ident, job_id, "BUSY", f"{mine} jobs of yours are already queued "
                                f"or running (limit {self.cfg.max_inflight_per_client})")
-        self.jobs[job_id] = BJob(job_id, ident, list(msg_frames))
+        self.jobs[job_id] = BJob(job_id, ident, list(msg_frames), owner=owner)
         self.pending.append(job_id)
         log.info("job=%s queued at the broker (%d waiting, %d workers)", job_id, len(self.pending),
                  len(self.workers), extra={"job": job_id})
         self._reply(ident, protocol.progress_header(job_id, 0.0, "queued", position=len(self.pending)))
 
-    def _cancel(self, job_id: str, msg_frames: list[Any]) -> None:
+    def _cancel(self, job_id: str, msg_frames: list[Any], owner: bytes) -> None:
         job = self.jobs.get(job_id)
-        if job is None or job.final is not None:
+        if job is None or job.final is not None or job.owner != owner:
             return
         if job.worker is None:
             try:

@@ -46,6 +46,7 @@ from .broker import (  # noqa: E402
     W_REPLY,
     W_REQUEST,
     KeptFinals,
+    owner_of,
 )
 from .ops import OPS, Job, JobError, Output, load_builtin_ops  # noqa: E402
 
@@ -81,6 +82,7 @@ class Record:
     done_at: float = 0.0
     final: list[Any] | None = None  # last frames, re-sent to a reconnecting client
     client_cancelled: bool = False
+    owner: bytes = b""  # owner_of() its submit: only the owner may re-send or cancel it
 
 
 @dataclass
@@ -229,6 +231,9 @@ class Server:
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message_bytes)
         s.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # a Client reconnects under its old routing id (it owns its jobs by it): the new
+        # connection must take the id over even before the old one is noticed gone
+        s.setsockopt(zmq.ROUTER_HANDOVER, 1)
         s.setsockopt(zmq.SNDHWM, 10000)
         if self.cfg.curve_secret:
             self._setup_curve(s)
@@ -315,20 +320,22 @@ class Server:
             self._reply(ident, protocol.error_header("", "BAD_INPUT", "header nests too deeply"))
             return
         t, job = msg.type, msg.job
+        # behind a broker every message comes from the broker, which checked the owner itself
+        owner = b"" if self.worker_mode else owner_of(frames, self.cfg.curve_secret is not None)
         if t == "hello":
             self._reply(ident, {"type": "hello", "job": job, "server": self.hello_info()})
         elif t == "ping":
             self._reply(ident, {"type": "ping", "job": job, "time": time.time()})
         elif t == "submit":
-            self._submit(ident, msg)
+            self._submit(ident, msg, owner)
         elif t == "cancel":
-            self._cancel(job)
+            self._cancel(job, owner)
         elif t == "unload":
             job_id = job or protocol.new_job_id()
             if job_id in self.records:
                 return
             self._enqueue(Job(id=job_id, op="__unload__", params={}, blobs={}, client=ident),
-                          ident, control=True)
+                          ident, owner, control=True)
         else:
             self._error(ident, job, "BAD_INPUT", f"a client cannot send {t!r}")
 
@@ -351,7 +358,7 @@ class Server:
                                      f"{self.limits.max_pixels}. Scale it down first.")
         return None
 
-    def _submit(self, ident: bytes, msg: protocol.Message) -> None:
+    def _submit(self, ident: bytes, msg: protocol.Message, owner: bytes) -> None:
         job_id, op = msg.job, msg.header.get("op")
         if not job_id:
             return self._error(ident, "", "BAD_INPUT", "submit needs a job id")
@@ -359,6 +366,9 @@ class Server:
             return self._error(ident, job_id, "SHUTDOWN", "the backend is shutting down; "
                                "resubmit later")
         rec = self.records.get(job_id)
+        if rec is not None and rec.owner != owner:  # as if there were no such job
+            return self._error(ident, job_id, "BAD_INPUT",
+                               f"unknown job {job_id!r}; submit new work under a fresh job id")
         if rec is not None:  # a re-sent job (client reconnected): follow it, don't run it twice
             rec.job.client = ident
             log.info("job=%s re-sent by its client; following it (%s)", job_id, rec.state,
@@ -382,14 +392,14 @@ class Server:
         job = Job(id=job_id, op=op, params=dict(msg.header.get("params", {})),
                   blobs=dict(msg.blobs), device=self.device, client=ident,
                   _progress=self._progress_from_worker)
-        self._enqueue(job, ident)
+        self._enqueue(job, ident, owner)
 
-    def _enqueue(self, job: Job, ident: bytes, control: bool = False) -> None:
+    def _enqueue(self, job: Job, ident: bytes, owner: bytes, control: bool = False) -> None:
         with self.cv:
             if not control and len(self.queue) >= self.limits.max_queue:
                 return self._error(ident, job.id, "BUSY",
                                    f"the queue is full ({self.limits.max_queue} jobs); retry later")
-            rec = Record(job)
+            rec = Record(job, owner=owner)
             self.records[job.id] = self.active[job.id] = rec
             self.queue.append(job)
             position = len(self.queue)
@@ -398,9 +408,9 @@ class Server:
                  extra={"job": job.id, "op": job.op})
         self._reply(ident, protocol.progress_header(job.id, 0.0, "queued", position=position))
 
-    def _cancel(self, job_id: str) -> None:
+    def _cancel(self, job_id: str, owner: bytes) -> None:
         rec = self.active.get(job_id)
-        if rec is None:
+        if rec is None or rec.owner != owner:
             return
         rec.client_cancelled = True
         rec.job._cancel.set()  # a running job stops at its next check_cancel()

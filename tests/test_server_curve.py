@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import zmq.auth
 from conftest import ROOT, BackendProcess
-from test_server_procs import CLI, BrokerProcess, wait_until
+from test_server_procs import CLI, BrokerProcess, check_strangers_cannot_touch_a_job, wait_until
 
 from addon.client import BackendError, Client, CurveKeys
 
@@ -131,6 +131,26 @@ def test_broker_with_curve_keeps_client_and_worker_keys_apart(curve, tmp_path):
     with pytest.raises(RuntimeError, match="both as client"):
         BrokerProcess("--curve-secret", secret, "--curve-clients", allowed,
                       "--curve-workers", allowed)
+
+
+def test_with_curve_a_job_belongs_to_its_key(curve, tmp_path):
+    """Under CURVE a job is its key's, not its socket's: a colleague's allowed key cannot take
+    it, while the owner's key on a fresh client (a restarted Blender) can follow it."""
+    _, d, good, other = curve
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    for who in ("client", "stranger"):
+        shutil.copy(d / who / f"{who}.key", allowed / f"{who}.key")
+    b = BackendProcess("--lazy", "--curve-secret", str(d / "server" / "server.key_secret"),
+                       "--curve-clients", str(allowed))
+    try:
+        with Client(b.endpoint, curve=good) as owner, Client(b.endpoint, curve=other) as colleague:
+            job = check_strangers_cannot_touch_a_job(owner, colleague)
+        with Client(b.endpoint, curve=good) as again:
+            again.submit("echo", {}, {"data": np.zeros(6, np.float32)}, job=job)
+            assert again.wait(job, timeout=20, retries=0).blobs["data"].tolist() == list(range(6))
+    finally:
+        assert b.stop() == 0
 
 
 def test_no_pickle_and_no_client_supplied_paths():

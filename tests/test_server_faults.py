@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
 import numpy as np
 import pytest
 from conftest import BackendProcess
-from test_server_procs import BrokerProcess, wait_until, worker
+from test_server import raw_request
+from test_server_procs import BrokerProcess, check_strangers_cannot_touch_a_job, wait_until, worker
 
 from addon.client import BackendError, Client
 
@@ -77,11 +79,28 @@ def _backend_on_port(port: int) -> BackendProcess:
 def test_resent_job_id_is_not_run_twice(backend):
     with Client(backend.endpoint) as c:
         job = c.submit("echo", {"delay_s": 0.5}, {"data": DATA})
-        assert c.reconnect(resend=True)  # new socket identity, same job id
+        assert c.reconnect(resend=True)  # a new socket (same routing id), same job id
         res = c.wait(job, timeout=20)
         assert np.array_equal(res.blobs["data"], DATA)
         extra = [ev for ev in c.poll_events(0.7) if ev.job == job and ev.kind in ("result", "error")]
     assert extra == []
+
+
+def test_another_client_cannot_follow_or_cancel_a_job(backend):
+    with Client(backend.endpoint) as owner, Client(backend.endpoint) as stranger:
+        check_strangers_cannot_touch_a_job(owner, stranger)
+
+
+def test_another_client_cannot_follow_or_cancel_a_job_at_the_broker():
+    br = BrokerProcess()
+    w = worker(br)
+    try:
+        with Client(br.endpoint) as owner, Client(br.endpoint) as stranger:
+            wait_until(lambda: len(owner.hello()["workers"]) == 1, 30, "a worker")
+            check_strangers_cannot_touch_a_job(owner, stranger)
+    finally:
+        w.stop()
+        br.stop()
 
 
 def test_cancel_a_running_job_stops_it_at_a_stage_boundary(backend):
@@ -201,6 +220,19 @@ def test_job_whose_workers_keep_dying_gets_a_coded_error():
         assert err.value.code == "MODEL" and "twice" in err.value.message
     finally:
         w1.stop()
+        br.stop()
+
+
+def test_broker_refuses_malformed_messages_naming_the_job():
+    """The broker decodes client messages itself: a list as 'type' once got no reply at all."""
+    br = BrokerProcess()
+    try:
+        for header, code in (({"v": 1, "type": ["submit"], "job": "b1"}, "BAD_INPUT"),
+                             ({"v": 2, "type": "hello", "job": "b2"}, "VERSION")):
+            reply = raw_request(br.endpoint, [json.dumps(header).encode()])
+            assert reply["type"] == "error" and reply["error"]["code"] == code, reply
+            assert reply["job"] == header["job"]
+    finally:
         br.stop()
 
 

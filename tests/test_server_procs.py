@@ -15,7 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytest
 from conftest import ROOT, BackendProcess
+
+from addon.client import BackendError, Client
 
 CLI = [sys.executable, "-m", "backend.cli"]
 
@@ -75,6 +79,26 @@ class BrokerProcess:
 
 def worker(broker: BrokerProcess, *extra: str) -> BackendProcess:
     return BackendProcess("--connect-broker", broker.backend, "--lazy", *extra)
+
+
+def check_strangers_cannot_touch_a_job(owner: Client, stranger: Client) -> str:
+    """Job ids are no secret (logs, screenshots): another client that re-sends or cancels one
+    must neither take its result nor stop it, and is told only "unknown job". The owner's own
+    re-send from a new socket is still followed. Returns the job id."""
+    data = np.arange(6, dtype=np.float32)
+    job = owner.submit("echo", {"delay_s": 1.0}, {"data": data})
+    # the backend has it before the stranger asks (two connections are not ordered)
+    wait_until(lambda: any(ev.job == job for ev in owner.poll_events(0.2)), 10, "it queued")
+    stranger.submit("echo", {}, {"data": data * 0}, job=job)
+    with pytest.raises(BackendError) as err:
+        stranger.wait(job, timeout=20, stall_timeout=10, retries=0)
+    assert err.value.code == "BAD_INPUT" and "unknown job" in err.value.message, err.value
+    stranger.cancel(job)
+    assert stranger.ping() >= 0  # the cancel was handled first: one connection keeps order
+    assert owner.reconnect(resend=True)
+    res = owner.wait(job, timeout=20, stall_timeout=5, retries=0)
+    assert np.array_equal(res.blobs["data"], data)
+    return job
 
 
 def test_wait_until_raises_on_deadline():
