@@ -23,15 +23,6 @@ def _threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-_pos_int, _nonneg_int, _pos_float, _opacity = pos_int, nonneg_int, pos_float, fraction
-_err, _why = err, why
-
-
-def _check_out_file(path: str) -> str | None:
-    """Why ``--out`` cannot be written (None when it can): checked before a long fit."""
-    return writable_file(path, "--out")
-
-
 def run_make_scene(args: argparse.Namespace) -> int:
     from .data.nerf_scene import make_scene
 
@@ -53,12 +44,12 @@ def run_fit(args: argparse.Namespace) -> int:
     try:
         cams, intr, _, _ = cameras_from_transforms(args.data, "train")  # the size, before decoding
         check_fit_size(len(cams), intr.width, intr.height)
-        why = _check_out_file(args.out)  # before minutes of fitting, not after
-        if why:
-            return _err(why)
+        reason = writable_file(args.out, "--out")  # before minutes of fitting, not after
+        if reason:
+            return err(reason)
         data = load_transforms(args.data, "train")
     except (NerfDataError, FitTooLarge) as e:
-        return _err(str(e))
+        return err(str(e))
     cfg = FitConfig(field=args.field, minutes=args.minutes, steps=args.steps, seed=args.seed)
     bars: list = []  # made at the first progress call: an error before training shows no bar
 
@@ -76,14 +67,14 @@ def run_fit(args: argparse.Namespace) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except (NerfDataError, FitTooLarge) as e:
-        return _err(str(e))
+        return err(str(e))
     finally:
         for bar in bars:
             bar.close()
     try:
         path = save_model(model, args.out, half=args.half)
     except OSError as e:
-        return _err(f"cannot save the model to {args.out}: {_why(e)}")
+        return err(f"cannot save the model to {args.out}: {why(e)}")
     print(f"saved {path} ({path.stat().st_size / 1e6:.1f} MB): {model.meta['steps']} steps in "
           f"{model.meta['seconds']:.0f} s, train PSNR {model.meta['train_psnr']:.2f} dB")
     test = Path(args.data)
@@ -92,7 +83,7 @@ def run_fit(args: argparse.Namespace) -> int:
             te = load_transforms(test, "test")
             score = evaluate(model.field, te)["psnr"]
         except (NerfDataError, OSError) as e:
-            return _err(f"model saved, but the held-out evaluation failed: {e}")
+            return err(f"model saved, but the held-out evaluation failed: {e}")
         print(f"held-out PSNR (white background, {len(te)} views): {score:.2f} dB")
     return 0
 
@@ -108,7 +99,7 @@ def run_render(args: argparse.Namespace) -> int:
         model = load_model(args.model, args.device)
         c2w, intr, names, tf = cameras_from_transforms(args.transforms, "test")
     except (NerfDataError, OSError, ValueError) as e:
-        return _err(str(e))
+        return err(str(e))
     gt = None
     try:
         gt = load_transforms(tf).rgb_on((1.0, 1.0, 1.0))
@@ -118,7 +109,7 @@ def run_render(args: argparse.Namespace) -> int:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        return _err(f"cannot create the output folder {out}: {_why(e)}")
+        return err(f"cannot create the output folder {out}: {why(e)}")
     scores = []
     for i, (m, name) in enumerate(zip(c2w, names)):
         img = render_image(model.field, m, intr)["rgb"]
@@ -126,7 +117,7 @@ def run_render(args: argparse.Namespace) -> int:
         try:
             Image.fromarray(to_uint8(img)).save(dest)
         except OSError as e:
-            return _err(f"cannot write {dest}: {_why(e)}")
+            return err(f"cannot write {dest}: {why(e)}")
         if gt is not None:
             scores.append(psnr(img, gt[i]))
     print(f"rendered {len(c2w)} views to {out}")
@@ -147,12 +138,12 @@ def run_points(args: argparse.Namespace) -> int:
         model = load_model(args.model, args.device)
         xyz, rgb = extract_points(model, max_points=args.max_points, acc_threshold=args.min_opacity)
     except (OSError, ValueError) as e:
-        return _err(str(e))
+        return err(str(e))
     try:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         write_ply(args.output, xyz, rgb, comment="Image2Points NeRF points (world frame, Z up)")
     except OSError as e:
-        return _err(f"cannot write {args.output}: {_why(e)}")
+        return err(f"cannot write {args.output}: {why(e)}")
     print(f"wrote {len(xyz)} points to {args.output}")
     return 0
 
@@ -164,25 +155,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
-        q.add_argument("--threads", type=_pos_int, default=None, help="torch CPU threads (1 is best on a busy 2-core box)")
+        q.add_argument("--threads", type=pos_int, default=None, help="torch CPU threads (1 is best on a busy 2-core box)")
 
     q = ns.add_parser("make-scene", help="render the project's own test scene with the bpy wheel")
     q.add_argument("--name", default="blocks", choices=("blocks", "gallery"))
     q.add_argument("--out", default=None, help="folder (default data/nerf/<name>)")
-    q.add_argument("--size", type=_pos_int, default=100)
-    q.add_argument("--train", type=_pos_int, default=100)
-    q.add_argument("--test", type=_nonneg_int, default=20)
-    q.add_argument("--samples", type=_pos_int, default=64, help="Cycles samples per pixel")
+    q.add_argument("--size", type=pos_int, default=100)
+    q.add_argument("--train", type=pos_int, default=100)
+    q.add_argument("--test", type=nonneg_int, default=20)
+    q.add_argument("--samples", type=pos_int, default=64, help="Cycles samples per pixel")
     q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--workers", type=_pos_int, default=None)
+    q.add_argument("--workers", type=pos_int, default=None)
     q.add_argument("--force", action="store_true")
     q.set_defaults(func=run_make_scene)
 
     q = ns.add_parser("fit", help="fit a field to DATA_DIR/transforms_train.json (or transforms.json)")
     q.add_argument("data", metavar="DATA_DIR")
     q.add_argument("--out", required=True, metavar="MODEL")
-    q.add_argument("--minutes", type=_pos_float, default=None, help="time budget (default 2 if no --steps)")
-    q.add_argument("--steps", type=_pos_int, default=None)
+    q.add_argument("--minutes", type=pos_float, default=None, help="time budget (default 2 if no --steps)")
+    q.add_argument("--steps", type=pos_int, default=None)
     q.add_argument("--field", default="fast", choices=("fast", "fast-sh", "mlp", "mlp-seed"))
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--half", action="store_true", help="store weights as float16 (half the file size)")
@@ -199,8 +190,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = ns.add_parser("points", help="export a coloured point cloud as binary PLY")
     q.add_argument("model", metavar="MODEL")
     q.add_argument("-o", "--output", required=True, metavar="OUT.ply")
-    q.add_argument("--max-points", type=_pos_int, default=200_000)
-    q.add_argument("--min-opacity", type=_opacity, default=0.95)
+    q.add_argument("--max-points", type=pos_int, default=200_000)
+    q.add_argument("--min-opacity", type=fraction, default=0.95)
     common(q)
     q.set_defaults(func=run_points)
 

@@ -80,6 +80,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .train import GeneratorConfig, generator_config
+
+    try:  # a --gen typo is an error now, not after minutes of make-data
+        generator_config(GeneratorConfig.layout, args.gen)
+    except ValueError as exc:
+        return err(str(exc), "image2points pipeline")
     reason = writable_dir(args.data, "--data") or writable_dir(args.out, "--out")
     if reason:
         return err(reason, "image2points pipeline")
@@ -91,5 +97,8 @@ def run(args: argparse.Namespace) -> int:
         return err(why(exc), "image2points pipeline")
     print(json.dumps({k: s[k] for k in ("seconds", "total_minutes", "verdict")}, indent=2))
     if args.install:
-        print(f"installed {install_all(args.out)}")
+        try:
+            print(f"installed {install_all(args.out)}")
+        except OSError as exc:
+            return err(f"trained and evaluated, but not installed: {why(exc)}", "image2points pipeline")
     return 0

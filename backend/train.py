@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cli_args import err, fraction, nonneg_float, pos_float, pos_int, why, writable_dir
+from .cli_args import err, fraction, nonneg_float, nonneg_int, pos_float, pos_int, why, writable_dir
 from .model import checkpoint, geometry
 from .model.generator import GeneratorConfig, StructureGenerator
 
@@ -129,11 +129,26 @@ def generator_config(layout: str, overrides: str = "") -> GeneratorConfig:
     fields = {"views": geometry.LAYOUTS[layout], "layout": layout}
     types = {k: type(v) for k, v in GeneratorConfig().to_dict().items()}
     for item in filter(None, overrides.split(",")):
-        key, _, value = item.partition("=")
+        key, _, value = (t.strip() for t in item.partition("="))
         if key not in types or key in ("views", "layout"):
             raise ValueError(f"--gen: unknown or fixed generator field {key!r} (fields: {sorted(types)})")
-        fields[key] = value.lower() in ("1", "true", "yes") if types[key] is bool else types[key](value)
+        fields[key] = _gen_value(key, value, types[key])
     return GeneratorConfig(**fields)
+
+
+def _gen_value(key: str, text: str, kind: type) -> Any:
+    """One ``--gen`` value: a yes/no for a flag, else a finite positive number (all sizes)."""
+    if kind is bool and text.lower() in ("1", "true", "yes", "0", "false", "no"):
+        return text.lower() in ("1", "true", "yes")
+    if kind is not bool:
+        try:
+            v = kind(text)
+        except ValueError:
+            v = None
+        if v is not None and math.isfinite(v) and v > 0:
+            return v
+    what = "1/0, true/false or yes/no" if kind is bool else f"a positive {kind.__name__}"
+    raise ValueError(f"--gen: {key}={text!r} must be {what}")
 
 
 def _dist() -> tuple[int, int]:
@@ -157,13 +172,16 @@ def train(cfg: TrainConfig, gen_cfg: GeneratorConfig | None = None, resume: bool
     device = f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    src = None
+    if cfg.init:  # warm start: its config always (a resumed run too), its weights unless resuming
+        try:
+            src, _ = checkpoint.load(cfg.init, device)
+        except (FileNotFoundError, ValueError) as exc:
+            raise type(exc)(f"--init: {exc}") from None
+        gen_cfg = src.cfg
     ds = ShapeDataset(cfg.data, "train", max_shapes=cfg.max_shapes)
     state_path = out / "state.pt"
     resuming = resume and state_path.exists()
-    src = None
-    if cfg.init:  # warm start: its config always (a resumed run too), its weights unless resuming
-        src, _ = checkpoint.load(cfg.init, device)
-        gen_cfg = src.cfg
     if gen_cfg is None:  # a new model draws the fixed views the data was rendered with
         gen_cfg = generator_config(ds.layout, cfg.gen)
     if gen_cfg.layout != ds.layout:
@@ -313,7 +331,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=pos_int, default=TrainConfig.batch)
     p.add_argument("--lr", type=pos_float, default=TrainConfig.lr)
     p.add_argument("--threads", type=pos_int, default=TrainConfig.threads)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--max-shapes", type=pos_int, default=None)
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="start from a checkpoint's weights (e.g. backend/weights/default.pt)")
@@ -351,18 +369,25 @@ def run(args: argparse.Namespace) -> int:
                       init=args.init, gen=args.gen, mirror=args.mirror,
                       stage2_frac=args.stage2_frac, w_novel=args.w_novel,
                       w_chamfer=args.w_chamfer)
-    reason = writable_dir(cfg.out, "--out")  # before minutes of training, not after
+    try:  # before minutes of training, not after: a --gen typo, an unwritable --out
+        generator_config(GeneratorConfig.layout, cfg.gen)
+    except ValueError as exc:
+        return err(str(exc), "image2points train")
+    reason = writable_dir(cfg.out, "--out")
     if reason:
         return err(reason, "image2points train")
     try:
         result = train(cfg, resume=not args.fresh)
-    except (FileNotFoundError, ValueError) as exc:  # no data, or data and model disagree
+    except (FileNotFoundError, ValueError) as exc:  # no data, a bad --init, data and model disagree
         return err(str(exc), "image2points train")
     except OSError as exc:
         return err(why(exc), "image2points train")
     print(json.dumps(result, indent=2))
     if args.install:
-        print(f"installed {install(cfg.out)}")
+        try:
+            print(f"installed {install(cfg.out)}")
+        except OSError as exc:
+            return err(f"trained, but not installed: {why(exc)}", "image2points train")
     return 0
 
 

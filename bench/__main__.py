@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from backend.cli_args import err, writable_dir
+
 NAMES = ["import", "wire", "roundtrip", "model", "serve", "nerf"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -29,9 +31,10 @@ def run(args: argparse.Namespace) -> int:
     names = args.names or NAMES
     unknown = [n for n in names if n not in NAMES]
     if unknown:
-        print(f"unknown benchmark(s) {unknown}; choose from {NAMES}", file=sys.stderr)
-        return 2
-    RESULTS.mkdir(exist_ok=True)
+        return err(f"unknown benchmark(s) {unknown}; choose from {NAMES}", "image2points bench")
+    reason = None if args.quick else writable_dir(RESULTS, "results folder")  # e.g. site-packages
+    if reason:
+        return err(f"{reason}; --quick writes nothing", "image2points bench")
     failed = []
     t_all = time.perf_counter()
     for name in names:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from backend.cli_args import err, nonneg_int, pos_int, writable_dir
+from backend.cli_args import err, nonneg_int, pos_int, why, writable_dir
 from backend.data.dataset import MakeConfig, make_samples, shape_seed, write_shard
 from backend.data.shapes import FAMILIES
 from backend.model import geometry
@@ -111,10 +111,15 @@ def run(args) -> int:
     for k in sizes:
         if getattr(args, k) is not None:
             sizes[k] = getattr(args, k)
+    if not any(sizes.values()):
+        return err("nothing to make: --train, --val and --test are all 0", "image2points make-data")
     reason = writable_dir(args.data, "--data")
     if reason:
         return err(reason, "image2points make-data")
-    make_all(Path(args.data), sizes, args.views, args.novel, args.workers, args.layout, args.families)
+    try:
+        make_all(Path(args.data), sizes, args.views, args.novel, args.workers, args.layout, args.families)
+    except OSError as exc:  # the disk filled up, the folder went away
+        return err(why(exc), "image2points make-data")
     return 0
 
 

@@ -48,20 +48,34 @@ def save(model: StructureGenerator, path: str | Path, card: dict, half: bool = T
 
 
 def load(path: str | Path, device: str = "cpu", verify: bool = True) -> tuple[StructureGenerator, dict]:
-    """Model (eval mode, fp32) and its card. FileNotFoundError if absent, ValueError on a bad hash."""
+    """Model (eval mode, fp32) and its card. FileNotFoundError if absent, ValueError on a bad hash
+    or a file that holds no generator."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     cp = card_path(path)
-    card: dict = json.loads(cp.read_text()) if cp.is_file() else {}
+    try:
+        card = json.loads(cp.read_text()) if cp.is_file() else {}
+    except ValueError as exc:  # not UTF-8 or not JSON
+        raise ValueError(f"model card {cp} is not JSON: {exc}") from None
+    if not isinstance(card, dict):
+        raise ValueError(f"model card {cp} is not a JSON object")
     if verify:
         if "sha256" not in card:
             raise ValueError(f"no model card with a sha256 next to {path} (expected {cp})")
         got = sha256_file(path)
         if got != card["sha256"]:
             raise ValueError(f"checkpoint {path}: sha256 {got} does not match its card ({card['sha256']})")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    model = StructureGenerator(GeneratorConfig.from_dict(blob["config"]))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
+    try:  # a file its card vouches for can still be no generator (a NeRF model, a broken copy)
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises unpickling, zip and EOF errors of several kinds
+        raise ValueError(f"checkpoint {path} is not a torch weights file ({type(exc).__name__})") from None
+    try:
+        model = StructureGenerator(GeneratorConfig.from_dict(blob["config"]))
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
+    except (RuntimeError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"checkpoint {path} is not an Image2Points generator: "
+                         f"{type(exc).__name__}: {first}") from None
     # NHWC: oneDNN's CPU layout, as in training (bench/bench_model.py measures it against NCHW)
     return model.to(device, memory_format=torch.channels_last).eval(), card
