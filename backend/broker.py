@@ -52,7 +52,6 @@ FINAL_KEEP_MAX = 1024
 NO_WORKER_TIMEOUT_S = 30.0  # a job queued this long while no worker is connected fails (BUSY)
 FINAL_KEEP_BYTES = 512 << 20  # results are up to hundreds of MB: a count alone does not bound memory
 SHUTDOWN_GRACE_S = 0.75  # keep answering this long after telling pending clients SHUTDOWN
-EXIT_FORCED = 3  # a second SIGTERM/SIGINT cut the clean stop short (docs/server.md)
 
 log = logging.getLogger("image2points.broker")
 
@@ -520,9 +519,7 @@ class Broker:
                       self.throttle.every_s, traceback.format_exc())
 
     def stop(self, *_: Any) -> None:
-        """SIGTERM/SIGINT: a clean stop; a second one leaves at once."""
-        if self.stopping:
-            os._exit(EXIT_FORCED)
+        """SIGTERM/SIGINT: a clean stop, bounded in time (exit code 0)."""
         self.stopping = True
 
 

@@ -58,8 +58,7 @@ SHUTDOWN_GRACE_S = 0.75  # keep answering this long after telling pending client
 WORKER_STOP_S = 1.0  # on a signal, how long a running job gets to notice its cancel
 # Exit codes of `serve` (documented in docs/server.md): 0 after a clean stop (SIGTERM/SIGINT: every
 # pending job was answered SHUTDOWN and the worker stopped); EXIT_ABANDONED when a running job
-# ignored its cancel for WORKER_STOP_S (its client still got SHUTDOWN) or a second signal forced
-# the exit.
+# ignored its cancel for WORKER_STOP_S and was abandoned (its client still got SHUTDOWN).
 EXIT_ABANDONED = 3
 # Pillow refuses more than 2 * Image.MAX_IMAGE_PIXELS as a decompression bomb; the front end
 # refuses such header claims itself, so they never take a queue slot. Smaller images are the
@@ -594,9 +593,7 @@ class Server:
                       self.throttle.every_s, traceback.format_exc())
 
     def stop(self, *_: Any) -> None:
-        """SIGTERM/SIGINT: a clean stop; a second one leaves at once."""
-        if self.stopping.is_set():
-            os._exit(EXIT_ABANDONED)
+        """SIGTERM/SIGINT (again and again, too): a clean stop, bounded in time."""
         self.stopping.set()
 
     # -- worker thread ---------------------------------------------------------------------

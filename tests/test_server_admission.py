@@ -35,7 +35,7 @@ def test_a_submit_without_its_required_image_is_refused_at_admission(backend):
     (b"RIFF\x20\0\0\0WEBPVP8X\x0a\0\0\0\0\0\0\0" + b"\xff" * 6, "image/webp", "16777216x16777216"),
 ])
 def test_header_bombs_are_refused_at_admission(backend, image, media, claim):
-    reply = raw_request(backend.endpoint, submit_frames("bomb", image, media))
+    reply = raw_request(backend.endpoint, submit_frames(f"bomb-{media[6:]}", image, media))
     assert reply["type"] == "error" and reply["error"]["code"] == "TOO_LARGE", reply
     assert claim in reply["error"]["message"]
 
