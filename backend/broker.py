@@ -379,8 +379,9 @@ class Broker:
             self._send(self.front, [job.client, *msg])
         elif head.get("type") in {"result", "error"}:
             error = head.get("error")
-            if isinstance(error, dict):  # a worker's code, from the fixed list (but bound it)
-                self.tally.add("failed", str(error.get("code"))[:16])
+            if isinstance(error, dict):  # a worker's code: from the fixed list, or "other"
+                code = error.get("code")
+                self.tally.add("failed", code if code in protocol.ERROR_CODES else "other")
             else:
                 self.tally.add("done", "jobs")
             self._finish(job, msg)

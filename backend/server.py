@@ -169,6 +169,7 @@ class Server:
         from . import reconstruct_op
 
         reconstruct_op.configure(self.device, cfg.checkpoint)
+        reconstruct_op.status()  # imports the model code now, not in the first hello (0.5 s stall)
         self.ctx = zmq.Context()
         self.auth: Any = None
         self.started = time.time()
