@@ -29,7 +29,7 @@ from typing import IO, Any
 
 QUEUE_RECORDS = 1000  # log records waiting for the writer; beyond this they are dropped
 SUMMARY_EVERY_S = 10.0
-STOP_WAIT_S = 0.5  # how long shutdown waits for the writer to write out what is queued
+STOP_WAIT_S = 0.3  # how long shutdown waits for the writer to write out what is queued
 
 _log = logging.getLogger("image2points.log")
 

@@ -754,7 +754,7 @@ def leave(code: int) -> int:
     # whatever else sits in stdio buffers, in a thread: that stream may be a full, unread pipe
     flusher = threading.Thread(target=_flush_stdio, daemon=True)
     flusher.start()
-    flusher.join(0.2)
+    flusher.join(0.1)
     os._exit(code)
 
 
