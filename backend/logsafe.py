@@ -109,6 +109,21 @@ class _Writer(threading.Thread):
             pass
 
 
+class _PerPlaceFilter(logging.Filter):
+    """One ``warnings`` line per code location and period: Python shows a warning again for every
+    new message text, and texts can carry client data (sizes, names), so a client could otherwise
+    drive the log volume through a library's warnings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.throttle = Throttle()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # captureWarnings formats "path:line: Category: text"; the place is the part before text
+        return self.throttle.allow(tuple(str(record.args[0] if record.args else record.msg)
+                                         .split(": ", 2)[:2]))
+
+
 class LogPipe:
     """What ``setup_logging`` installed: the drop count, and a bounded ``stop``."""
 
@@ -147,6 +162,8 @@ def setup_logging(level: str = "INFO", as_json: bool = False, stream: IO[str] | 
     root.setLevel(getattr(logging, level))
     logging.raiseExceptions = False  # its error reports would write to stderr directly
     logging.captureWarnings(True)  # warnings.showwarning writes to stderr directly too
+    warned = logging.getLogger("py.warnings")
+    warned.filters[:] = [_PerPlaceFilter()]
     writer.start()
     _active = LogPipe(handler, writer)
     return _active

@@ -87,6 +87,20 @@ def test_json_lines_and_warnings_go_through_the_queue(restore_logging):
     assert any("careful" in r["msg"] for r in rows[1:])
 
 
+def test_warnings_with_varying_text_are_one_line_per_place(restore_logging):
+    """Python repeats a warning for each new text; texts can carry client data."""
+    import warnings
+
+    out = io.StringIO()
+    logsafe.setup_logging("INFO", stream=out)
+    for i in range(50):
+        warnings.warn(f"image {i} looks odd", UserWarning, stacklevel=1)
+    warnings.warn("something else", DeprecationWarning, stacklevel=1)
+    assert logsafe.stop(5)
+    text = out.getvalue()
+    assert text.count("UserWarning: image") == 1 and "DeprecationWarning: something else" in text
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.t = 100.0
