@@ -35,7 +35,7 @@ import zmq.auth
 from addon import protocol
 from addon.protocol import ProtocolError
 
-from . import __version__
+from . import __version__, logsafe
 
 W_MAGIC = b"I2PW1"
 W_READY = b"READY"
@@ -51,6 +51,7 @@ FINAL_KEEP_S = 60.0
 FINAL_KEEP_MAX = 1024
 NO_WORKER_TIMEOUT_S = 30.0  # a job queued this long while no worker is connected fails (BUSY)
 FINAL_KEEP_BYTES = 512 << 20  # results are up to hundreds of MB: a count alone does not bound memory
+SHUTDOWN_GRACE_S = 0.75  # keep answering this long after telling pending clients SHUTDOWN
 
 log = logging.getLogger("image2points.broker")
 
@@ -184,6 +185,8 @@ class Broker:
         self.no_workers_since = time.monotonic()  # None while a worker is connected
         self.stopping = False
         self.rejected = 0
+        self.tally = logsafe.Tally(log)  # refusals and dropped replies by code, summarised at INFO
+        self.throttle = logsafe.Throttle()  # tracebacks a client could trigger over and over
 
     def _router(self, domain: str, allow_dir: str | None) -> zmq.Socket:
         s = self.ctx.socket(zmq.ROUTER)
@@ -222,14 +225,17 @@ class Broker:
             return True
         except zmq.ZMQError as exc:
             if sock is self.front:
-                log.info("reply dropped: %s", exc.strerror)
+                self.tally.add("replies", "dropped")
+                log.debug("reply dropped: %s", exc.strerror)
             return False
 
     def _reply(self, ident: bytes, header: dict[str, Any], blobs: dict | None = None) -> None:
         self._send(self.front, [ident, *protocol.encode(header, blobs)])
 
     def _error(self, ident: bytes, job: str, code: str, message: str) -> None:
-        log.info("job=%s error %s: %s", job or "-", code, message, extra={"job": job, "code": code})
+        """A refusal: per message at DEBUG only, counted for the INFO summary and ``hello``."""
+        self.tally.add("refused", code)
+        log.debug("job=%s error %s: %s", job or "-", code, message, extra={"job": job, "code": code})
         self._reply(ident, protocol.error_header(job, code, message))
 
     def hello_info(self) -> dict[str, Any]:
@@ -248,7 +254,7 @@ class Broker:
                            "max_inflight_per_client": self.cfg.max_inflight_per_client,
                            "max_message_bytes": self.cfg.max_message_bytes},
                 "curve": self.cfg.curve_secret is not None, "rejected": self.rejected,
-                "pid": os.getpid()}
+                "stats": self.tally.totals(), "log_dropped": logsafe.dropped(), "pid": os.getpid()}
 
     # -- clients ---------------------------------------------------------------------------
     def _from_client(self, frames: list[Any]) -> None:
@@ -257,7 +263,11 @@ class Broker:
             msg = protocol.decode(frames[1:], max_bytes=self.cfg.max_message_bytes)
         except ProtocolError as exc:
             self.rejected += 1
-            self._reply(ident, protocol.error_header(exc.job, exc.code, exc.message))
+            self._error(ident, exc.job, exc.code, exc.message)
+            return
+        except RecursionError:  # absurdly nested JSON
+            self.rejected += 1
+            self._error(ident, "", "BAD_INPUT", "header nests too deeply")
             return
         t, job_id = msg.type, msg.job
         owner = owner_of(frames, self.cfg.curve_secret is not None)
@@ -302,8 +312,8 @@ class Broker:
                                f"or running (limit {self.cfg.max_inflight_per_client})")
         self.jobs[job_id] = BJob(job_id, ident, list(msg_frames), owner=owner)
         self.pending.append(job_id)
-        log.info("job=%s queued at the broker (%d waiting, %d workers)", job_id, len(self.pending),
-                 len(self.workers), extra={"job": job_id})
+        log.debug("job=%s queued at the broker (%d waiting, %d workers)", job_id, len(self.pending),
+                  len(self.workers), extra={"job": job_id})
         self._reply(ident, protocol.progress_header(job_id, 0.0, "queued", position=len(self.pending)))
 
     def _cancel(self, job_id: str, msg_frames: list[Any], owner: bytes) -> None:
@@ -368,6 +378,12 @@ class Broker:
             job.value, job.stage = float(p.get("value", 0.0)), str(p.get("stage", ""))
             self._send(self.front, [job.client, *msg])
         elif head.get("type") in {"result", "error"}:
+            error = head.get("error")
+            if isinstance(error, dict):  # a worker's code: from the fixed list, or "other"
+                code = error.get("code")
+                self.tally.add("failed", code if code in protocol.ERROR_CODES else "other")
+            else:
+                self.tally.add("done", "jobs")
             self._finish(job, msg)
 
     def _drop_worker(self, w: Worker, why: str) -> None:
@@ -403,6 +419,7 @@ class Broker:
                 self._drop_worker(w, "disconnected")
 
     def _tick(self) -> None:
+        self.tally.maybe_log()
         now = time.monotonic()
         for w in list(self.workers.values()):
             if now - w.seen > LIVENESS_S:
@@ -458,32 +475,52 @@ class Broker:
                         break
                     try:
                         handle(frames)
-                    except Exception:
-                        log.error("unexpected error:\n%s", traceback.format_exc())
+                    except Exception as exc:
+                        self._log_bug(exc)
             self._dispatch()
             if time.monotonic() >= next_tick:
                 self._tick()
                 self._dispatch()
                 next_tick = time.monotonic() + HEARTBEAT_S
-        for job in self.jobs.values():
+        return self._shutdown()
+
+    def _shutdown(self) -> int:
+        """Bounded: every unfinished job gets SHUTDOWN, then SHUTDOWN_GRACE_S of answering (an
+        IMMEDIATE client drops unread messages when the connection closes) before exiting."""
+        log.info("shutting down")
+        for job in list(self.jobs.values()):
             if job.final is None:
                 self._finish(job, protocol.encode(protocol.error_header(
                     job.id, "SHUTDOWN", "the broker is shutting down; resubmit later")))
-        end = time.monotonic() + 1.0  # keep answering a moment: IMMEDIATE clients drop unread
-        while time.monotonic() < end:  # messages when the connection closes
-            if self.front.poll(50):
-                try:
+        end = time.monotonic() + SHUTDOWN_GRACE_S
+        while time.monotonic() < end:
+            if not self.front.poll(50):
+                continue
+            try:
+                for _ in range(256):
                     self._from_client(self.front.recv_multipart(copy=False, flags=zmq.NOBLOCK))
-                except zmq.Again:
-                    pass
-        self.front.close(linger=500)
+            except zmq.Again:
+                pass
+            except Exception as exc:
+                self._log_bug(exc)
+        self.tally.maybe_log(force=True)
+        self.front.close(linger=250)
         self.back.close(linger=0)
         if self.auth is not None:
             self.auth.stop()
         self.ctx.term()
         return 0
 
+    def _log_bug(self, exc: BaseException) -> None:
+        """Call in an ``except``: a bug must not stop the broker, nor let a client that can
+        trigger it over and over fill the log with its traceback."""
+        self.tally.add("bugs", exc.__class__.__name__)
+        if self.throttle.allow(exc.__class__.__name__):
+            log.error("unexpected error (logged once per %.0f s, all counted):\n%s",
+                      self.throttle.every_s, traceback.format_exc())
+
     def stop(self, *_: Any) -> None:
+        """SIGTERM/SIGINT: a clean stop, bounded in time (exit code 0)."""
         self.stopping = True
 
 
@@ -497,9 +534,7 @@ def _json(frame: Any) -> dict[str, Any]:
 
 # -- CLI -----------------------------------------------------------------------------------
 def cmd_broker(args: argparse.Namespace) -> int:
-    from .server import setup_logging
-
-    setup_logging(args.log_level, args.log_json)
+    logsafe.setup_logging(args.log_level, args.log_json)
     b = Broker(BrokerConfig(frontend=args.frontend, backend=args.backend, insecure=args.insecure,
                             curve_secret=args.curve_secret, curve_clients=args.curve_clients,
                             curve_workers=args.curve_workers, max_queue=args.max_queue,
@@ -512,7 +547,9 @@ def cmd_broker(args: argparse.Namespace) -> int:
         with open(args.ready_file + ".tmp", "w") as f:
             json.dump({"frontend": b.front_ep, "backend": b.back_ep}, f)
         os.replace(args.ready_file + ".tmp", args.ready_file)
-    return b.run()
+    from .server import leave
+
+    return leave(b.run())
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -62,16 +62,22 @@ class OpSpec:
     name: str
     fn: Callable[..., Any]
     batch: bool = False
+    requires: tuple[str, ...] = ()  # blobs a job cannot run without: refused at admission
 
 
 OPS: dict[str, OpSpec] = {}
 
 
-def register_op(name: str, batch: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``@register_op("x")`` for ``fn(job) -> Output``; with batch=True ``fn(jobs) -> list``."""
+def register_op(name: str, batch: bool = False, requires: tuple[str, ...] = ()
+                ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``@register_op("x")`` for ``fn(job) -> Output``; with batch=True ``fn(jobs) -> list``.
+
+    ``requires`` names the blobs every job of the op must carry; the server's front end refuses a
+    submit without them (BAD_INPUT) before it takes a queue slot.
+    """
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        OPS[name] = OpSpec(name, fn, batch)
+        OPS[name] = OpSpec(name, fn, batch, tuple(requires))
         return fn
 
     return deco

@@ -115,7 +115,7 @@ def _preprocess(img: np.ndarray) -> np.ndarray:
                        "transparent background") from None
 
 
-@register_op("reconstruct", batch=True)
+@register_op("reconstruct", batch=True, requires=("image",))
 def reconstruct(jobs: list[Job], limits: dict[str, int] | None = None) -> list[Output | JobError]:
     limits = limits or {}
     outs: list[Output | JobError | None] = [None] * len(jobs)

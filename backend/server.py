@@ -13,7 +13,6 @@ client message arrives wrapped in the broker's small envelope (see ``broker.py``
 from __future__ import annotations
 
 import collections
-import io
 import ipaddress
 import json
 import logging
@@ -23,7 +22,6 @@ import sys
 import threading
 import time
 import traceback
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +35,7 @@ import zmq.auth  # noqa: E402
 from addon import protocol  # noqa: E402
 from addon.protocol import ProtocolError  # noqa: E402
 
-from . import __version__  # noqa: E402
+from . import __version__, logsafe  # noqa: E402
 from .broker import (  # noqa: E402
     W_BYE,
     W_HEARTBEAT,
@@ -48,14 +46,24 @@ from .broker import (  # noqa: E402
     KeptFinals,
     owner_of,
 )
+from .image_header import image_size  # noqa: E402
+from .logsafe import JsonFormatter, setup_logging  # noqa: E402,F401  (cli imports them from here)
 from .ops import OPS, Job, JobError, Output, load_builtin_ops  # noqa: E402
 
 log = logging.getLogger("image2points.server")
 
 HEARTBEAT_S = 1.0  # progress heartbeat per unfinished job; clients treat ~5 s of silence as death
 BROKER_LIVENESS_S = 3.0  # no heartbeat from the broker this long -> reconnect to it
-SHUTDOWN_GRACE_S = 1.0  # keep answering this long after telling pending clients SHUTDOWN
-PEEK_BYTES = 256 << 10  # image header sniffed in the front end (size check before queueing)
+SHUTDOWN_GRACE_S = 0.75  # keep answering this long after telling pending clients SHUTDOWN
+WORKER_STOP_S = 1.0  # on a signal, how long a running job gets to notice its cancel
+# Exit codes of `serve` (documented in docs/server.md): 0 after a clean stop (SIGTERM/SIGINT: every
+# pending job was answered SHUTDOWN and the worker stopped); EXIT_ABANDONED when a running job
+# ignored its cancel for WORKER_STOP_S and was abandoned (its client still got SHUTDOWN).
+EXIT_ABANDONED = 3
+# Pillow refuses more than 2 * Image.MAX_IMAGE_PIXELS as a decompression bomb; the front end
+# refuses such header claims itself, so they never take a queue slot. Smaller images are the
+# worker's (max_pixels is its working limit).
+BOMB_PIXELS = 2 * 89_478_485
 
 
 @dataclass
@@ -63,6 +71,7 @@ class Limits:
     max_message_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES
     max_image_bytes: int = 64 << 20
     max_pixels: int = 4096 * 4096
+    max_header_pixels: int = BOMB_PIXELS  # header claims above this are refused at admission
     max_points: int = 5_000_000
     max_queue: int = 64
     max_inflight_per_client: int = 32
@@ -101,29 +110,6 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line; ``job`` comes from ``extra={"job": ...}`` when given."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name,
-               "msg": record.getMessage()}
-        for key in ("job", "op", "client", "worker", "code"):
-            if hasattr(record, key):
-                out[key] = getattr(record, key)
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
-
-
-def setup_logging(level: str = "INFO", as_json: bool = False) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if as_json else logging.Formatter(
-        "%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(getattr(logging, level))
-
-
 def is_loopback(host: str) -> bool:
     if host in {"localhost", "127.0.0.1", "::1"}:
         return True
@@ -158,27 +144,6 @@ def free_memory(device: str) -> dict[str, int]:
         return {}
 
 
-def peek_pixels(data: Any) -> int | None:
-    """Pixels an encoded image claims, from its header only (None when it can't be told).
-
-    Why here: a decompression bomb is refused in the front end before it takes a queue slot;
-    ``images.decode_image`` checks again in the worker for anything this cannot parse.
-    """
-    from PIL import Image
-
-    try:
-        head = bytes(memoryview(data)[:PEEK_BYTES])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(head)) as im:
-                w, h = im.size
-        return int(w) * int(h)
-    except Image.DecompressionBombError:
-        return sys.maxsize
-    except Exception:  # truncated/unknown: leave it to the full, guarded decode
-        return None
-
-
 class Server:
     def __init__(self, cfg: ServerConfig):
         self.cfg = cfg
@@ -204,10 +169,14 @@ class Server:
         from . import reconstruct_op
 
         reconstruct_op.configure(self.device, cfg.checkpoint)
+        reconstruct_op.status()  # imports the model code now, not in the first hello (0.5 s stall)
         self.ctx = zmq.Context()
         self.auth: Any = None
         self.started = time.time()
         self.rejected = 0  # malformed messages refused (counted, logged at DEBUG only)
+        self.tally = logsafe.Tally(log)  # refusals, failures, ... by code; summarised at INFO
+        self.throttle = logsafe.Throttle()  # tracebacks a client could trigger over and over
+        self.exit_code = 0
         self.port = 0
         self.front = self._open_front()
         self.inbox_addr = f"inproc://replies-{id(self)}"
@@ -288,6 +257,7 @@ class Server:
             "curve": self.cfg.curve_secret is not None, "memory": free_memory(self.device),
             "threads": self.cfg.threads, "mode": "worker" if self.worker_mode else "server",
             "uptime_s": round(time.time() - self.started, 1), "rejected": self.rejected,
+            "stats": self.tally.totals(), "log_dropped": logsafe.dropped(),
         }
 
     def _reply(self, ident: bytes, header: dict[str, Any], blobs: dict | None = None) -> None:
@@ -300,10 +270,13 @@ class Server:
         try:
             self.front.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY) or its queue full
-            log.info("reply dropped: %s", exc.strerror)
+            self.tally.add("replies", "dropped")
+            log.debug("reply dropped: %s", exc.strerror)
 
     def _error(self, ident: bytes, job: str, code: str, message: str) -> None:
-        log.info("job=%s error %s: %s", job or "-", code, message, extra={"job": job, "code": code})
+        """A refusal: per message at DEBUG only, counted for the INFO summary and ``hello``."""
+        self.tally.add("refused", code)
+        log.debug("job=%s error %s: %s", job or "-", code, message, extra={"job": job, "code": code})
         self._reply(ident, protocol.error_header(job, code, message))
 
     def _handle(self, frames: list[Any]) -> None:
@@ -312,12 +285,11 @@ class Server:
             msg = protocol.decode(frames[1:], max_bytes=self.limits.max_message_bytes)
         except ProtocolError as exc:
             self.rejected += 1
-            log.debug("rejected a message: %s %s", exc.code, exc.message)
-            self._reply(ident, protocol.error_header(exc.job, exc.code, exc.message))
+            self._error(ident, exc.job, exc.code, exc.message)
             return
         except RecursionError:  # absurdly nested JSON
             self.rejected += 1
-            self._reply(ident, protocol.error_header("", "BAD_INPUT", "header nests too deeply"))
+            self._error(ident, "", "BAD_INPUT", "header nests too deeply")
             return
         t, job = msg.type, msg.job
         # behind a broker every message comes from the broker, which checked the owner itself
@@ -340,7 +312,12 @@ class Server:
             self._error(ident, job, "BAD_INPUT", f"a client cannot send {t!r}")
 
     def _admission_error(self, msg: protocol.Message) -> tuple[str, str] | None:
-        """Cheap limit checks in the front end, so oversized work never takes a queue slot."""
+        """Cheap checks in the front end, so work that cannot succeed never takes a queue slot:
+        required blobs, point and byte limits, and the pixels an image header claims."""
+        spec = OPS[msg.header["op"]]
+        for name in spec.requires:
+            if name not in msg.blobs:
+                return "BAD_INPUT", f"{spec.name} needs a blob named {name!r}; the request has none"
         params = msg.header.get("params", {})
         n = params.get("max_points") if isinstance(params, dict) else None
         if isinstance(n, int) and not isinstance(n, bool) and n > self.limits.max_points:
@@ -352,10 +329,12 @@ class Server:
             if d["nbytes"] > self.limits.max_image_bytes:
                 return "TOO_LARGE", (f"image {d['name']!r} is {d['nbytes'] >> 20} MB; the limit is "
                                      f"{self.limits.max_image_bytes >> 20} MB")
-            px = peek_pixels(msg.blobs[d["name"]])
-            if px is not None and px > self.limits.max_pixels:
-                return "TOO_LARGE", (f"image {d['name']!r} claims {px} pixels; the limit is "
-                                     f"{self.limits.max_pixels}. Scale it down first.")
+            size = image_size(msg.blobs[d["name"]])
+            limit = max(self.limits.max_header_pixels, self.limits.max_pixels)
+            if size is not None and size.pixels > limit:
+                return "TOO_LARGE", (f"image {d['name']!r} claims {size.width}x{size.height} pixels "
+                                     f"({size.format} header); the limit is {limit} pixels. "
+                                     "Scale it down first.")
         return None
 
     def _submit(self, ident: bytes, msg: protocol.Message, owner: bytes) -> None:
@@ -371,8 +350,8 @@ class Server:
                                f"unknown job {job_id!r}; submit new work under a fresh job id")
         if rec is not None:  # a re-sent job (client reconnected): follow it, don't run it twice
             rec.job.client = ident
-            log.info("job=%s re-sent by its client; following it (%s)", job_id, rec.state,
-                     extra={"job": job_id})
+            log.debug("job=%s re-sent by its client; following it (%s)", job_id, rec.state,
+                      extra={"job": job_id})
             if rec.final is not None:
                 self._send([ident, *rec.final])
             else:
@@ -404,8 +383,8 @@ class Server:
             self.queue.append(job)
             position = len(self.queue)
             self.cv.notify()
-        log.info("job=%s op=%s queued (%d waiting)", job.id, job.op, position,
-                 extra={"job": job.id, "op": job.op})
+        log.debug("job=%s op=%s queued (%d waiting)", job.id, job.op, position,
+                  extra={"job": job.id, "op": job.op})
         self._reply(ident, protocol.progress_header(job.id, 0.0, "queued", position=position))
 
     def _cancel(self, job_id: str, owner: bytes) -> None:
@@ -421,8 +400,9 @@ class Server:
         if queued:
             self._finish(rec, protocol.encode(protocol.error_header(
                 job_id, "CANCELLED", "cancelled before it started")))
-        log.info("job=%s cancel requested (%s)", job_id, "was queued" if queued else "running",
-                 extra={"job": job_id})
+        self.tally.add("cancelled", "queued" if queued else "running")
+        log.debug("job=%s cancel requested (%s)", job_id, "was queued" if queued else "running",
+                  extra={"job": job_id})
 
     def _finish(self, rec: Record, frames: list[Any]) -> None:
         if rec.state == "done":
@@ -439,6 +419,7 @@ class Server:
             self.records.pop(job_id, None)
 
     def _heartbeat(self) -> None:
+        self.tally.maybe_log()
         self._expire_finals()
         for job_id, rec in list(self.active.items()):
             self._reply(rec.job.client, protocol.progress_header(
@@ -471,7 +452,8 @@ class Server:
         try:
             self.front.send_multipart([W_MAGIC, cmd, json.dumps(body).encode()], flags=zmq.NOBLOCK)
         except zmq.ZMQError as exc:
-            log.info("broker message dropped: %s", exc.strerror)
+            self.tally.add("replies", "dropped")
+            log.debug("broker message dropped: %s", exc.strerror)
 
     def _announce(self) -> None:
         info = self.hello_info()
@@ -532,8 +514,8 @@ class Server:
                             self._from_broker(frames)
                         else:
                             self._handle(frames)
-                    except Exception:  # a bug must never take the service down
-                        log.error("unexpected error handling a message:\n%s", traceback.format_exc())
+                    except Exception as exc:  # a bug must never take the service down
+                        self._log_bug("handling a message", exc)
             if time.monotonic() >= next_beat:
                 self._heartbeat()
                 next_beat = time.monotonic() + HEARTBEAT_S
@@ -542,13 +524,20 @@ class Server:
         return self._shutdown()
 
     def _shutdown(self) -> int:
+        """Bounded, whatever the jobs or the log output do: a running job gets WORKER_STOP_S to
+        notice its cancel, every pending client gets SHUTDOWN, then SHUTDOWN_GRACE_S of answering
+        before the socket closes. Returns the exit code (see EXIT_ABANDONED)."""
         log.info("shutting down")
         with self.cv:
             self.queue.clear()
             self.cv.notify_all()
         for rec in self.active.values():
             rec.job._cancel.set()
-        self.worker.join(timeout=10.0)
+        # meanwhile results that finish are delivered (and, as a server, pings answered and new
+        # submits told SHUTDOWN); behind a broker, unread requests are re-queued by the broker
+        end = time.monotonic() + WORKER_STOP_S
+        while self.worker.is_alive() and time.monotonic() < end:
+            self._pump(0.05, front=not self.worker_mode)
         stuck = self.worker.is_alive()
         while not stuck and self.inbox.poll(0):
             self._from_worker()
@@ -558,37 +547,54 @@ class Server:
             for rec in list(self.active.values()):
                 self._finish(rec, protocol.encode(protocol.error_header(
                     rec.job.id, "SHUTDOWN", "the backend is shutting down; resubmit later")))
-            self._drain(SHUTDOWN_GRACE_S)
-        self.front.close(linger=500)  # flush the SHUTDOWN replies, bounded
+            end = time.monotonic() + SHUTDOWN_GRACE_S
+            while time.monotonic() < end:
+                self._pump(0.05, front=True, inbox=False)
+        self.tally.maybe_log(force=True)
+        self.front.close(linger=250)  # flush the SHUTDOWN replies, bounded
         self.inbox.close(linger=0)
         if self.auth is not None:
             self.auth.stop()
-        if stuck:  # a job ignores cancel; don't hang in ctx.term() waiting for its socket
-            log.warning("worker still busy after 10 s; exiting without waiting for it")
-            logging.shutdown()
-            sys.stdout.flush()
-            os._exit(0)
+        if stuck:  # its PUSH socket is still open: ctx.term() would wait for it forever
+            log.warning("a running job did not stop within %.1f s of its cancel; exiting without "
+                        "it (exit code %d)", WORKER_STOP_S, EXIT_ABANDONED)
+            self.exit_code = EXIT_ABANDONED
+            return self.exit_code
         self.ctx.term()
-        return 0
+        return self.exit_code
 
-    def _drain(self, seconds: float) -> None:
-        """Keep answering (new submits get SHUTDOWN) for a moment before the socket closes.
+    def _pump(self, seconds: float, front: bool, inbox: bool = True) -> None:
+        """Handle what arrives within ``seconds`` while shutting down.
 
         Why: a client DEALER with IMMEDIATE=1 discards messages it has not read yet when the
         connection drops, so closing right after the SHUTDOWN replies could lose them.
         """
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            if not self.front.poll(50):
-                continue
-            try:
+        poller = zmq.Poller()
+        if inbox:
+            poller.register(self.inbox, zmq.POLLIN)
+        if front:
+            poller.register(self.front, zmq.POLLIN)
+        events = dict(poller.poll(int(seconds * 1000)))
+        try:
+            while self.inbox in events and self.inbox.poll(0):
+                self._from_worker()
+            for _ in range(256 if self.front in events else 0):
                 self._handle(self.front.recv_multipart(copy=False, flags=zmq.NOBLOCK))
-            except zmq.Again:
-                pass
-            except Exception:
-                log.error("unexpected error while draining:\n%s", traceback.format_exc())
+        except zmq.Again:
+            pass
+        except Exception as exc:
+            self._log_bug("while shutting down", exc)
+
+    def _log_bug(self, where: str, exc: BaseException) -> None:
+        """Call in an ``except``: a bug must not take the service down, and a client that can
+        trigger it over and over must not fill the log with its traceback."""
+        self.tally.add("bugs", exc.__class__.__name__)
+        if self.throttle.allow((where, exc.__class__.__name__)):
+            log.error("unexpected error %s (logged once per %.0f s, all counted):\n%s", where,
+                      self.throttle.every_s, traceback.format_exc())
 
     def stop(self, *_: Any) -> None:
+        """SIGTERM/SIGINT (again and again, too): a clean stop, bounded in time."""
         self.stopping.set()
 
     # -- worker thread ---------------------------------------------------------------------
@@ -640,8 +646,8 @@ class Server:
             if batch:
                 try:
                     self._run(batch, out)
-                except Exception:  # never lose the worker thread
-                    log.error("worker failed:\n%s", traceback.format_exc())
+                except Exception as exc:  # never lose the worker thread
+                    self._log_bug("in the worker", exc)
         out.close()
 
     def _run(self, batch: list[Job], out: zmq.Socket) -> None:
@@ -677,7 +683,9 @@ class Server:
             oom = isinstance(exc, MemoryError) or "out of memory" in str(exc).lower() \
                 or exc.__class__.__name__.endswith("OutOfMemoryError")
             code = "OOM" if oom else "MODEL"
-            log.error("op %s failed:\n%s", op, traceback.format_exc())
+            if self.throttle.allow((op, exc.__class__.__name__)):  # all are counted as failed
+                log.error("op %s failed (logged once per %.0f s):\n%s", op, self.throttle.every_s,
+                          traceback.format_exc())
             results = [JobError(code, f"{op} failed: {exc.__class__.__name__}: {str(exc)[:300]}")
                        ] * len(live)
             if oom:
@@ -697,9 +705,18 @@ class Server:
                 res = JobError("MODEL", f"{op} produced an unsendable result: {exc}")
                 frames = protocol.encode(protocol.error_header(job.id, res.code, res.message))
         out.send_multipart([job.id.encode(), *frames], copy=False)
-        log.info("job=%s op=%s %s in %.3f s (batch %d)", job.id, op,
-                 "failed " + res.code if isinstance(res, JobError) else "done", dt, n,
-                 extra={"job": job.id, "op": op})
+        # one line per job only at DEBUG; INFO gets the periodic counts (Tally)
+        if isinstance(res, JobError):
+            self.tally.add("failed", res.code)
+            if res.code in ("MODEL", "OOM") and self.throttle.allow(("failed", op, res.code)):
+                log.warning("job=%s op=%s failed %s: %s (logged once per %.0f s, all counted)",
+                            job.id, op, res.code, res.message, self.throttle.every_s,
+                            extra={"job": job.id, "op": op, "code": res.code})
+        else:
+            self.tally.add("done", op)
+        log.debug("job=%s op=%s %s in %.3f s (batch %d)", job.id, op,
+                  "failed " + res.code if isinstance(res, JobError) else "done", dt, n,
+                  extra={"job": job.id, "op": op})
 
     @staticmethod
     def _free_cuda() -> None:
@@ -725,4 +742,25 @@ def serve(cfg: ServerConfig, ready_file: str | None = None) -> int:
         with open(tmp, "w") as f:
             f.write(str(server.port))
         os.replace(tmp, ready_file)
-    return server.serve_forever()
+    return leave(server.serve_forever())
+
+
+def leave(code: int) -> int:
+    """End the process with ``code``, now: give the log writer a bounded moment, then
+    ``os._exit``. Why not a normal return: the interpreter's teardown with torch loaded took
+    1.5 s here (SIGTERM must end the service within 3 s), and it would wait on a job that ignored
+    its cancel or on a log writer stuck on a stream nobody reads. Sockets are closed by now."""
+    logsafe.stop()
+    # whatever else sits in stdio buffers, in a thread: that stream may be a full, unread pipe
+    flusher = threading.Thread(target=_flush_stdio, daemon=True)
+    flusher.start()
+    flusher.join(0.1)
+    os._exit(code)
+
+
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass

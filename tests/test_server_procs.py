@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,16 +44,16 @@ def rss_kb(pid: int) -> int:
 
 
 class BrokerProcess:
-    """`image2points broker` on free loopback ports."""
+    """`image2points broker` on free loopback ports (stderr=PIPE: see ``stop_and_read_stderr``)."""
 
-    def __init__(self, *extra: str, timeout: float = 30.0):
+    def __init__(self, *extra: str, timeout: float = 30.0, stderr: int = subprocess.STDOUT):
         self.dir = tempfile.mkdtemp(prefix="i2p-broker-")
         ready = os.path.join(self.dir, "ready.json")
         self.log_path = os.path.join(self.dir, "broker.log")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [*CLI, "broker", "--frontend", "tcp://127.0.0.1:0", "--backend", "tcp://127.0.0.1:0",
-             "--ready-file", ready, *extra], cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+             "--ready-file", ready, *extra], cwd=ROOT, stdout=self.log, stderr=stderr)
         wait_until(lambda: os.path.exists(ready) or self.proc.poll() is not None, timeout,
                    "the broker to start")
         if self.proc.poll() is not None:
@@ -75,6 +76,55 @@ class BrokerProcess:
                 self.proc.wait()
         self.log.close()
         return self.proc.returncode
+
+
+class PipedBackend(BackendProcess):
+    """`image2points serve` whose stderr is a pipe that nobody reads while it runs (a parent that
+    never reads it, a stuck terminal) or a file of its own: logging must never make it wait."""
+
+    def __init__(self, *extra: str, stderr_path: str | None = None, timeout: float = 60.0):
+        self.dir = tempfile.mkdtemp(prefix="i2p-backend-")
+        ready = os.path.join(self.dir, "port")
+        self.log_path = os.path.join(self.dir, "stdout.log")
+        self.log = open(self.log_path, "w")
+        self.err = open(stderr_path, "w") if stderr_path else None
+        self.proc = subprocess.Popen(
+            [*CLI, "serve", "--port", "0", "--threads", "1", "--ready-file", ready, *extra],
+            cwd=ROOT, stdout=self.log, stderr=self.err or subprocess.PIPE)
+        wait_until(lambda: os.path.exists(ready) or self.proc.poll() is not None, timeout,
+                   "the backend to start")
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"backend did not start:\n{self.output()}")
+        self.port = int(Path(ready).read_text())
+        self.endpoint = f"tcp://127.0.0.1:{self.port}"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        rc = super().stop(sig, timeout)
+        if self.err is not None:
+            self.err.close()
+        return rc
+
+
+def stop_and_read_stderr(proc: subprocess.Popen, timeout: float = 20.0,
+                         during: Callable[[], Any] | None = None) -> tuple[int, float, bytes]:
+    """SIGTERM a process whose stderr is an unread pipe: (exit code, seconds to exit, stderr).
+    Reading only after the exit is the point: whatever it logged had to fit in the pipe.
+    ``during`` is called until it exits (a client must read its SHUTDOWN before the socket goes)."""
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        while during is not None and proc.poll() is None and time.monotonic() - t0 < timeout:
+            during()
+        rc = proc.wait(max(0.1, timeout - (time.monotonic() - t0)))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        rc = None
+    took = time.monotonic() - t0
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    assert rc is not None, f"still running {timeout} s after SIGTERM; stderr: {err[-2000:]!r}"
+    return rc, took, err
 
 
 def worker(broker: BrokerProcess, *extra: str) -> BackendProcess:
