@@ -51,14 +51,23 @@ def _is_point_object(obj: Any) -> bool:
     return obj is not None and obj.type == "MESH" and "i2p_point_count" in obj
 
 
-def _radius_update(self: Any, context: Any) -> None:
-    """The panel's radius drives every selected Image2Points object (object-space radius)."""
+def radius_changed(context: Any = None) -> None:
+    """The panel's radius drives every selected Image2Points object (object-space radius).
+
+    Called by a message-bus subscription, not an ``update=`` callback: in the bpy 4.2 module a
+    property with a Python update callback makes the process segfault at exit after an in-session
+    ``extensions.package_uninstall`` (reproduced with a ten-line extension and no project code).
+    """
     from . import points
 
-    for obj in getattr(context, "selected_objects", None) or []:
+    ctx: Any = context or bpy.context
+    s = scene_settings(ctx)
+    if s is None:
+        return
+    for obj in getattr(ctx, "selected_objects", None) or []:
         if _is_point_object(obj) and points.MODIFIER in obj.modifiers:
             size = float(obj.get("i2p_size_m", 2.0)) or 2.0
-            points.set_radius(obj, self.radius / (size / 2))
+            points.set_radius(obj, s.radius / (size / 2))
 
 
 ENGINES = [
@@ -84,7 +93,7 @@ class IMAGE2POINTS_PG_settings(bpy.types.PropertyGroup):
     size: FloatProperty(name="Size", default=2.0, min=0.001, soft_max=100.0, unit="LENGTH",  # type: ignore[valid-type]
                         description="Size of the imported object (its largest radius is half this)")
     radius: FloatProperty(name="Point Radius", default=0.012, min=0.0, soft_max=0.2,  # type: ignore[valid-type]
-                          precision=4, unit="LENGTH", update=_radius_update,
+                          precision=4, unit="LENGTH",
                           description="Point radius in metres (also applied to selected results)")
     use_colour: BoolProperty(name="Colour", default=True,  # type: ignore[valid-type]
                              description="Import the predicted colours (off: plain points)")
@@ -137,14 +146,34 @@ def scene_settings(context: Any) -> Any:
     return getattr(scene, "image2points", None) if scene is not None else None
 
 
+_MSGBUS_OWNER = object()
+
+
+def _subscribe() -> None:
+    bpy.msgbus.subscribe_rna(key=(IMAGE2POINTS_PG_settings, "radius"), owner=_MSGBUS_OWNER,
+                             args=(), notify=radius_changed)
+
+
+@bpy.app.handlers.persistent
+def _resubscribe(*_args: Any) -> None:
+    """Loading a file drops every message-bus subscription; take ours up again."""
+    bpy.msgbus.clear_by_owner(_MSGBUS_OWNER)
+    _subscribe()
+
+
 def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     bpy.types.WindowManager.image2points = PointerProperty(type=IMAGE2POINTS_PG_job)  # type: ignore[attr-defined,func-returns-value]
     bpy.types.Scene.image2points = PointerProperty(type=IMAGE2POINTS_PG_settings)  # type: ignore[attr-defined,func-returns-value]
+    _subscribe()
+    bpy.app.handlers.load_post.append(_resubscribe)
 
 
 def unregister() -> None:
+    bpy.msgbus.clear_by_owner(_MSGBUS_OWNER)
+    if _resubscribe in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.remove(_resubscribe)
     for owner in (bpy.types.Scene, bpy.types.WindowManager):
         if hasattr(owner, "image2points"):
             del owner.image2points  # type: ignore[attr-defined]

@@ -338,7 +338,10 @@ def test_radius_setting_drives_selected_objects(scene):
     from addon import points
 
     obj = torus_object(bpy)
+    from addon import props
+
     bpy.context.scene.image2points.radius = 0.05
+    props.radius_changed(bpy.context)  # what the message bus calls in Blender (no event loop here)
     mod = obj.modifiers[points.MODIFIER]
     assert mod[points._socket_id(mod, "Radius")] == pytest.approx(0.05)  # size 2 m: object scale 1
 

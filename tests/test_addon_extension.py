@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -50,12 +51,39 @@ print("RESULT " + json.dumps(out))
 """
 
 
+UNINSTALL = r"""
+import sys
+import bpy
+bpy.ops.extensions.package_install_files(filepath=sys.argv[1], repo="user_default",
+                                         enable_on_install=True)
+pkg = "bl_ext.user_default.image2points"
+assert pkg in bpy.context.preferences.addons.keys(), "not enabled"
+repos = [r.module for r in bpy.context.preferences.extensions.repos]
+bpy.ops.extensions.package_uninstall(repo_index=repos.index("user_default"), pkg_id="image2points")
+left = [n for n in dir(bpy.types) if n.startswith("IMAGE2POINTS_")]
+print("RESULT", pkg in bpy.context.preferences.addons.keys(), left, flush=True)
+"""
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
+    """Built from a read-only copy of the checkout (what a packager or CI may have)."""
+    src = tmp_path_factory.mktemp("checkout")
+    shutil.copytree(ROOT / "addon", src / "addon",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("blender_manifest.toml", "LICENSE"):
+        shutil.copy2(ROOT / name, src / name)
+    for path in [src, *src.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
     out = tmp_path_factory.mktemp("dist")
-    res = subprocess.run([sys.executable, "-m", "addon.build", "--out", str(out)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    try:
+        res = subprocess.run([sys.executable, "-m", "addon.build", "--out", str(out)], cwd=src,
+                             capture_output=True, text=True, timeout=300)
+    finally:
+        for path in [src, *src.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
     assert res.returncode == 0, res.stdout + res.stderr
+    assert not (src / "build").exists()
     zips = {p.name.rsplit("-", 1)[-1].removesuffix(".zip"): p for p in out.glob("*.zip")}
     missing = {"linux_x64", "windows_x64", "macos_arm64", "macos_x64"} - set(zips)
     if missing:
@@ -67,10 +95,13 @@ def built(tmp_path_factory):
 
 def test_build_makes_valid_platform_zips(built):
     zips, log = built
-    assert "valid: build/extension/image2points" in log
+    assert "valid: staged extension" in log
     with zipfile.ZipFile(zips["linux_x64"]) as z:
         names = set(z.namelist())
         manifest = z.read("blender_manifest.toml").decode()
+        licence = z.read("LICENSE").decode()
+    assert "GNU GENERAL PUBLIC LICENSE" in licence and "Version 3" in licence
+    assert licence == (ROOT / "LICENSE").read_text()
     assert {"__init__.py", "operators.py", "ui.py", "preferences.py", "props.py", "client.py",
             "protocol.py", "points.py", "blender_manifest.toml"} <= names
     assert not any("__pycache__" in n or n.endswith(".pyc") or n == "build.py" for n in names)
@@ -101,3 +132,14 @@ def test_installed_zip_registers_every_class(built, backend, tmp_path):
     assert out["keys_dir"].startswith(str(tmp_path / "blender-user"))  # never the add-on dir
     assert out["after_disable"] == []
     assert out["wheel_installed"], "the bundled pyzmq wheel was not installed"
+
+
+def test_uninstall_in_session_then_clean_exit(built, tmp_path):
+    """package_uninstall inside the session, then a normal interpreter exit: rc 0 (an update=
+    callback on a property made the bpy module segfault here, in SpaceType::~SpaceType)."""
+    zips, _ = built
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"))
+    res = subprocess.run([sys.executable, "-c", UNINSTALL, str(zips["linux_x64"])], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert "RESULT False []" in res.stdout, res.stdout + res.stderr
+    assert res.returncode == 0, f"exit code {res.returncode}\n{res.stdout}{res.stderr}"
