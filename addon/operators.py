@@ -28,7 +28,7 @@ import numpy as np
 from bpy.props import FloatProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper
 
-from . import points, preferences, props
+from . import placement, points, preferences, props, visibility
 from .client import (
     SUPPORTED_MEDIA,
     BackendError,
@@ -438,7 +438,8 @@ def describe_backend(info: dict[str, Any]) -> str:
 
 def import_result(context: Any, task: ReconstructTask, xyz: np.ndarray, rgb: np.ndarray,
                   res: JobResult) -> Any:
-    """Points -> an upright object at the 3D cursor with provenance; selected and active."""
+    """Points -> an upright object with provenance, placed clear of the scene (the 3D cursor when
+    free, else beside everything along +X: placement.py), selected, active and framed."""
     scene = context.scene
     s = props.scene_settings(context)
     size = float(s.size) if s is not None else 2.0
@@ -457,10 +458,13 @@ def import_result(context: Any, task: ReconstructTask, xyz: np.ndarray, rgb: np.
         "imported_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     stem = os.path.splitext(task.name)[0] or "Image2Points"
+    location = placement.clear_location(tuple(scene.cursor.location), size,
+                                        visibility.visible_boxes(context))
     obj = points.import_reconstruction(stem, xyz, rgb if use_colour else None, size=size, radius=radius,
-                                       location=tuple(scene.cursor.location), collection=collection,
+                                       location=location, collection=collection,
                                        provenance=provenance)
     select_only(context, obj)
+    visibility.frame_in_viewports(context)
     return obj
 
 
@@ -655,7 +659,8 @@ def render_views(context: Any, obj: Any) -> list[str]:
         for other in scene.objects:  # other clouds at the same spot would photobomb the views
             if other is not obj and is_point_object(other):
                 other.hide_render = True
-        paths = render.render_ring(obj, out_dir, prefix, int(s.view_count), float(s.view_elevation))
+        with visibility.only_renderable(scene, obj):  # the default Cube must not hide the result
+            paths = render.render_ring(obj, out_dir, prefix, int(s.view_count), float(s.view_elevation))
     for p in paths:
         load_image(p)
     sheet = contact_sheet(paths, os.path.join(out_dir, f"{prefix}_contact_sheet.png"))

@@ -143,3 +143,75 @@ def test_uninstall_in_session_then_clean_exit(built, tmp_path):
                          env=env, capture_output=True, text=True, timeout=300)
     assert "RESULT False []" in res.stdout, res.stdout + res.stderr
     assert res.returncode == 0, f"exit code {res.returncode}\n{res.stdout}{res.stderr}"
+
+
+DEFAULT_SCENE = r"""
+import json, os, shutil, sys
+import bpy
+zip_path, endpoint, image, out = sys.argv[1:5]
+bpy.ops.wm.read_factory_settings(use_empty=False)  # the startup scene: Cube, Light, Camera
+bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
+                                         enable_on_install=True)
+prefs = bpy.context.preferences.addons["bl_ext.user_default.image2points"].preferences
+prefs.endpoint, prefs.connect_timeout = endpoint, 10.0
+scene = bpy.context.scene
+cube = scene.objects["Cube"]
+s = scene.image2points
+s.source, s.filepath = "FILE", image
+bpy.ops.image2points.reconstruct()
+obj = bpy.context.view_layer.objects.active
+s.view_count, s.view_resolution, s.view_samples, s.view_engine = 4, 64, 4, "CYCLES"
+s.output_dir = os.path.join(out, "renders") + os.sep
+scene.cycles.use_denoising = False
+def render(tag):
+    bpy.ops.image2points.render_views()
+    folder = os.path.join(out, tag)
+    shutil.copytree(os.path.join(out, "renders", obj.name), folder)
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if "_view_" in f)
+res = {"with": render("with")}
+obj.hide_render = True
+res["without"] = render("without")
+obj.hide_render = False
+def box(o):
+    import mathutils
+    pts = [o.matrix_world @ mathutils.Vector(c) for c in o.bound_box]
+    return [[min(p[i] for p in pts) for i in range(3)], [max(p[i] for p in pts) for i in range(3)]]
+bpy.context.view_layer.update()
+res.update(cube_box=box(cube), obj_box=box(obj), cube_hide_render=cube.hide_render,
+           selected=[o.name for o in bpy.context.selected_objects], obj=obj.name,
+           location=list(obj.location))
+print("RESULT " + json.dumps(res))
+"""
+
+
+def test_default_scene_result_is_placed_clear_and_seen_in_every_view(built, backend, tmp_path):
+    """The startup Cube (2 m at the origin, where the 3D cursor is) neither swallows the 2 m
+    result nor hides it in the novel views."""
+    import numpy as np
+    from images import disc_rgba, png_bytes
+    from PIL import Image
+
+    zips, _ = built
+    image = tmp_path / "disc.png"
+    image.write_bytes(png_bytes(disc_rgba(96, (40, 200, 60))))
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"))
+    res = subprocess.run([sys.executable, "-c", DEFAULT_SCENE, str(zips["linux_x64"]),
+                          backend.endpoint, str(image), str(tmp_path)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    lines = [line for line in res.stdout.splitlines() if line.startswith("RESULT ")]
+    assert res.returncode == 0 and lines, res.stdout + res.stderr
+    out = json.loads(lines[-1][len("RESULT "):])
+    cube_min, cube_max = np.array(out["cube_box"])
+    obj_min, obj_max = np.array(out["obj_box"])
+    assert obj_min[0] > cube_max[0], out  # placed beside the Cube along +X, no overlap
+    assert out["location"][1:] == pytest.approx([0.0, 0.0])  # at the cursor's y and z
+    assert out["selected"] == [out["obj"]]
+    assert out["cube_hide_render"] is False  # restored after both renders
+    assert len(out["with"]) == len(out["without"]) == 4
+    for with_path, without_path in zip(out["with"], out["without"]):
+        a = np.asarray(Image.open(with_path).convert("RGB"), dtype=np.int16)
+        b = np.asarray(Image.open(without_path).convert("RGB"), dtype=np.int16)
+        changed = np.abs(a - b).max(axis=2) > 24
+        assert changed.mean() > 0.02, f"{with_path}: the result covers {changed.mean():.1%} of the view"
+        greenish = (a[..., 1] - a[..., 0] > 40) & changed  # the disc is green; the Cube is grey
+        assert greenish.sum() > 0.5 * changed.sum(), f"{with_path}: the result is not what shows"
