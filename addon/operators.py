@@ -105,8 +105,8 @@ def effective_settings(context: Any, endpoint: str = "", connect_timeout: float 
                        timeout: float = 0.0) -> preferences.Settings:
     """Preferences, with per-call overrides (operator properties used by scripts and tests)."""
     cfg = preferences.settings(context)
-    if endpoint:
-        cfg.endpoint = endpoint
+    if endpoint.strip():
+        cfg.endpoint = endpoint.strip()
     if connect_timeout > 0:
         cfg.connect_timeout = connect_timeout
     if timeout > 0:
@@ -567,7 +567,7 @@ class IMAGE2POINTS_OT_check_backend(_EndpointProps, bpy.types.Operator):
             self.report({"ERROR"}, f"Image2Points: {error_text(exc)}")
             return {"CANCELLED"}
         line = describe_backend(info)
-        set_state(context, backend_ok=True, backend_status=line)
+        set_state(context, backend_ok=True, backend_status=line, error_code="", error_message="")
         self.report({"INFO"}, line)
         return {"FINISHED"}
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import bpy
 from bpy.props import BoolProperty, FloatProperty, StringProperty
 
-from .client import DEFAULT_ENDPOINT, CurveKeys
+from .client import DEFAULT_ENDPOINT, CurveKeys, endpoint_error
 
 # The add-on package: "addon" in tests, "bl_ext.<repo>.image2points" when installed.
 base_package = __package__ or __name__.rpartition(".")[0]
@@ -46,42 +46,51 @@ class IMAGE2POINTS_AP_preferences(bpy.types.AddonPreferences):
 
     endpoint: StringProperty(  # type: ignore[valid-type]
         name="Backend Endpoint", default=DEFAULT_ENDPOINT,
-        description="ZeroMQ address of the backend, e.g. tcp://127.0.0.1:5555")
+        description="ZeroMQ address of the backend, tcp://HOST:PORT (port 1-65535), e.g. "
+                    "tcp://127.0.0.1:5555 for a backend on this computer")
     connect_timeout: FloatProperty(  # type: ignore[valid-type]
         name="Connect Timeout", default=3.0, min=0.1, max=120.0, unit="TIME_ABSOLUTE",
-        description="Seconds to wait for a connection before reporting 'not reachable'")
+        description="Seconds to wait for the backend to answer before reporting 'not reachable'")
     job_timeout: FloatProperty(  # type: ignore[valid-type]
         name="Job Timeout", default=300.0, min=1.0, max=86400.0, unit="TIME_ABSOLUTE",
-        description="Longest a reconstruction may take before it is cancelled")
+        description="Longest a reconstruction may take, in seconds, before it is cancelled")
     stall_timeout: FloatProperty(  # type: ignore[valid-type]
         name="Silence Timeout", default=10.0, min=2.0, max=3600.0, unit="TIME_ABSOLUTE",
-        description="A running job whose backend says nothing for this long is treated as lost")
+        description="Seconds a running job's backend may stay silent before the job counts as lost "
+                    "(it sends a heartbeat every second)")
     server_key_file: StringProperty(  # type: ignore[valid-type]
         name="Server Public Key", subtype="FILE_PATH", default="",
-        description="CurveZMQ: the backend's public key file (.key). Empty = no encryption")
+        description="CurveZMQ: the backend's public key file (.key); empty = no encryption")
     client_key_file: StringProperty(  # type: ignore[valid-type]
         name="Client Key Pair", subtype="FILE_PATH", default="",
-        description="CurveZMQ: this Blender's key pair file (.key_secret)")
+        description="CurveZMQ: this Blender's key pair file (.key_secret); empty = no encryption")
     local_command: StringProperty(  # type: ignore[valid-type]
         name="Local Backend Command", default="image2points serve",
         description="Command line that starts a backend on this machine (run as a subprocess)")
-    show_advanced: BoolProperty(name="Advanced", default=False)  # type: ignore[valid-type]
+    show_advanced: BoolProperty(  # type: ignore[valid-type]
+        name="Advanced", default=False,
+        description="Show the timeouts and the CurveZMQ encryption settings")
 
     def draw(self, context: Any) -> None:
         layout = self.layout
         col = layout.column()
         col.prop(self, "endpoint")
-        col.prop(self, "connect_timeout")
-        col.prop(self, "job_timeout")
-        col.prop(self, "stall_timeout")
-        ok, why = endpoint_allowed(self.endpoint)
-        if not ok:
+        endpoint = str(self.endpoint).strip()
+        why = endpoint_error(endpoint) or endpoint_allowed(endpoint)[1]
+        if why:
             col.label(text=why, icon="ERROR")
-        box = layout.box()
-        box.label(text="Encryption (CurveZMQ, for backends on other machines)")
-        box.prop(self, "server_key_file")
-        box.prop(self, "client_key_file")
-        box.operator("image2points.create_keys", icon="KEYINGSET")
+        layout.prop(self, "show_advanced", icon="TRIA_DOWN" if self.show_advanced else "TRIA_RIGHT",
+                    emboss=False)
+        if self.show_advanced:
+            col = layout.column()
+            col.prop(self, "connect_timeout")
+            col.prop(self, "job_timeout")
+            col.prop(self, "stall_timeout")
+            box = layout.box()
+            box.label(text="Encryption (CurveZMQ, for backends on other machines)")
+            box.prop(self, "server_key_file")
+            box.prop(self, "client_key_file")
+            box.operator("image2points.create_keys", icon="KEYINGSET")
         box = layout.box()
         box.label(text="Local backend")
         box.prop(self, "local_command")
@@ -101,7 +110,7 @@ def settings(context: Any = None) -> Settings:
         p = None
     if p is None:
         return Settings()
-    return Settings(str(p.endpoint), float(p.connect_timeout), float(p.job_timeout),
+    return Settings(str(p.endpoint).strip(), float(p.connect_timeout), float(p.job_timeout),
                     float(p.stall_timeout), str(p.server_key_file), str(p.client_key_file),
                     str(p.local_command))
 
@@ -115,6 +124,7 @@ def is_loopback(endpoint: str) -> bool:
 
 def endpoint_allowed(endpoint: str) -> tuple[bool, str]:
     """Blender's online-access policy: loopback always, anything else only with online access."""
+    endpoint = endpoint.strip()
     if not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
         return False, f"'{endpoint}' is not a ZeroMQ endpoint (expected tcp://HOST:PORT)"
     if is_loopback(endpoint) or bool(getattr(bpy.app, "online_access", True)):

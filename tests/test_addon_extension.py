@@ -37,7 +37,7 @@ out["panels"] = sorted(n for n in dir(bpy.types) if n.startswith("IMAGE2POINTS_P
 out["base_package"] = mods["preferences"].base_package
 prefs = bpy.context.preferences.addons[pkg].preferences
 out["endpoint_default"] = prefs.endpoint
-prefs.endpoint, prefs.connect_timeout = endpoint, 10.0
+prefs.endpoint, prefs.connect_timeout = f" {endpoint}\t", 10.0  # pasted with blanks
 bpy.ops.image2points.check_backend()  # preferences -> a real hello over the bundled wheel's zmq
 out["status"] = bpy.context.window_manager.image2points.backend_status
 out["has_scene_props"] = hasattr(bpy.context.scene, "image2points")
@@ -153,7 +153,7 @@ bpy.ops.wm.read_factory_settings(use_empty=False)  # the startup scene: Cube, Li
 bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
                                          enable_on_install=True)
 prefs = bpy.context.preferences.addons["bl_ext.user_default.image2points"].preferences
-prefs.endpoint, prefs.connect_timeout = endpoint, 10.0
+prefs.endpoint, prefs.connect_timeout = f" {endpoint}\t", 10.0  # pasted with blanks
 scene = bpy.context.scene
 cube = scene.objects["Cube"]
 s = scene.image2points
