@@ -818,7 +818,7 @@ class IMAGE2POINTS_OT_start_backend(bpy.types.Operator):
     def execute(self, context: Any) -> set[Any]:
         cfg = preferences.settings(context)
         try:
-            proc = preferences.start_local_backend(cfg.local_command)
+            proc = preferences.start_local_backend(cfg.local_command, preferences.installed_exe())
         except (OSError, ValueError) as exc:
             self.report({"ERROR"}, f"Image2Points: cannot start '{cfg.local_command}': {exc}")
             return {"CANCELLED"}

@@ -2,13 +2,16 @@
 
 Preferences live in Blender's userpref.blend, never in a scene .blend. CURVE keys are files
 (ZeroMQ certificate format) under the extension's user directory; only their paths are stored.
-The optional local backend is a subprocess (never a thread), stopped on unregister and at exit.
+The optional local backend is a subprocess (never a thread), stopped on unregister and at exit;
+Install Backend (backend_install.py) puts it in a private virtual environment in the extension's
+user data folder, and Start Local Backend then runs it by full path (no PATH needed).
 """
 
 
 import atexit
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,9 +20,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import bpy
-from bpy.props import BoolProperty, FloatProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
 
+from . import backend_install
 from .client import DEFAULT_ENDPOINT, CurveKeys, endpoint_error
+from .modal_task import ModalTaskOperator
 
 # The add-on package: "addon" in tests, "bl_ext.<repo>.image2points" when installed.
 base_package = __package__ or __name__.rpartition(".")[0]
@@ -39,6 +44,9 @@ class Settings:
     server_key_file: str = ""
     client_key_file: str = ""
     local_command: str = "image2points serve"
+    backend_package: str = "image2points"
+    backend_torch: str = "CPU"
+    backend_pip_args: str = ""
 
 
 class IMAGE2POINTS_AP_preferences(bpy.types.AddonPreferences):
@@ -66,7 +74,19 @@ class IMAGE2POINTS_AP_preferences(bpy.types.AddonPreferences):
         description="CurveZMQ: this Blender's key pair file (.key_secret); empty = no encryption")
     local_command: StringProperty(  # type: ignore[valid-type]
         name="Local Backend Command", default="image2points serve",
-        description="Command line that starts a backend on this machine (run as a subprocess)")
+        description="Command line that starts a backend on this computer (run as a subprocess); a "
+                    "bare 'image2points' means the one Install Backend made, else the one on PATH")
+    backend_package: StringProperty(  # type: ignore[valid-type]
+        name="Backend Package", default="image2points",
+        description="What Install Backend gives to pip: the package name (image2points, from the "
+                    "package index), a wheel or source archive file, or a git URL")
+    backend_torch: EnumProperty(  # type: ignore[valid-type]
+        name="PyTorch", items=backend_install.TORCH_CHOICES, default="CPU",
+        description="Which PyTorch build Install Backend downloads")
+    backend_pip_args: StringProperty(  # type: ignore[valid-type]
+        name="Extra pip Options", default="",
+        description="Added to every pip command of Install Backend, e.g. --no-index --find-links "
+                    "/path/to/wheels for an offline install")
     show_advanced: BoolProperty(  # type: ignore[valid-type]
         name="Advanced", default=False,
         description="Show the timeouts and the CurveZMQ encryption settings")
@@ -92,7 +112,22 @@ class IMAGE2POINTS_AP_preferences(bpy.types.AddonPreferences):
             box.prop(self, "client_key_file")
             box.operator("image2points.create_keys", icon="KEYINGSET")
         box = layout.box()
-        box.label(text="Local backend")
+        box.label(text="Backend on this computer")
+        col = box.column()
+        col.prop(self, "backend_package")
+        col.row().prop(self, "backend_torch", expand=True)
+        if self.show_advanced:
+            col.prop(self, "backend_pip_args")
+        task = _install
+        row = box.row()
+        if task is not None and not task.outcome:
+            row.progress(factor=task.progress, type="BAR", text=task.status[:80]) \
+                if hasattr(row, "progress") else row.label(text=task.status)
+            row.operator("image2points.cancel_install", text="", icon="CANCEL")
+        else:
+            row.operator("image2points.install_backend", icon="IMPORT")
+        for line in install_status_lines():
+            box.label(text=line[:120])
         box.prop(self, "local_command")
         row = box.row()
         row.operator("image2points.start_backend", icon="PLAY")
@@ -112,7 +147,8 @@ def settings(context: Any = None) -> Settings:
         return Settings()
     return Settings(str(p.endpoint).strip(), float(p.connect_timeout), float(p.job_timeout),
                     float(p.stall_timeout), str(p.server_key_file), str(p.client_key_file),
-                    str(p.local_command))
+                    str(p.local_command), str(p.backend_package), str(p.backend_torch),
+                    str(p.backend_pip_args))
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -164,7 +200,25 @@ _backend_proc: subprocess.Popen[bytes] | None = None
 _backend_log: str = ""
 
 
-def start_local_backend(command: str) -> subprocess.Popen[bytes]:
+def resolve_command(argv: list[str], installed_exe: str = "") -> list[str]:
+    """A bare 'image2points' is the one Install Backend made (by full path), else the one on PATH;
+    a command that cannot be found is a ValueError that says what to do."""
+    exe = argv[0]
+    if exe == "image2points" and installed_exe and os.path.isfile(installed_exe):
+        return [installed_exe, *argv[1:]]
+    if os.path.dirname(exe):
+        if not os.path.isfile(exe):
+            raise ValueError(f"'{exe}' does not exist: press Install Backend, or fix Local Backend "
+                             "Command")
+        return argv
+    if shutil.which(exe) is None:
+        raise ValueError(f"'{exe}' was not found (Blender's PATH does not reach it): press Install "
+                         "Backend above, or give Local Backend Command its full path, e.g. "
+                         "/path/to/venv/bin/image2points serve")
+    return argv
+
+
+def start_local_backend(command: str, installed_exe: str = "") -> subprocess.Popen[bytes]:
     """Launch ``command`` (shell-free) as a child process; output goes to a log file."""
     global _backend_proc, _backend_log
     if _backend_proc is not None and _backend_proc.poll() is None:
@@ -172,6 +226,7 @@ def start_local_backend(command: str) -> subprocess.Popen[bytes]:
     argv = shlex.split(command, posix=os.name != "nt")
     if not argv:
         raise ValueError("the local backend command is empty")
+    argv = resolve_command(argv, installed_exe)
     log_dir = os.path.join(tempfile.gettempdir(), "image2points")
     os.makedirs(log_dir, exist_ok=True)
     _backend_log = os.path.join(log_dir, "backend.log")
@@ -206,17 +261,139 @@ def local_backend_status() -> str:
     return f"Local backend: exited with code {code}, see {_backend_log}"
 
 
-CLASSES: tuple[type, ...] = (IMAGE2POINTS_AP_preferences,)
+# -- Install Backend: a private virtual environment in the extension's user data folder --------
+
+_install: backend_install.InstallTask | None = None
+_installed: dict[str, str] = {"exe": "", "error": ""}  # what draw() shows (draw does no I/O)
+
+
+def backend_dir(create: bool = True) -> str:
+    """The extension's user data folder for the backend (kept across upgrades, never the add-on
+    folder); Blender's user datafiles folder where the add-on is not installed as an extension."""
+    try:
+        return str(bpy.utils.extension_path_user(base_package, path="backend", create=create))
+    except (ValueError, RuntimeError):
+        return str(bpy.utils.user_resource("DATAFILES", path=os.path.join("image2points", "backend"),
+                                           create=create))
+
+
+def venv_dir(create: bool = True) -> str:
+    return os.path.join(backend_dir(create), "venv")
+
+
+def installed_exe() -> str:
+    """The Install Backend environment's image2points, '' when there is none (file check)."""
+    exe = backend_install.venv_exe(venv_dir(create=False))
+    _installed["exe"] = exe if os.path.isfile(exe) else ""
+    return _installed["exe"]
+
+
+def install_status_lines() -> list[str]:
+    """What the preferences show about the installed backend (from memory only)."""
+    task = _install
+    if task is not None and task.error:
+        return [task.error[i:i + 110] for i in range(0, min(len(task.error), 660), 110)]
+    if task is not None and task.outcome == {"FINISHED"}:
+        return [task.status, f"Installed: {_installed['exe']}"]
+    if _installed["exe"]:
+        return [f"Installed: {_installed['exe']}"]
+    return ["Not installed: Install Backend makes a private Python environment for it "
+            "(several hundred MB)"]
+
+
+def install_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONNOUSERSITE"] = "1"  # the user's own site-packages must not leak into the backend
+    env.pop("PYTHONHOME", None)
+    return env
+
+
+def new_install_task(cfg: Settings) -> backend_install.InstallTask:
+    venv = venv_dir()
+    steps = backend_install.plan(sys.executable, venv, cfg.backend_package, cfg.backend_torch,
+                                 shlex.split(cfg.backend_pip_args, posix=os.name != "nt"))
+    return backend_install.InstallTask(steps, os.path.join(backend_dir(), "install.log"),
+                                       env=install_env())
+
+
+def _redraw(context: Any) -> None:
+    wm = getattr(context, "window_manager", None)
+    for window in getattr(wm, "windows", None) or []:
+        for area in window.screen.areas:
+            if area.type in {"PREFERENCES", "VIEW_3D"}:
+                area.tag_redraw()
+
+
+class IMAGE2POINTS_OT_install_backend(ModalTaskOperator, bpy.types.Operator):
+    """Make a private Python environment in the extension's user folder and pip-install the backend and PyTorch into it (progress shows here; Esc cancels)"""
+
+    bl_idname = "image2points.install_backend"
+    bl_label = "Install Backend"
+    bl_options = {"REGISTER"}
+    timer_interval = 0.5
+
+    @classmethod
+    def poll(cls, context: Any) -> bool:
+        return _install is None or bool(_install.outcome)
+
+    def begin(self, context: Any) -> set[Any]:
+        global _install
+        try:
+            task = new_install_task(settings(context))
+            task.begin()
+        except (OSError, ValueError) as exc:
+            self.report({"ERROR"}, f"Image2Points: Install Backend could not start: {exc}")
+            return {"CANCELLED"}
+        _install = self._task = task
+        _redraw(context)
+        return {"RUNNING_MODAL"}
+
+    def tick(self, context: Any) -> set[Any]:
+        outcome = super().tick(context)
+        _redraw(context)
+        return outcome
+
+    def report_task(self, task: Any) -> None:
+        installed_exe()
+        if task.outcome == {"FINISHED"}:
+            self.report({"INFO"}, f"Image2Points: {task.status}: {_installed['exe']}")
+        else:
+            self.report({"WARNING" if task.cancel_requested else "ERROR"}, task.error)
+
+
+class IMAGE2POINTS_OT_cancel_install(bpy.types.Operator):
+    """Stop Install Backend (the environment stays as far as it got; installing again goes on from there)"""
+
+    bl_idname = "image2points.cancel_install"
+    bl_label = "Cancel Install"
+    bl_options = {"REGISTER"}
+
+    def execute(self, context: Any) -> set[Any]:
+        if _install is not None:
+            _install.cancel_requested = True
+        return {"FINISHED"}
+
+
+CLASSES: tuple[type, ...] = (IMAGE2POINTS_AP_preferences, IMAGE2POINTS_OT_install_backend,
+                             IMAGE2POINTS_OT_cancel_install)
 
 
 def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     atexit.register(stop_local_backend)  # Blender 4.2 has no quit handler; atexit runs at exit
+    try:
+        installed_exe()
+    except (OSError, ValueError, RuntimeError):
+        pass
 
 
 def unregister() -> None:
+    global _install
     stop_local_backend()
     atexit.unregister(stop_local_backend)
+    if _install is not None:
+        _install.stop()
+        _install = None
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

@@ -215,3 +215,116 @@ def test_default_scene_result_is_placed_clear_and_seen_in_every_view(built, back
         assert changed.mean() > 0.02, f"{with_path}: the result covers {changed.mean():.1%} of the view"
         greenish = (a[..., 1] - a[..., 0] > 40) & changed  # the disc is green; the Cube is grey
         assert greenish.sum() > 0.5 * changed.sum(), f"{with_path}: the result is not what shows"
+
+
+INSTALL_BACKEND = r"""
+import json, os, subprocess, sys, time
+import bpy
+zip_path, wheel, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
+                                         enable_on_install=True)
+pkg = "bl_ext.user_default.image2points"
+prefs = bpy.context.preferences.addons[pkg].preferences
+mod = sys.modules[pkg + ".preferences"]
+out = {"before": mod.install_status_lines(), "default_package": prefs.backend_package,
+       "default_torch": prefs.backend_torch}
+prefs.backend_torch, prefs.backend_pip_args = "NONE", "--no-index --no-deps"  # no network here
+prefs.local_command = f"image2points serve --port {port} --threads 1"
+prefs.endpoint, prefs.connect_timeout = f"tcp://127.0.0.1:{port}", 10.0
+try:
+    bpy.ops.image2points.start_backend()
+    out["start_before"] = ""
+except RuntimeError as exc:
+    out["start_before"] = str(exc)
+prefs.backend_package = os.path.join(os.path.dirname(wheel), "image2points-0.0.0-py3-none-any.whl")
+try:
+    bpy.ops.image2points.install_backend()
+    out["bad"] = ""
+except RuntimeError as exc:
+    out["bad"] = str(exc)
+prefs.backend_package = wheel
+bpy.ops.image2points.install_backend()
+out["exe"], out["venv"], out["after"] = mod.installed_exe(), mod.venv_dir(), mod.install_status_lines()
+bpy.ops.image2points.start_backend()
+deadline = time.monotonic() + 120
+while True:
+    r = subprocess.run([out["exe"], "ping", "--endpoint", prefs.endpoint, "--timeout", "5"],
+                       capture_output=True, text=True)
+    if r.returncode == 0 or time.monotonic() > deadline:
+        break
+    time.sleep(0.5)
+out["ping"] = [r.returncode, r.stdout + r.stderr]
+bpy.ops.image2points.check_backend()
+out["status"] = bpy.context.window_manager.image2points.backend_status
+vpy = os.path.join(out["venv"], "bin", "python")
+out["backend_file"] = subprocess.run([vpy, "-c", "import backend; print(backend.__file__)"],
+                                     capture_output=True, text=True).stdout.strip()
+bpy.ops.image2points.stop_backend()
+print("RESULT " + json.dumps(out))
+"""
+
+_NOT_SHARED = ("image2points", "__editable__", "_distutils_hack", "distutils-precedence", "pip",
+               "setuptools", "pkg_resources", "wheel", "__pycache__")
+
+
+@pytest.fixture(scope="module")
+def backend_wheel(tmp_path_factory):
+    """The backend as a wheel built from this checkout (no network: no build isolation)."""
+    src = tmp_path_factory.mktemp("wheel-src")
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, src / name)
+    for name in ("addon", "backend", "bench"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    out = tmp_path_factory.mktemp("wheel")
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation",
+                          "--no-index", "-q", "-w", str(out)], cwd=src, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    (wheel,) = out.glob("image2points-*.whl")
+    return wheel
+
+
+def test_backend_wheel_carries_the_default_weights(backend_wheel):
+    with zipfile.ZipFile(backend_wheel) as z:
+        names = set(z.namelist())
+    assert {"backend/weights/default.pt", "backend/weights/default.card.json", "backend/cli.py"} <= names
+    assert any(n.endswith("entry_points.txt") for n in names)
+
+
+def test_install_backend_then_start_it_by_full_path(built, backend_wheel, tmp_path):
+    """Install Backend into the extension's user folder from a local wheel (pip --no-index), then
+    Start Local Backend finds it without PATH and `image2points ping` answers. The test's own
+    packages (torch, numpy, pyzmq, ...) stand in for the downloads, through PYTHONPATH."""
+    import sysconfig
+
+    from test_addon_bpy import free_port
+
+    zips, _ = built
+    shared = tmp_path / "deps"
+    shared.mkdir()
+    for entry in os.scandir(sysconfig.get_paths()["purelib"]):
+        if not entry.name.startswith(_NOT_SHARED) and not entry.name.endswith(".pth"):
+            os.symlink(entry.path, shared / entry.name)
+    user = tmp_path / "blender-user"
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(user), PYTHONPATH=str(shared),
+               PATH="/usr/bin:/bin")  # no image2points on PATH
+    res = subprocess.run([sys.executable, "-c", INSTALL_BACKEND, str(zips["linux_x64"]),
+                          str(backend_wheel), str(free_port())], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    lines = [line for line in res.stdout.splitlines() if line.startswith("RESULT ")]
+    assert res.returncode == 0 and lines, res.stdout + res.stderr
+    out = json.loads(lines[-1][len("RESULT "):])
+    assert out["default_package"] == "image2points" and out["default_torch"] == "CPU"
+    assert out["before"][0].startswith("Not installed")
+    assert "'image2points' was not found" in out["start_before"] and "Install Backend" in out["start_before"]
+    bad = out["bad"]  # one actionable line: what failed, the log, the commands by hand
+    assert "installing the backend failed (exit code" in bad and "\n" not in bad.strip()
+    assert f"Log: {out['venv'][:-len('venv')]}install.log" in bad and "By hand: " in bad
+    assert "pip install" in bad and "image2points-0.0.0" in bad
+    assert out["venv"].startswith(str(user)) and "extensions" in out["venv"]  # not the add-on folder
+    assert "/addons/" not in out["venv"] and not out["venv"].startswith(str(ROOT))
+    assert out["exe"] == os.path.join(out["venv"], "bin", "image2points")
+    assert out["after"][-1] == f"Installed: {out['exe']}"
+    assert out["ping"][0] == 0, out["ping"]
+    assert out["status"].startswith("Connected: image2points"), out["status"]
+    assert out["backend_file"].startswith(out["venv"])  # the wheel's backend, not the checkout

@@ -77,3 +77,43 @@ def test_check_backend_button_has_its_name_and_success_clears_errors(i2p, backen
     assert bpy.ops.image2points.check_backend(endpoint=f"  {backend.endpoint}\t",
                                               connect_timeout=10) == {"FINISHED"}
     assert state.backend_ok and state.error_code == "" and state.error_message == ""
+
+
+def test_preferences_draw_shows_advanced_and_install_state(i2p, tmp_path):
+    import sys
+    from types import SimpleNamespace
+
+    from test_addon_bpy import Recorder
+
+    from addon import backend_install, preferences
+
+    def draw(**over):
+        log: list = []
+        fake = SimpleNamespace(**{"layout": Recorder(log), "endpoint": "tcp://127.0.0.1:99999 ",
+                                  "show_advanced": False, **over})
+        preferences.IMAGE2POINTS_AP_preferences.draw(fake, i2p.context)
+        return log
+
+    def props(log):
+        return [args[1] for name, args, _ in log if name == "prop"]
+
+    def texts(log):
+        return [kw.get("text", "") for name, _, kw in log if name == "label"]
+
+    log = draw()
+    assert "connect_timeout" not in props(log) and "show_advanced" in props(log)
+    assert any("ports are 1-65535" in t for t in texts(log))
+    assert any(name == "operator" and args[0] == "image2points.install_backend" for name, args, _ in log)
+    assert {"connect_timeout", "server_key_file", "backend_pip_args"} <= set(props(draw(show_advanced=True)))
+    task = backend_install.InstallTask(
+        [backend_install.Step("installing PyTorch", [sys.executable, "-c", "import time; time.sleep(30)"])],
+        str(tmp_path / "install.log"))
+    task.begin()
+    preferences._install = task
+    try:
+        log = draw()
+        assert any(name == "operator" and args[0] == "image2points.cancel_install" for name, args, _ in log)
+        assert any(name == "progress" for name, _, _ in log)
+    finally:
+        task.stop()
+        preferences._install = None
