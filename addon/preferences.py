@@ -338,8 +338,14 @@ class IMAGE2POINTS_OT_install_backend(ModalTaskOperator, bpy.types.Operator):
 
     def begin(self, context: Any) -> set[Any]:
         global _install
+        cfg = settings(context)
+        if not bool(getattr(bpy.app, "online_access", True)) and "--no-index" not in cfg.backend_pip_args:
+            self.report({"ERROR"}, "Image2Points: Install Backend downloads from the internet, and "
+                        "online access is off: turn on Edit > Preferences > System > Network > Allow "
+                        "Online Access, or install a local wheel with Extra pip Options --no-index")
+            return {"CANCELLED"}
         try:
-            task = new_install_task(settings(context))
+            task = new_install_task(cfg)
             task.begin()
         except (OSError, ValueError) as exc:
             self.report({"ERROR"}, f"Image2Points: Install Backend could not start: {exc}")

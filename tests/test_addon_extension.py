@@ -228,6 +228,11 @@ prefs = bpy.context.preferences.addons[pkg].preferences
 mod = sys.modules[pkg + ".preferences"]
 out = {"before": mod.install_status_lines(), "default_package": prefs.backend_package,
        "default_torch": prefs.backend_torch}
+try:  # the bpy module starts with online access off: a download is refused at once
+    bpy.ops.image2points.install_backend()
+    out["offline"] = ""
+except RuntimeError as exc:
+    out["offline"] = str(exc)
 prefs.backend_torch, prefs.backend_pip_args = "NONE", "--no-index --no-deps"  # no network here
 prefs.local_command = f"image2points serve --port {port} --threads 1"
 prefs.endpoint, prefs.connect_timeout = f"tcp://127.0.0.1:{port}", 10.0
@@ -316,6 +321,7 @@ def test_install_backend_then_start_it_by_full_path(built, backend_wheel, tmp_pa
     out = json.loads(lines[-1][len("RESULT "):])
     assert out["default_package"] == "image2points" and out["default_torch"] == "CPU"
     assert out["before"][0].startswith("Not installed")
+    assert "online access is off" in out["offline"] and "--no-index" in out["offline"]
     assert "'image2points' was not found" in out["start_before"] and "Install Backend" in out["start_before"]
     bad = out["bad"]  # one actionable line: what failed, the log, the commands by hand
     assert "installing the backend failed (exit code" in bad and "\n" not in bad.strip()
