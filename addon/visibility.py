@@ -49,11 +49,11 @@ def visible_boxes(context: Any, exclude: Any = None) -> list[Box]:
 
 
 def frame_in_viewports(context: Any) -> int:
-    """View Selected in every 3D Viewport of the current window; the number framed (0 in
-    background mode or where there is no window, which is harmless)."""
+    """View Selected in every 3D Viewport of the current window; the number framed (0 where
+    there is no window, e.g. ``blender -b``, which is harmless)."""
     window = getattr(context, "window", None)
     screen = getattr(window, "screen", None) if window is not None else None
-    if bpy.app.background or screen is None:
+    if screen is None:
         return 0
     framed = 0
     for area in screen.areas:

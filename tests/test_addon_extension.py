@@ -160,6 +160,8 @@ s = scene.image2points
 s.source, s.filepath = "FILE", image
 bpy.ops.image2points.reconstruct()
 obj = bpy.context.view_layer.objects.active
+view3d = next(a for a in bpy.context.window.screen.areas if a.type == "VIEW_3D")
+framed_at = list(view3d.spaces.active.region_3d.view_location)
 s.view_count, s.view_resolution, s.view_samples, s.view_engine = 4, 64, 4, "CYCLES"
 s.output_dir = os.path.join(out, "renders") + os.sep
 scene.cycles.use_denoising = False
@@ -179,7 +181,7 @@ def box(o):
 bpy.context.view_layer.update()
 res.update(cube_box=box(cube), obj_box=box(obj), cube_hide_render=cube.hide_render,
            selected=[o.name for o in bpy.context.selected_objects], obj=obj.name,
-           location=list(obj.location))
+           location=list(obj.location), framed_at=framed_at)
 print("RESULT " + json.dumps(res))
 """
 
@@ -206,6 +208,8 @@ def test_default_scene_result_is_placed_clear_and_seen_in_every_view(built, back
     assert obj_min[0] > cube_max[0], out  # placed beside the Cube along +X, no overlap
     assert out["location"][1:] == pytest.approx([0.0, 0.0])  # at the cursor's y and z
     assert out["selected"] == [out["obj"]]
+    centre = (obj_min + obj_max) / 2
+    assert np.allclose(out["framed_at"], centre, atol=0.3 * (obj_max - obj_min).max())  # framed
     assert out["cube_hide_render"] is False  # restored after both renders
     assert len(out["with"]) == len(out["without"]) == 4
     for with_path, without_path in zip(out["with"], out["without"]):
