@@ -39,6 +39,9 @@ def encode_png(rgba: np.ndarray) -> bytes:
 
 def unreadable(img: Any, label: str) -> BackendError:
     """Why an Image has no pixels, naming it: its file is gone, or Blender cannot decode it."""
+    if getattr(img, "type", "") in {"RENDER_RESULT", "COMPOSITING"}:
+        return BackendError("BAD_INPUT", f"could not read image '{label}': Blender gives scripts no "
+                            "pixels of a render result; save it (Image > Save As) and open that file")
     path = bpy.path.abspath(img.filepath, library=img.library) if img.filepath else ""
     if img.source == "FILE" and img.packed_file is None and path and not os.path.isfile(path):
         return BackendError("BAD_INPUT", f"could not read image '{label}': its file '{path}' is "

@@ -130,3 +130,19 @@ def test_errors_name_the_image(scene, backend, tmp_path):
         bpy.ops.image2points.reconstruct(endpoint=backend.endpoint, timeout=60)
     state = bpy.context.window_manager.image2points
     assert state.error_code == "BAD_INPUT" and "broken.png" in state.error_message
+
+
+def test_a_render_result_says_to_save_it_first(scene):
+    from addon import operators
+
+    bpy = scene
+    r = bpy.context.scene.render
+    r.engine, r.resolution_x, r.resolution_y = "CYCLES", 8, 8
+    bpy.context.scene.cycles.samples = 1
+    cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
+    bpy.context.scene.collection.objects.link(cam)
+    bpy.context.scene.camera = cam
+    bpy.ops.render.render()
+    result = next(i for i in bpy.data.images if i.type == "RENDER_RESULT")
+    with pytest.raises(operators.BackendError, match=r"could not read image 'Render Result'.*Save As"):
+        operators.image_datablock_bytes(result)
