@@ -24,16 +24,18 @@ WORKING_SIZE = 1024  # long side in pixels: far above what the model crops to, s
 
 
 def encode_png(rgba: np.ndarray) -> bytes:
-    """(H, W, 4) uint8, top row first -> PNG bytes (numpy + zlib; Blender ships no Pillow)."""
-    h, w = rgba.shape[:2]
-    raw = np.zeros((h, 1 + w * 4), np.uint8)
-    raw[:, 1:] = np.ascontiguousarray(rgba, dtype=np.uint8).reshape(h, w * 4)
+    """(H, W, 4) or (H, W, 3) uint8, top row first -> PNG bytes (numpy + zlib; Blender ships no
+    Pillow)."""
+    h, w, c = rgba.shape
+    raw = np.zeros((h, 1 + w * c), np.uint8)
+    raw[:, 1:] = np.ascontiguousarray(rgba, dtype=np.uint8).reshape(h, w * c)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(
             ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0))
+    colour_type = 6 if c == 4 else 2  # RGBA / RGB
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + chunk(b"IEND", b""))
 
 
@@ -69,6 +71,12 @@ def image_pixels_u8(img: Any, label: str = "") -> np.ndarray:
     return (np.clip(rgba, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def for_backend(rgba: np.ndarray) -> bytes:
+    """PNG as sent: RGB when every pixel is opaque (no alpha means no mask: the backend then
+    finds the object itself), RGBA when the alpha channel carries one."""
+    return encode_png(rgba[..., :3] if rgba[..., 3].min() == 255 else rgba)
+
+
 def working_size(w: int, h: int, limit: int = WORKING_SIZE) -> tuple[int, int]:
     """(w, h) scaled so the long side is at most ``limit`` (never up), aspect kept."""
     scale = min(1.0, limit / max(w, h, 1))
@@ -87,11 +95,11 @@ def image_png(img: Any, label: str = "", limit: int = WORKING_SIZE) -> bytes:
         raise unreadable(img, label)
     tw, th = working_size(w, h, limit)
     if (tw, th) == (w, h):
-        return encode_png(image_pixels_u8(img, label))
+        return for_backend(image_pixels_u8(img, label))
     small = img.copy()
     try:
         small.scale(tw, th)
-        return encode_png(image_pixels_u8(small, label))
+        return for_backend(image_pixels_u8(small, label))
     finally:
         bpy.data.images.remove(small)
 
@@ -112,6 +120,6 @@ def file_png(path: str, limit: int = WORKING_SIZE) -> bytes:
         tw, th = working_size(int(img.size[0]), int(img.size[1]), limit)
         if (tw, th) != tuple(img.size):
             img.scale(tw, th)  # our own temporary Image: scale it in place
-        return encode_png(image_pixels_u8(img, label))
+        return for_backend(image_pixels_u8(img, label))
     finally:
         bpy.data.images.remove(img)

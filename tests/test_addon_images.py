@@ -60,7 +60,9 @@ def test_a_24_megapixel_jpeg_is_scaled_on_the_client_and_reconstructs(scene, bac
     rgb = np.stack([255 * (1 - grey) * 0.8, 60 + 0 * grey, 255 * grey], -1)  # orange disc on blue
     path = tmp_path / "camera.jpg"
     Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path, quality=90)
-    px = sent(operators.file_bytes_for_backend(str(path)))
+    data = operators.file_bytes_for_backend(str(path))
+    assert Image.open(io.BytesIO(data)).mode == "RGB"  # opaque: no alpha channel, so no fake mask
+    px = sent(data)
     assert px.shape == (683, 1024, 4)  # long side at the working size, aspect kept
     assert image_input.WORKING_SIZE == 1024
     assert px[341, 512, 0] > 150 and px[5, 5, 2] > 200  # the disc and the background survive
