@@ -338,3 +338,42 @@ def test_install_backend_then_start_it_by_full_path(built, backend_wheel, tmp_pa
     assert out["ping"][0] == 0, out["ping"]
     assert out["status"].startswith("Connected: image2points"), out["status"]
     assert out["backend_file"].startswith(out["venv"])  # the wheel's backend, not the checkout
+
+
+IMAGES = r"""
+import json, sys
+import bpy
+zip_path, endpoint, *paths = sys.argv[1:]
+bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
+                                         enable_on_install=True)
+prefs = bpy.context.preferences.addons["bl_ext.user_default.image2points"].preferences
+prefs.endpoint, prefs.connect_timeout = endpoint, 10.0
+s = bpy.context.scene.image2points
+s.max_points = 4000
+out = {}
+for path in paths:
+    s.source, s.filepath = "FILE", path
+    bpy.ops.image2points.reconstruct()
+    obj = bpy.context.view_layer.objects.active
+    out[obj["i2p_source_image"]] = obj["i2p_point_count"]
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_photo_16_bit_and_exr_files_reconstruct_through_the_installed_zip(built, backend, tmp_path):
+    """The three kinds of file the issue names, through Blender's decoding in the real extension."""
+    bpy = pytest.importorskip("bpy")
+    from test_addon_images import camera_jpeg, grey16_png, write_exr
+
+    zips, _ = built
+    paths = [camera_jpeg(tmp_path / "camera.jpg"), grey16_png(tmp_path / "grey16.png"),
+             write_exr(bpy, tmp_path / "render.exr")]
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"))
+    res = subprocess.run([sys.executable, "-c", IMAGES, str(zips["linux_x64"]), backend.endpoint,
+                          *map(str, paths)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
+    lines = [line for line in res.stdout.splitlines() if line.startswith("RESULT ")]
+    assert res.returncode == 0 and lines, res.stdout + res.stderr
+    counts = json.loads(lines[-1][len("RESULT "):])
+    assert set(counts) == {"camera.jpg", "grey16.png", "render.exr"}
+    assert all(n > 100 for n in counts.values()), counts

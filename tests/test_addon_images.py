@@ -1,6 +1,7 @@
 """What the add-on sends is the picture as Blender sees it: any format Blender reads, any bit
 depth, any size (scaled to the working size on the client), and errors that name the image.
-Each case reconstructs through a real backend process."""
+The pixels sent are checked here; test_addon_extension reconstructs the same three kinds of file
+through the installed extension zip and a real backend."""
 
 from __future__ import annotations
 
@@ -43,56 +44,22 @@ def sent(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"))
 
 
-def reconstruct_file(bpy, backend, path) -> object:
-    s = bpy.context.scene.image2points
-    s.source, s.filepath = "FILE", str(path)
-    assert bpy.ops.image2points.reconstruct(endpoint=backend.endpoint, timeout=180) == {"FINISHED"}
-    obj = bpy.context.view_layer.objects.active
-    assert obj["i2p_point_count"] > 100 and obj["i2p_source_image"] == path.name
-    return obj
-
-
-def test_a_24_megapixel_jpeg_is_scaled_on_the_client_and_reconstructs(scene, backend, tmp_path):
-    from addon import image_input, operators
-
-    bpy = scene
+def camera_jpeg(path):
+    """A 6000x4000 (24 MP) photo-sized JPEG: an orange disc on blue."""
     grey = disc(4000, 6000, 0.0, 1.0)
-    rgb = np.stack([255 * (1 - grey) * 0.8, 60 + 0 * grey, 255 * grey], -1)  # orange disc on blue
-    path = tmp_path / "camera.jpg"
+    rgb = np.stack([255 * (1 - grey) * 0.8, 60 + 0 * grey, 255 * grey], -1)
     Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path, quality=90)
-    data = operators.file_bytes_for_backend(str(path))
-    assert Image.open(io.BytesIO(data)).mode == "RGB"  # opaque: no alpha channel, so no fake mask
-    px = sent(data)
-    assert px.shape == (683, 1024, 4)  # long side at the working size, aspect kept
-    assert image_input.WORKING_SIZE == 1024
-    assert px[341, 512, 0] > 150 and px[5, 5, 2] > 200  # the disc and the background survive
-    n = len(bpy.data.images)
-    reconstruct_file(bpy, backend, path)
-    assert len(bpy.data.images) == n  # the temporary Image is gone
-    # the same photo as an Image datablock: scaled on a copy, the artist's Image is untouched
-    img = bpy.data.images.load(str(path))
-    assert sent(operators.image_datablock_bytes(img)).shape == (683, 1024, 4)
-    assert tuple(img.size) == (6000, 4000) and len(bpy.data.images) == n + 1
+    return path
 
 
-def test_a_16_bit_grey_png_keeps_its_tones_and_reconstructs(scene, backend, tmp_path):
-    from addon import operators
-
-    bpy = scene
-    tones = disc(256, 256, 0.25, 0.85)
-    path = tmp_path / "grey16.png"
-    Image.fromarray((tones * 65535).astype(np.uint16)).save(path)
-    assert Image.open(path).mode.startswith("I")  # really a 16-bit grey PNG
-    px = sent(operators.file_bytes_for_backend(str(path))).astype(int)
-    assert abs(px[128, 128, 0] - 64) <= 2 and abs(px[3, 3, 0] - 217) <= 2  # not all white
-    assert (px[..., 0] == px[..., 1]).all() and (px[..., 3] == 255).all()
-    reconstruct_file(bpy, backend, path)
+def grey16_png(path):
+    """A 16-bit greyscale PNG: a dark disc (0.25) on a light ground (0.85)."""
+    Image.fromarray((disc(256, 256, 0.25, 0.85) * 65535).astype(np.uint16)).save(path)
+    return path
 
 
-def test_an_exr_is_sent_as_display_srgb_and_reconstructs(scene, backend, tmp_path):
-    from addon import operators
-
-    bpy = scene
+def write_exr(bpy, path):
+    """A linear EXR written by Blender: red-orange disc (0.8, 0.2, 0.05) on (0, 0, 0.05)."""
     h = w = 128
     lin = disc(h, w, 1.0, 0.0)
     img = bpy.data.images.new("made", w, h, alpha=True, float_buffer=True)
@@ -100,14 +67,49 @@ def test_an_exr_is_sent_as_display_srgb_and_reconstructs(scene, backend, tmp_pat
     px = np.zeros((h, w, 4), np.float32)
     px[..., 0], px[..., 1], px[..., 2], px[..., 3] = 0.8 * lin, 0.2 * lin, 0.05, 1.0
     img.pixels.foreach_set(px.ravel())
-    path = tmp_path / "render.exr"
     img.filepath_raw, img.file_format = str(path), "OPEN_EXR"
     img.save()
     bpy.data.images.remove(img)
+    return path
+
+
+def test_a_24_megapixel_jpeg_is_scaled_on_the_client(scene, tmp_path):
+    from addon import image_input, operators
+
+    bpy = scene
+    path = camera_jpeg(tmp_path / "camera.jpg")
+    n = len(bpy.data.images)
+    data = operators.file_bytes_for_backend(str(path))
+    assert len(bpy.data.images) == n  # the temporary Image is gone
+    assert Image.open(io.BytesIO(data)).mode == "RGB"  # opaque: no alpha channel, so no fake mask
+    px = sent(data)
+    assert px.shape == (683, 1024, 4)  # long side at the working size, aspect kept
+    assert image_input.WORKING_SIZE == 1024
+    assert px[341, 512, 0] > 150 and px[5, 5, 2] > 200  # the disc and the background survive
+    # the same photo as an Image datablock: scaled on a copy, the artist's Image is untouched
+    img = bpy.data.images.load(str(path))
+    assert sent(operators.image_datablock_bytes(img)).shape == (683, 1024, 4)
+    assert tuple(img.size) == (6000, 4000) and len(bpy.data.images) == n + 1
+
+
+def test_a_16_bit_grey_png_keeps_its_tones(scene, tmp_path):
+    from addon import operators
+
+    path = grey16_png(tmp_path / "grey16.png")
+    assert Image.open(path).mode.startswith("I")  # really a 16-bit grey PNG
+    px = sent(operators.file_bytes_for_backend(str(path))).astype(int)
+    assert abs(px[128, 128, 0] - 64) <= 2 and abs(px[3, 3, 0] - 217) <= 2  # not all white
+    assert (px[..., 0] == px[..., 1]).all() and (px[..., 3] == 255).all()
+
+
+def test_an_exr_is_sent_as_display_srgb(scene, tmp_path):
+    from addon import operators
+
+    bpy = scene
+    path = write_exr(bpy, tmp_path / "render.exr")
     got = sent(operators.file_bytes_for_backend(str(path))).astype(int)
     assert abs(got[64, 64, 0] - 231) <= 2 and abs(got[64, 64, 1] - 124) <= 2  # linear 0.8, 0.2 -> sRGB
     assert abs(got[2, 2, 2] - 63) <= 2
-    reconstruct_file(bpy, backend, path)
 
 
 def test_errors_name_the_image(scene, backend, tmp_path):
