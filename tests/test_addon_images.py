@@ -46,9 +46,10 @@ def sent(data: bytes) -> np.ndarray:
 
 def camera_jpeg(path):
     """A 6000x4000 (24 MP) photo-sized JPEG: an orange disc on blue."""
-    grey = disc(4000, 6000, 0.0, 1.0)
+    grey = disc(400, 600, 0.0, 1.0)
     rgb = np.stack([255 * (1 - grey) * 0.8, 60 + 0 * grey, 255 * grey], -1)
-    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path, quality=90)
+    small = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
+    small.resize((6000, 4000), Image.Resampling.BILINEAR).save(path, quality=90)
     return path
 
 
