@@ -89,7 +89,7 @@ class IMAGE2POINTS_AP_preferences(bpy.types.AddonPreferences):
                     "/path/to/wheels for an offline install")
     show_advanced: BoolProperty(  # type: ignore[valid-type]
         name="Advanced", default=False,
-        description="Show the timeouts and the CurveZMQ encryption settings")
+        description="Show the timeouts, the CurveZMQ encryption settings and extra pip options")
 
     def draw(self, context: Any) -> None:
         layout = self.layout
