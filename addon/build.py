@@ -4,9 +4,10 @@
     .venv/bin/python -m addon.build --out DIR --blender /path/to/blender
 
 Steps: download the cp311 pyzmq wheels (same version as installed here) for Windows x64, macOS
-(universal2: arm64 + x64) and Linux x64 into a cache (build/wheels, gitignored); stage addon/
-(no tests, caches or this script) + blender_manifest.toml with ``wheels``/``platforms`` added;
-run Blender's own extension builder with ``--split-platforms``, then ``validate`` on every zip.
+(universal2: arm64 + x64) and Linux x64 into a cache (~/.cache/image2points/wheels); stage addon/
+(no tests, caches or this script) + blender_manifest.toml with ``wheels``/``platforms`` added +
+LICENSE in a temporary folder (so a read-only checkout builds too); run Blender's own extension
+builder with ``--split-platforms``, then ``validate`` on every zip.
 The builder is ``blender --command extension`` when --blender is given, otherwise the same
 script shipped inside the bpy wheel (plain Python, no Blender start-up).
 
@@ -21,9 +22,12 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADDON = os.path.join(ROOT, "addon")
+DEFAULT_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                             "image2points", "wheels")
 
 # Blender platform -> the pip --platform tag of the cp311 pyzmq wheel that serves it.
 PLATFORM_TAGS = {
@@ -96,9 +100,9 @@ def stage(stage_dir: str, wheels: dict[str, str]) -> None:
     manifest = "".join(lines[:first_table]) + extra + "".join(lines[first_table:])
     with open(os.path.join(stage_dir, "blender_manifest.toml"), "w", encoding="utf-8") as f:
         f.write(manifest)
-    for extra_file in ("LICENSE", "COPYING"):
-        if os.path.isfile(os.path.join(ROOT, extra_file)):
-            shutil.copy2(os.path.join(ROOT, extra_file), stage_dir)
+    if not os.path.isfile(os.path.join(ROOT, "LICENSE")):
+        raise SystemExit("error: LICENSE is missing from the checkout; the extension must ship it")
+    shutil.copy2(os.path.join(ROOT, "LICENSE"), stage_dir)
 
 
 def builder_command(blender: str | None) -> list[str]:
@@ -121,19 +125,20 @@ def build(out_dir: str, cache: str, blender: str | None = None,
     wheels = fetch_wheels(cache, version, platforms or list(PLATFORM_TAGS))
     if not wheels:
         raise SystemExit("error: no pyzmq wheel could be found or downloaded")
-    stage_dir = os.path.join(ROOT, "build", "extension", "image2points")
-    stage(stage_dir, wheels)
+    cmd = builder_command(blender)
     os.makedirs(out_dir, exist_ok=True)
     for old in glob.glob(os.path.join(out_dir, "image2points-*.zip")):
         os.remove(old)
-    cmd = builder_command(blender)
-    log(f"building from {stage_dir}")
-    subprocess.run([*cmd, "build", "--source-dir", stage_dir, "--output-dir", out_dir,
-                    "--split-platforms"], check=True)
-    zips = sorted(glob.glob(os.path.join(out_dir, "image2points-*.zip")))
-    for path in [stage_dir, *zips]:
-        subprocess.run([*cmd, "validate", path], check=True, capture_output=True, text=True)
-        log(f"valid: {os.path.relpath(path, ROOT)}")
+    with tempfile.TemporaryDirectory(prefix="image2points-build-") as tmp:
+        stage_dir = os.path.join(tmp, "image2points")  # the folder name is the extension's id
+        stage(stage_dir, wheels)
+        log(f"building from {stage_dir}")
+        subprocess.run([*cmd, "build", "--source-dir", stage_dir, "--output-dir", out_dir,
+                        "--split-platforms"], check=True)
+        zips = sorted(glob.glob(os.path.join(out_dir, "image2points-*.zip")))
+        for path in [stage_dir, *zips]:
+            subprocess.run([*cmd, "validate", path], check=True, capture_output=True, text=True)
+            log(f"valid: {'staged extension' if path == stage_dir else path}")
     return zips
 
 
@@ -141,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m addon.build", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=os.path.join(ROOT, "dist"), help="output folder (default dist/)")
-    p.add_argument("--wheels-cache", default=os.path.join(ROOT, "build", "wheels"))
+    p.add_argument("--wheels-cache", default=DEFAULT_CACHE,
+                   help=f"where downloaded pyzmq wheels are kept (default {DEFAULT_CACHE})")
     p.add_argument("--blender", default=None, help="use this Blender's 'extension' command")
     p.add_argument("--platforms", nargs="*", choices=sorted(PLATFORM_TAGS), default=None)
     args = p.parse_args(argv)

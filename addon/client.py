@@ -415,9 +415,16 @@ def endpoint_error(endpoint: str) -> str:
         return "" if len(endpoint.split("://", 1)[1]) else f"'{endpoint}' names no path"
     if not endpoint.startswith("tcp://"):
         return f"'{endpoint}' is not a ZeroMQ endpoint (expected tcp://HOST:PORT, e.g. {DEFAULT_ENDPOINT})"
-    host, _, port = endpoint[6:].rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return f"'{endpoint}' needs a host and a port: tcp://HOST:PORT, e.g. {DEFAULT_ENDPOINT}"
+    host, colon, port = endpoint[6:].rpartition(":")
+    form = f"write tcp://HOST:PORT, e.g. {DEFAULT_ENDPOINT}"
+    if not colon or not port:
+        return f"'{endpoint}' has no port: {form}"
+    if not host:
+        return f"'{endpoint}' has no host: {form}"
+    if not port.isdigit():
+        return f"'{endpoint}': the port '{port}' is not a number: {form}"
+    if not 0 < int(port) < 65536:
+        return f"'{endpoint}': the port {int(port)} is out of range: ports are 1-65535 ({form})"
     if host in ("*", "0.0.0.0", "[::]"):
         return f"'{endpoint}' is an address to bind, not to connect to; use the backend's address"
     return ""

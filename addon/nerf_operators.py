@@ -281,8 +281,7 @@ def capture_views(context: Any, out_dir: str, views: int, test_views: int, resol
 
 
 class IMAGE2POINTS_OT_capture_views(ModalTaskOperator, bpy.types.Operator):
-    """Render the selection from cameras on the upper hemisphere into a NeRF dataset
-    (images/ + transforms_train.json + transforms_test.json); ESC cancels"""
+    """Render the selection from cameras on the upper hemisphere into a NeRF dataset (images/ + transforms_train.json + transforms_test.json); Esc cancels"""  # noqa: E501 - one line: a docstring's line break shows in the tooltip
 
     bl_idname = "image2points.capture_views"
     bl_label = "Capture Views"

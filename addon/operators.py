@@ -15,10 +15,8 @@ import hashlib
 import math
 import os
 import re
-import struct
 import tempfile
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,9 +26,8 @@ import numpy as np
 from bpy.props import FloatProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper
 
-from . import points, preferences, props
+from . import image_input, placement, points, preferences, props, visibility
 from .client import (
-    SUPPORTED_MEDIA,
     BackendError,
     Client,
     JobResult,
@@ -38,6 +35,7 @@ from .client import (
     guess_media,
     points_from_result,
 )
+from .image_input import encode_png, image_pixels_u8
 from .modal_task import ModalTaskOperator
 
 Report = Callable[..., Any]
@@ -105,8 +103,8 @@ def effective_settings(context: Any, endpoint: str = "", connect_timeout: float 
                        timeout: float = 0.0) -> preferences.Settings:
     """Preferences, with per-call overrides (operator properties used by scripts and tests)."""
     cfg = preferences.settings(context)
-    if endpoint:
-        cfg.endpoint = endpoint
+    if endpoint.strip():
+        cfg.endpoint = endpoint.strip()
     if connect_timeout > 0:
         cfg.connect_timeout = connect_timeout
     if timeout > 0:
@@ -162,70 +160,14 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]+", "_", name).strip("._") or "points"
 
 
-def encode_png(rgba: np.ndarray) -> bytes:
-    """(H, W, 4) uint8, top row first -> PNG bytes (numpy + zlib; Blender ships no Pillow)."""
-    h, w = rgba.shape[:2]
-    raw = np.zeros((h, 1 + w * 4), np.uint8)
-    raw[:, 1:] = np.ascontiguousarray(rgba, dtype=np.uint8).reshape(h, w * 4)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + chunk(b"IEND", b""))
-
-
-def image_pixels_u8(img: Any) -> np.ndarray:
-    """(H, W, 4) uint8 display pixels of an Image datablock, top row first."""
-    w, h = int(img.size[0]), int(img.size[1])
-    if w * h == 0:
-        raise BackendError("BAD_INPUT", f"image '{img.name}' has no pixels (file missing?)")
-    px = np.empty(w * h * 4, np.float32)
-    img.pixels.foreach_get(px)
-    rgba = px.reshape(h, w, 4)[::-1].copy()
-    if img.is_float:  # float buffers are scene-linear; the backend expects display sRGB
-        c = np.clip(rgba[..., :3], 0.0, 1.0)
-        rgba[..., :3] = np.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1 / 2.4) - 0.055)
-    return (np.clip(rgba, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
 def image_datablock_bytes(img: Any) -> bytes:
-    """The original file bytes when they match what Blender shows and the backend decodes them
-    (PNG, JPEG, WebP), else the pixels Blender decoded, as PNG (TIFF, EXR, BMP, TGA, ...)."""
-    if not img.is_dirty:
-        data = b""
-        if img.packed_file is not None:
-            data = bytes(img.packed_file.data)
-        elif img.source == "FILE" and img.filepath:
-            path = bpy.path.abspath(img.filepath, library=img.library)
-            if os.path.isfile(path):
-                with open(path, "rb") as f:
-                    data = f.read()
-        if guess_media(data) in SUPPORTED_MEDIA:
-            return data
-    return encode_png(image_pixels_u8(img))
+    """What is sent for an Image datablock: its pixels as Blender shows them, PNG, working size."""
+    return image_input.image_png(img)
 
 
 def file_bytes_for_backend(path: str) -> bytes:
-    """A file's bytes as sent: as they are when the backend decodes the format, else decoded by
-    Blender (any format it opens) and sent as PNG; the temporary Image is removed again."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if guess_media(data) in SUPPORTED_MEDIA:
-        return data
-    try:
-        img = bpy.data.images.load(path, check_existing=False)
-    except RuntimeError as exc:
-        raise BackendError("BAD_INPUT", f"cannot read '{os.path.basename(path)}' as an image: "
-                           f"{exc}") from None
-    try:
-        if img.size[0] * img.size[1] == 0:
-            raise BackendError("BAD_INPUT", f"'{os.path.basename(path)}' is not an image Blender "
-                               "can read (send PNG, JPEG, WebP, or any format Blender opens)")
-        return encode_png(image_pixels_u8(img))
-    finally:
-        bpy.data.images.remove(img)
+    """What is sent for an image file: decoded by Blender (any format it opens), PNG, working size."""
+    return image_input.file_png(path)
 
 
 def editor_image(context: Any) -> Any:
@@ -438,7 +380,8 @@ def describe_backend(info: dict[str, Any]) -> str:
 
 def import_result(context: Any, task: ReconstructTask, xyz: np.ndarray, rgb: np.ndarray,
                   res: JobResult) -> Any:
-    """Points -> an upright object at the 3D cursor with provenance; selected and active."""
+    """Points -> an upright object with provenance, placed clear of the scene (the 3D cursor when
+    free, else beside everything along +X: placement.py), selected, active and framed."""
     scene = context.scene
     s = props.scene_settings(context)
     size = float(s.size) if s is not None else 2.0
@@ -457,10 +400,13 @@ def import_result(context: Any, task: ReconstructTask, xyz: np.ndarray, rgb: np.
         "imported_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     stem = os.path.splitext(task.name)[0] or "Image2Points"
+    location = placement.clear_location(tuple(scene.cursor.location), size,
+                                        visibility.visible_boxes(context))
     obj = points.import_reconstruction(stem, xyz, rgb if use_colour else None, size=size, radius=radius,
-                                       location=tuple(scene.cursor.location), collection=collection,
+                                       location=location, collection=collection,
                                        provenance=provenance)
     select_only(context, obj)
+    visibility.frame_in_viewports(context)
     return obj
 
 
@@ -563,7 +509,7 @@ class IMAGE2POINTS_OT_check_backend(_EndpointProps, bpy.types.Operator):
             self.report({"ERROR"}, f"Image2Points: {error_text(exc)}")
             return {"CANCELLED"}
         line = describe_backend(info)
-        set_state(context, backend_ok=True, backend_status=line)
+        set_state(context, backend_ok=True, backend_status=line, error_code="", error_message="")
         self.report({"INFO"}, line)
         return {"FINISHED"}
 
@@ -655,7 +601,8 @@ def render_views(context: Any, obj: Any) -> list[str]:
         for other in scene.objects:  # other clouds at the same spot would photobomb the views
             if other is not obj and is_point_object(other):
                 other.hide_render = True
-        paths = render.render_ring(obj, out_dir, prefix, int(s.view_count), float(s.view_elevation))
+        with visibility.only_renderable(scene, obj):  # the default Cube must not hide the result
+            paths = render.render_ring(obj, out_dir, prefix, int(s.view_count), float(s.view_elevation))
     for p in paths:
         load_image(p)
     sheet = contact_sheet(paths, os.path.join(out_dir, f"{prefix}_contact_sheet.png"))
@@ -871,7 +818,7 @@ class IMAGE2POINTS_OT_start_backend(bpy.types.Operator):
     def execute(self, context: Any) -> set[Any]:
         cfg = preferences.settings(context)
         try:
-            proc = preferences.start_local_backend(cfg.local_command)
+            proc = preferences.start_local_backend(cfg.local_command, preferences.installed_exe())
         except (OSError, ValueError) as exc:
             self.report({"ERROR"}, f"Image2Points: cannot start '{cfg.local_command}': {exc}")
             return {"CANCELLED"}

@@ -2,13 +2,16 @@
 
 Preferences live in Blender's userpref.blend, never in a scene .blend. CURVE keys are files
 (ZeroMQ certificate format) under the extension's user directory; only their paths are stored.
-The optional local backend is a subprocess (never a thread), stopped on unregister and at exit.
+The optional local backend is a subprocess (never a thread), stopped on unregister and at exit;
+Install Backend (backend_install.py) puts it in a private virtual environment in the extension's
+user data folder, and Start Local Backend then runs it by full path (no PATH needed).
 """
 
 
 import atexit
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,9 +20,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import bpy
-from bpy.props import BoolProperty, FloatProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
 
-from .client import DEFAULT_ENDPOINT, CurveKeys
+from . import backend_install
+from .client import DEFAULT_ENDPOINT, CurveKeys, endpoint_error
+from .modal_task import ModalTaskOperator
 
 # The add-on package: "addon" in tests, "bl_ext.<repo>.image2points" when installed.
 base_package = __package__ or __name__.rpartition(".")[0]
@@ -39,6 +44,9 @@ class Settings:
     server_key_file: str = ""
     client_key_file: str = ""
     local_command: str = "image2points serve"
+    backend_package: str = "image2points"
+    backend_torch: str = "CPU"
+    backend_pip_args: str = ""
 
 
 class IMAGE2POINTS_AP_preferences(bpy.types.AddonPreferences):
@@ -46,44 +54,80 @@ class IMAGE2POINTS_AP_preferences(bpy.types.AddonPreferences):
 
     endpoint: StringProperty(  # type: ignore[valid-type]
         name="Backend Endpoint", default=DEFAULT_ENDPOINT,
-        description="ZeroMQ address of the backend, e.g. tcp://127.0.0.1:5555")
+        description="ZeroMQ address of the backend, tcp://HOST:PORT (port 1-65535), e.g. "
+                    "tcp://127.0.0.1:5555 for a backend on this computer")
     connect_timeout: FloatProperty(  # type: ignore[valid-type]
         name="Connect Timeout", default=3.0, min=0.1, max=120.0, unit="TIME_ABSOLUTE",
-        description="Seconds to wait for a connection before reporting 'not reachable'")
+        description="Seconds to wait for the backend to answer before reporting 'not reachable'")
     job_timeout: FloatProperty(  # type: ignore[valid-type]
         name="Job Timeout", default=300.0, min=1.0, max=86400.0, unit="TIME_ABSOLUTE",
-        description="Longest a reconstruction may take before it is cancelled")
+        description="Longest a reconstruction may take, in seconds, before it is cancelled")
     stall_timeout: FloatProperty(  # type: ignore[valid-type]
         name="Silence Timeout", default=10.0, min=2.0, max=3600.0, unit="TIME_ABSOLUTE",
-        description="A running job whose backend says nothing for this long is treated as lost")
+        description="Seconds a running job's backend may stay silent before the job counts as lost "
+                    "(it sends a heartbeat every second)")
     server_key_file: StringProperty(  # type: ignore[valid-type]
         name="Server Public Key", subtype="FILE_PATH", default="",
-        description="CurveZMQ: the backend's public key file (.key). Empty = no encryption")
+        description="CurveZMQ: the backend's public key file (.key); empty = no encryption")
     client_key_file: StringProperty(  # type: ignore[valid-type]
         name="Client Key Pair", subtype="FILE_PATH", default="",
-        description="CurveZMQ: this Blender's key pair file (.key_secret)")
+        description="CurveZMQ: this Blender's key pair file (.key_secret); empty = no encryption")
     local_command: StringProperty(  # type: ignore[valid-type]
         name="Local Backend Command", default="image2points serve",
-        description="Command line that starts a backend on this machine (run as a subprocess)")
-    show_advanced: BoolProperty(name="Advanced", default=False)  # type: ignore[valid-type]
+        description="Command line that starts a backend on this computer (run as a subprocess); a "
+                    "bare 'image2points' means the one Install Backend made, else the one on PATH")
+    backend_package: StringProperty(  # type: ignore[valid-type]
+        name="Backend Package", default="image2points",
+        description="What Install Backend gives to pip: the package name (image2points, from the "
+                    "package index), a wheel or source archive file, or a git URL")
+    backend_torch: EnumProperty(  # type: ignore[valid-type]
+        name="PyTorch", items=backend_install.TORCH_CHOICES, default="CPU",
+        description="Which PyTorch build Install Backend downloads")
+    backend_pip_args: StringProperty(  # type: ignore[valid-type]
+        name="Extra pip Options", default="",
+        description="Added to every pip command of Install Backend, e.g. --no-index --find-links "
+                    "/path/to/wheels for an offline install")
+    show_advanced: BoolProperty(  # type: ignore[valid-type]
+        name="Advanced", default=False,
+        description="Show the timeouts, the CurveZMQ encryption settings and extra pip options")
 
     def draw(self, context: Any) -> None:
         layout = self.layout
         col = layout.column()
         col.prop(self, "endpoint")
-        col.prop(self, "connect_timeout")
-        col.prop(self, "job_timeout")
-        col.prop(self, "stall_timeout")
-        ok, why = endpoint_allowed(self.endpoint)
-        if not ok:
+        endpoint = str(self.endpoint).strip()
+        why = endpoint_error(endpoint) or endpoint_allowed(endpoint)[1]
+        if why:
             col.label(text=why, icon="ERROR")
+        layout.prop(self, "show_advanced", icon="TRIA_DOWN" if self.show_advanced else "TRIA_RIGHT",
+                    emboss=False)
+        if self.show_advanced:
+            col = layout.column()
+            col.prop(self, "connect_timeout")
+            col.prop(self, "job_timeout")
+            col.prop(self, "stall_timeout")
+            box = layout.box()
+            box.label(text="Encryption (CurveZMQ, for backends on other machines)")
+            box.prop(self, "server_key_file")
+            box.prop(self, "client_key_file")
+            box.operator("image2points.create_keys", icon="KEYINGSET")
         box = layout.box()
-        box.label(text="Encryption (CurveZMQ, for backends on other machines)")
-        box.prop(self, "server_key_file")
-        box.prop(self, "client_key_file")
-        box.operator("image2points.create_keys", icon="KEYINGSET")
-        box = layout.box()
-        box.label(text="Local backend")
+        box.label(text="Backend on this computer")
+        col = box.column()
+        col.prop(self, "backend_package")
+        col.row().prop(self, "backend_torch", expand=True)
+        if self.show_advanced:
+            col.prop(self, "backend_pip_args")
+        task = _install
+        row = box.row()
+        if task is not None and not task.outcome:
+            row.progress(factor=task.progress, type="BAR", text=task.status[:80]) \
+                if hasattr(row, "progress") else row.label(text=task.status)
+            row.operator("image2points.cancel_install", text="", icon="CANCEL")
+        else:
+            row.operator("image2points.install_backend", icon="IMPORT")
+        for line in install_status_lines():
+            box.label(text=line[:120])
         box.prop(self, "local_command")
         row = box.row()
         row.operator("image2points.start_backend", icon="PLAY")
@@ -101,9 +145,10 @@ def settings(context: Any = None) -> Settings:
         p = None
     if p is None:
         return Settings()
-    return Settings(str(p.endpoint), float(p.connect_timeout), float(p.job_timeout),
+    return Settings(str(p.endpoint).strip(), float(p.connect_timeout), float(p.job_timeout),
                     float(p.stall_timeout), str(p.server_key_file), str(p.client_key_file),
-                    str(p.local_command))
+                    str(p.local_command), str(p.backend_package), str(p.backend_torch),
+                    str(p.backend_pip_args))
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -115,6 +160,7 @@ def is_loopback(endpoint: str) -> bool:
 
 def endpoint_allowed(endpoint: str) -> tuple[bool, str]:
     """Blender's online-access policy: loopback always, anything else only with online access."""
+    endpoint = endpoint.strip()
     if not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
         return False, f"'{endpoint}' is not a ZeroMQ endpoint (expected tcp://HOST:PORT)"
     if is_loopback(endpoint) or bool(getattr(bpy.app, "online_access", True)):
@@ -154,7 +200,25 @@ _backend_proc: subprocess.Popen[bytes] | None = None
 _backend_log: str = ""
 
 
-def start_local_backend(command: str) -> subprocess.Popen[bytes]:
+def resolve_command(argv: list[str], installed_exe: str = "") -> list[str]:
+    """A bare 'image2points' is the one Install Backend made (by full path), else the one on PATH;
+    a command that cannot be found is a ValueError that says what to do."""
+    exe = argv[0]
+    if exe == "image2points" and installed_exe and os.path.isfile(installed_exe):
+        return [installed_exe, *argv[1:]]
+    if os.path.dirname(exe):
+        if not os.path.isfile(exe):
+            raise ValueError(f"'{exe}' does not exist: press Install Backend, or fix Local Backend "
+                             "Command")
+        return argv
+    if shutil.which(exe) is None:
+        raise ValueError(f"'{exe}' was not found (Blender's PATH does not reach it): press Install "
+                         "Backend above, or give Local Backend Command its full path, e.g. "
+                         "/path/to/venv/bin/image2points serve")
+    return argv
+
+
+def start_local_backend(command: str, installed_exe: str = "") -> subprocess.Popen[bytes]:
     """Launch ``command`` (shell-free) as a child process; output goes to a log file."""
     global _backend_proc, _backend_log
     if _backend_proc is not None and _backend_proc.poll() is None:
@@ -162,6 +226,7 @@ def start_local_backend(command: str) -> subprocess.Popen[bytes]:
     argv = shlex.split(command, posix=os.name != "nt")
     if not argv:
         raise ValueError("the local backend command is empty")
+    argv = resolve_command(argv, installed_exe)
     log_dir = os.path.join(tempfile.gettempdir(), "image2points")
     os.makedirs(log_dir, exist_ok=True)
     _backend_log = os.path.join(log_dir, "backend.log")
@@ -196,17 +261,145 @@ def local_backend_status() -> str:
     return f"Local backend: exited with code {code}, see {_backend_log}"
 
 
-CLASSES: tuple[type, ...] = (IMAGE2POINTS_AP_preferences,)
+# -- Install Backend: a private virtual environment in the extension's user data folder --------
+
+_install: backend_install.InstallTask | None = None
+_installed: dict[str, str] = {"exe": "", "error": ""}  # what draw() shows (draw does no I/O)
+
+
+def backend_dir(create: bool = True) -> str:
+    """The extension's user data folder for the backend (kept across upgrades, never the add-on
+    folder); Blender's user datafiles folder where the add-on is not installed as an extension."""
+    try:
+        return str(bpy.utils.extension_path_user(base_package, path="backend", create=create))
+    except (ValueError, RuntimeError):
+        return str(bpy.utils.user_resource("DATAFILES", path=os.path.join("image2points", "backend"),
+                                           create=create))
+
+
+def venv_dir(create: bool = True) -> str:
+    return os.path.join(backend_dir(create), "venv")
+
+
+def installed_exe() -> str:
+    """The Install Backend environment's image2points, '' when there is none (file check)."""
+    exe = backend_install.venv_exe(venv_dir(create=False))
+    _installed["exe"] = exe if os.path.isfile(exe) else ""
+    return _installed["exe"]
+
+
+def install_status_lines() -> list[str]:
+    """What the preferences show about the installed backend (from memory only)."""
+    task = _install
+    if task is not None and task.error:
+        return [task.error[i:i + 110] for i in range(0, min(len(task.error), 660), 110)]
+    if task is not None and task.outcome == {"FINISHED"}:
+        return [task.status, f"Installed: {_installed['exe']}"]
+    if _installed["exe"]:
+        return [f"Installed: {_installed['exe']}"]
+    return ["Not installed: Install Backend makes a private Python environment for it "
+            "(several hundred MB)"]
+
+
+def install_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONNOUSERSITE"] = "1"  # the user's own site-packages must not leak into the backend
+    env.pop("PYTHONHOME", None)
+    return env
+
+
+def new_install_task(cfg: Settings) -> backend_install.InstallTask:
+    venv = venv_dir()
+    steps = backend_install.plan(sys.executable, venv, cfg.backend_package, cfg.backend_torch,
+                                 shlex.split(cfg.backend_pip_args, posix=os.name != "nt"))
+    return backend_install.InstallTask(steps, os.path.join(backend_dir(), "install.log"),
+                                       env=install_env())
+
+
+def _redraw(context: Any) -> None:
+    wm = getattr(context, "window_manager", None)
+    for window in getattr(wm, "windows", None) or []:
+        for area in window.screen.areas:
+            if area.type in {"PREFERENCES", "VIEW_3D"}:
+                area.tag_redraw()
+
+
+class IMAGE2POINTS_OT_install_backend(ModalTaskOperator, bpy.types.Operator):
+    """Make a private Python environment in the extension's user folder and pip-install the backend and PyTorch into it (progress shows here; Esc cancels)"""
+
+    bl_idname = "image2points.install_backend"
+    bl_label = "Install Backend"
+    bl_options = {"REGISTER"}
+    timer_interval = 0.5
+
+    @classmethod
+    def poll(cls, context: Any) -> bool:
+        return _install is None or bool(_install.outcome)
+
+    def begin(self, context: Any) -> set[Any]:
+        global _install
+        cfg = settings(context)
+        if not bool(getattr(bpy.app, "online_access", True)) and "--no-index" not in cfg.backend_pip_args:
+            self.report({"ERROR"}, "Image2Points: Install Backend downloads from the internet, and "
+                        "online access is off: turn on Edit > Preferences > System > Network > Allow "
+                        "Online Access, or install a local wheel with Extra pip Options --no-index")
+            return {"CANCELLED"}
+        try:
+            task = new_install_task(cfg)
+            task.begin()
+        except (OSError, ValueError) as exc:
+            self.report({"ERROR"}, f"Image2Points: Install Backend could not start: {exc}")
+            return {"CANCELLED"}
+        _install = self._task = task
+        _redraw(context)
+        return {"RUNNING_MODAL"}
+
+    def tick(self, context: Any) -> set[Any]:
+        outcome = super().tick(context)
+        _redraw(context)
+        return outcome
+
+    def report_task(self, task: Any) -> None:
+        installed_exe()
+        if task.outcome == {"FINISHED"}:
+            self.report({"INFO"}, f"Image2Points: {task.status}: {_installed['exe']}")
+        else:
+            self.report({"WARNING" if task.cancel_requested else "ERROR"}, task.error)
+
+
+class IMAGE2POINTS_OT_cancel_install(bpy.types.Operator):
+    """Stop Install Backend (the environment stays as far as it got; installing again goes on from there)"""
+
+    bl_idname = "image2points.cancel_install"
+    bl_label = "Cancel Install"
+    bl_options = {"REGISTER"}
+
+    def execute(self, context: Any) -> set[Any]:
+        if _install is not None:
+            _install.cancel_requested = True
+        return {"FINISHED"}
+
+
+CLASSES: tuple[type, ...] = (IMAGE2POINTS_AP_preferences, IMAGE2POINTS_OT_install_backend,
+                             IMAGE2POINTS_OT_cancel_install)
 
 
 def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     atexit.register(stop_local_backend)  # Blender 4.2 has no quit handler; atexit runs at exit
+    try:
+        installed_exe()
+    except (OSError, ValueError, RuntimeError):
+        pass
 
 
 def unregister() -> None:
+    global _install
     stop_local_backend()
     atexit.unregister(stop_local_backend)
+    if _install is not None:
+        _install.stop()
+        _install = None
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

@@ -21,44 +21,70 @@ from bpy.props import (
 class IMAGE2POINTS_PG_job(bpy.types.PropertyGroup):
     """State of the current (or last) reconstruction job, shown by the panel."""
 
-    running: BoolProperty(name="Running", default=False)  # type: ignore[valid-type]
-    status: StringProperty(name="Status", default="")  # type: ignore[valid-type]
+    running: BoolProperty(name="Running", default=False,  # type: ignore[valid-type]
+                          description="A reconstruction is in progress")
+    status: StringProperty(name="Status", default="",  # type: ignore[valid-type]
+                           description="Last thing the reconstruction did")
     progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0,  # type: ignore[valid-type]
-                            subtype="FACTOR")
-    stage: StringProperty(name="Stage", default="")  # type: ignore[valid-type]
-    job_id: StringProperty(name="Job", default="")  # type: ignore[valid-type]
-    error_code: StringProperty(name="Error code", default="")  # type: ignore[valid-type]
-    error_message: StringProperty(name="Error", default="")  # type: ignore[valid-type]
-    backend_status: StringProperty(name="Backend", default="")  # type: ignore[valid-type]
-    backend_ok: BoolProperty(name="Backend reachable", default=False)  # type: ignore[valid-type]
-    last_object: StringProperty(name="Last result", default="")  # type: ignore[valid-type]
+                            subtype="FACTOR", description="Share of the job done (0 to 1)")
+    stage: StringProperty(name="Stage", default="",  # type: ignore[valid-type]
+                          description="The backend's current step")
+    job_id: StringProperty(name="Job", default="",  # type: ignore[valid-type]
+                           description="Id of the running job")
+    error_code: StringProperty(name="Error code", default="",  # type: ignore[valid-type]
+                               description="Code of the last error (BAD_INPUT, TIMEOUT, ...)")
+    error_message: StringProperty(name="Error", default="",  # type: ignore[valid-type]
+                                  description="What went wrong last")
+    backend_status: StringProperty(name="Backend", default="",  # type: ignore[valid-type]
+                                   description="What the last check found")
+    backend_ok: BoolProperty(name="Backend reachable", default=False,  # type: ignore[valid-type]
+                             description="The last check reached the backend")
+    last_object: StringProperty(name="Last result", default="",  # type: ignore[valid-type]
+                                description="Name of the last imported object")
     # NeRF (issue 6): its own job state, so a fit and a reconstruction never share a progress bar
-    nerf_running: BoolProperty(name="NeRF running", default=False)  # type: ignore[valid-type]
+    nerf_running: BoolProperty(name="NeRF running", default=False,  # type: ignore[valid-type]
+                               description="A NeRF capture or fit is in progress")
     nerf_progress: FloatProperty(name="NeRF progress", default=0.0, min=0.0, max=1.0,  # type: ignore[valid-type]
-                                 subtype="FACTOR")
-    nerf_stage: StringProperty(name="NeRF stage", default="")  # type: ignore[valid-type]
-    nerf_status: StringProperty(name="NeRF status", default="")  # type: ignore[valid-type]
-    nerf_job_id: StringProperty(name="NeRF job", default="")  # type: ignore[valid-type]
-    nerf_error_code: StringProperty(name="NeRF error code", default="")  # type: ignore[valid-type]
-    nerf_error_message: StringProperty(name="NeRF error", default="")  # type: ignore[valid-type]
+                                 subtype="FACTOR", description="Share of the NeRF job done (0 to 1)")
+    nerf_stage: StringProperty(name="NeRF stage", default="",  # type: ignore[valid-type]
+                               description="The NeRF job's current step")
+    nerf_status: StringProperty(name="NeRF status", default="",  # type: ignore[valid-type]
+                                description="Last thing the NeRF job did")
+    nerf_job_id: StringProperty(name="NeRF job", default="",  # type: ignore[valid-type]
+                                description="Id of the running NeRF job")
+    nerf_error_code: StringProperty(name="NeRF error code", default="",  # type: ignore[valid-type]
+                                    description="Code of the last NeRF error")
+    nerf_error_message: StringProperty(name="NeRF error", default="",  # type: ignore[valid-type]
+                                       description="What went wrong in the last NeRF job")
     nerf_model_id: StringProperty(name="NeRF model", default="",  # type: ignore[valid-type]
                                   description="Id of the fitted NeRF the backend keeps in memory")
-    nerf_model_file: StringProperty(name="NeRF model file", default="")  # type: ignore[valid-type]
-    nerf_progress_events: IntProperty(name="NeRF progress events", default=0)  # type: ignore[valid-type]
+    nerf_model_file: StringProperty(name="NeRF model file", default="",  # type: ignore[valid-type]
+                                    description="Where the fitted NeRF was saved")
+    nerf_progress_events: IntProperty(name="NeRF progress events", default=0,  # type: ignore[valid-type]
+                                      description="Progress messages received (a count)")
 
 
 def _is_point_object(obj: Any) -> bool:
     return obj is not None and obj.type == "MESH" and "i2p_point_count" in obj
 
 
-def _radius_update(self: Any, context: Any) -> None:
-    """The panel's radius drives every selected Image2Points object (object-space radius)."""
+def radius_changed(context: Any = None) -> None:
+    """The panel's radius drives every selected Image2Points object (object-space radius).
+
+    Called by a message-bus subscription, not an ``update=`` callback: in the bpy 4.2 module a
+    property with a Python update callback makes the process segfault at exit after an in-session
+    ``extensions.package_uninstall`` (reproduced with a ten-line extension and no project code).
+    """
     from . import points
 
-    for obj in getattr(context, "selected_objects", None) or []:
+    ctx: Any = context or bpy.context
+    s = scene_settings(ctx)
+    if s is None:
+        return
+    for obj in getattr(ctx, "selected_objects", None) or []:
         if _is_point_object(obj) and points.MODIFIER in obj.modifiers:
             size = float(obj.get("i2p_size_m", 2.0)) or 2.0
-            points.set_radius(obj, self.radius / (size / 2))
+            points.set_radius(obj, s.radius / (size / 2))
 
 
 ENGINES = [
@@ -78,46 +104,60 @@ SOURCES = [
 class IMAGE2POINTS_PG_settings(bpy.types.PropertyGroup):
     """Artistic settings, saved with the scene."""
 
-    source: EnumProperty(name="Source", items=SOURCES, default="IMAGE")  # type: ignore[valid-type]
-    image: PointerProperty(name="Image", type=bpy.types.Image)  # type: ignore[valid-type]
-    filepath: StringProperty(name="File", subtype="FILE_PATH", default="")  # type: ignore[valid-type]
+    source: EnumProperty(name="Source", items=SOURCES, default="IMAGE",  # type: ignore[valid-type]
+                         description="Where the input picture comes from")
+    image: PointerProperty(name="Image", type=bpy.types.Image,  # type: ignore[valid-type]
+                           description="The picture to reconstruct (any format Blender opens)")
+    filepath: StringProperty(name="File", subtype="FILE_PATH", default="",  # type: ignore[valid-type]
+                             description="Image file to reconstruct (any format Blender opens)")
     size: FloatProperty(name="Size", default=2.0, min=0.001, soft_max=100.0, unit="LENGTH",  # type: ignore[valid-type]
-                        description="Size of the imported object (its largest radius is half this)")
+                        description="Size of the imported object in metres (its largest radius is half this)")
     radius: FloatProperty(name="Point Radius", default=0.012, min=0.0, soft_max=0.2,  # type: ignore[valid-type]
-                          precision=4, unit="LENGTH", update=_radius_update,
+                          precision=4, unit="LENGTH",
                           description="Point radius in metres (also applied to selected results)")
     use_colour: BoolProperty(name="Colour", default=True,  # type: ignore[valid-type]
                              description="Import the predicted colours (off: plain points)")
-    max_points: IntProperty(name="Max Points", default=200_000, min=100, max=5_000_000)  # type: ignore[valid-type]
-    view_count: IntProperty(name="Views", default=8, min=1, max=64)  # type: ignore[valid-type]
-    view_elevation: FloatProperty(name="Elevation", default=20.0, min=-89.0, max=89.0)  # type: ignore[valid-type]
-    view_resolution: IntProperty(name="Resolution", default=256, min=16, max=4096)  # type: ignore[valid-type]
-    view_engine: EnumProperty(name="Engine", items=ENGINES, default="SCENE")  # type: ignore[valid-type]
-    view_samples: IntProperty(name="Samples", default=16, min=1, max=4096)  # type: ignore[valid-type]
+    max_points: IntProperty(name="Max Points", default=200_000, min=100, max=5_000_000,  # type: ignore[valid-type]
+                            description="Most points to import; a larger result is thinned to this. The "
+                            "model gives about 5,000-25,000 points per picture, so a higher cap adds "
+                            "none by itself")
+    view_count: IntProperty(name="Views", default=8, min=1, max=64,  # type: ignore[valid-type]
+                            description="Number of cameras in the ring around the object (one picture each)")
+    view_elevation: FloatProperty(name="Elevation (°)", default=20.0, min=-89.0, max=89.0,  # type: ignore[valid-type]
+                                  description="Camera height above the object's horizon, in degrees (0 = level, 89 = from above)")
+    view_resolution: IntProperty(name="Resolution", default=256, min=16, max=4096, subtype="PIXEL",  # type: ignore[valid-type]
+                                 description="Width and height of each square view, in pixels")
+    view_engine: EnumProperty(name="Engine", items=ENGINES, default="SCENE",  # type: ignore[valid-type]
+                              description="Render engine for the views (Cycles on machines without a GPU)")
+    view_samples: IntProperty(name="Samples", default=16, min=1, max=4096,  # type: ignore[valid-type]
+                              description="Render samples per pixel (more: less noise, slower)")
     output_dir: StringProperty(name="Output", subtype="DIR_PATH",  # type: ignore[valid-type]
                                default="//image2points/",
                                description="Folder for renders and PLY files ('//' = next to the .blend)")
     # NeRF
     nerf_views: IntProperty(name="Views", default=48, min=4, max=400,  # type: ignore[valid-type]
-                            description="Training cameras on the upper hemisphere")
+                            description="Number of training cameras on the upper hemisphere")
     nerf_test_views: IntProperty(name="Held-out Views", default=4, min=0, max=64,  # type: ignore[valid-type]
-                                 description="Test cameras on a separate orbit (transforms_test.json)")
-    nerf_resolution: IntProperty(name="Resolution", default=100, min=16, max=2048)  # type: ignore[valid-type]
-    nerf_samples: IntProperty(name="Samples", default=16, min=1, max=4096)  # type: ignore[valid-type]
+                                 description="Number of test cameras on a separate orbit (transforms_test.json)")
+    nerf_resolution: IntProperty(name="Resolution", default=100, min=16, max=2048, subtype="PIXEL",  # type: ignore[valid-type]
+                                 description="Width and height of each captured image, in pixels")
+    nerf_samples: IntProperty(name="Samples", default=16, min=1, max=4096,  # type: ignore[valid-type]
+                              description="Render samples per pixel for the captured images")
     nerf_dir: StringProperty(name="Dataset Folder", subtype="DIR_PATH",  # type: ignore[valid-type]
                              default="//image2points/nerf/",
                              description="Where Capture Views writes images/ and transforms_*.json "
                              "('//' = next to the .blend)")
     nerf_dataset: StringProperty(name="Dataset", subtype="FILE_PATH", default="",  # type: ignore[valid-type]
                                  description="Dataset folder or transforms file to fit (set by Capture Views)")
-    nerf_field: EnumProperty(name="Field", default="fast", items=[  # type: ignore[valid-type]
+    nerf_field: EnumProperty(name="Field", default="fast", description="Kind of NeRF to fit", items=[  # type: ignore[valid-type]
         ("fast", "Fast Grid", "Grid-based field: minutes on a CPU"),
         ("fast-sh", "Fast Grid + SH", "Grid-based field with view-dependent colour (shiny objects)"),
         ("mlp", "MLP", "A tuned MLP NeRF (slow on a CPU)"),
         ("mlp-seed", "MLP (seed)", "The seed's MLP NeRF as published: the slow reference")])
     nerf_minutes: FloatProperty(name="Minutes", default=2.0, min=0.05, max=60.0,  # type: ignore[valid-type]
-                                description="Training budget")
-    nerf_max_points: IntProperty(name="Max Points", default=100_000, min=100, max=5_000_000)  # type: ignore[valid-type]
+                                description="Training budget, in minutes of wall time")
+    nerf_max_points: IntProperty(name="Max Points", default=100_000, min=100, max=5_000_000,  # type: ignore[valid-type]
+                                 description="Most surface points to import from the fitted NeRF")
     nerf_model_dir: StringProperty(name="Model Folder", subtype="DIR_PATH", default="",  # type: ignore[valid-type]
                                    description="Where fitted models are saved (empty: the extension's "
                                    "user folder)")
@@ -137,14 +177,34 @@ def scene_settings(context: Any) -> Any:
     return getattr(scene, "image2points", None) if scene is not None else None
 
 
+_MSGBUS_OWNER = object()
+
+
+def _subscribe() -> None:
+    bpy.msgbus.subscribe_rna(key=(IMAGE2POINTS_PG_settings, "radius"), owner=_MSGBUS_OWNER,
+                             args=(), notify=radius_changed)
+
+
+@bpy.app.handlers.persistent
+def _resubscribe(*_args: Any) -> None:
+    """Loading a file drops every message-bus subscription; take ours up again."""
+    bpy.msgbus.clear_by_owner(_MSGBUS_OWNER)
+    _subscribe()
+
+
 def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     bpy.types.WindowManager.image2points = PointerProperty(type=IMAGE2POINTS_PG_job)  # type: ignore[attr-defined,func-returns-value]
     bpy.types.Scene.image2points = PointerProperty(type=IMAGE2POINTS_PG_settings)  # type: ignore[attr-defined,func-returns-value]
+    _subscribe()
+    bpy.app.handlers.load_post.append(_resubscribe)
 
 
 def unregister() -> None:
+    bpy.msgbus.clear_by_owner(_MSGBUS_OWNER)
+    if _resubscribe in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.remove(_resubscribe)
     for owner in (bpy.types.Scene, bpy.types.WindowManager):
         if hasattr(owner, "image2points"):
             del owner.image2points  # type: ignore[attr-defined]

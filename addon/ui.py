@@ -94,10 +94,9 @@ class IMAGE2POINTS_PT_main(_SidebarPanel, bpy.types.Panel):
             col.label(text="Uses the image shown in an Image Editor", icon="IMAGE_DATA")
 
         box = layout.box()
-        row = box.row(align=True)
         icon = "CHECKMARK" if state.backend_ok else ("ERROR" if state.backend_status else "QUESTION")
-        wrapped_label(row.column(), state.backend_status or "Backend: not checked yet", icon=icon)
-        row.operator("image2points.check_backend", text="", icon="FILE_REFRESH")
+        wrapped_label(box, state.backend_status or "Backend: not checked yet", icon=icon)
+        box.operator("image2points.check_backend", text="Check Backend", icon="FILE_REFRESH")
 
         col = layout.column(align=True)
         col.prop(s, "size")

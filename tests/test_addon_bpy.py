@@ -301,7 +301,8 @@ def test_formats_blender_opens_are_sent_as_png(scene, fmt, ext, tmp_path):
     assert operators.image_datablock_bytes(img) == data
     png = tmp_path / "disc.png"
     png.write_bytes(png_bytes(rgba))
-    assert operators.file_bytes_for_backend(str(png)) == png.read_bytes()  # PNG goes as it is
+    sent = Image.open(io.BytesIO(operators.file_bytes_for_backend(str(png))))  # decoded by Blender too
+    assert np.array_equal(np.asarray(sent.convert("RGBA")), rgba)
     junk = tmp_path / "notes.tif"
     junk.write_bytes(b"not an image at all" * 10)
     with pytest.raises(operators.BackendError, match="not an image Blender can read"):
@@ -338,7 +339,10 @@ def test_radius_setting_drives_selected_objects(scene):
     from addon import points
 
     obj = torus_object(bpy)
+    from addon import props
+
     bpy.context.scene.image2points.radius = 0.05
+    props.radius_changed(bpy.context)  # what the message bus calls in Blender (no event loop here)
     mod = obj.modifiers[points.MODIFIER]
     assert mod[points._socket_id(mod, "Radius")] == pytest.approx(0.05)  # size 2 m: object scale 1
 

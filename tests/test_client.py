@@ -21,9 +21,11 @@ def test_connectable_endpoints_pass(endpoint):
 
 
 @pytest.mark.parametrize("endpoint,why", [
-    ("tcp://127.0.0.1", "host and a port"), ("tcp://127.0.0.1:", "host and a port"),
-    ("tcp://:5555", "host and a port"), ("tcp://127.0.0.1:99999", "host and a port"),
-    ("tcp://127.0.0.1:http", "host and a port"), ("localhost:5555", "not a ZeroMQ endpoint"),
+    ("tcp://127.0.0.1", "has no port"), ("tcp://127.0.0.1:", "has no port"),
+    ("tcp://:5555", "has no host"), ("tcp://127.0.0.1:99999", "out of range: ports are 1-65535"),
+    ("tcp://127.0.0.1:0", "out of range"),
+    ("tcp://127.0.0.1:http", "the port 'http' is not a number"),
+    ("localhost:5555", "not a ZeroMQ endpoint"),
     ("http://127.0.0.1:5555", "not a ZeroMQ endpoint"), ("", "not a ZeroMQ endpoint"),
     ("tcp://*:5555", "to bind"), ("tcp://0.0.0.0:5555", "to bind"), ("ipc://", "no path"),
 ])
