@@ -20,8 +20,8 @@ from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, 
 from bpy_extras.io_utils import ExportHelper
 
 from . import operators, points, props
-from .client import BackendError, JobResult
-from .protocol import Message, ProtocolError, require_array
+from .client import BackendError
+from .mesh_result import mesh_from_result
 
 MATERIAL = "Image2Points Mesh"
 COLOR_ATTR = points.COLOR_ATTR
@@ -38,8 +38,10 @@ class Image2PointsMeshSettings(bpy.types.PropertyGroup):
                                           "watertight (0 = no limit)")
     smooth: IntProperty(name="Smoothing", default=12, min=0, max=100,  # type: ignore[valid-type]
                         description="Taubin smoothing iterations (volume-keeping)")
-    fill_holes: IntProperty(name="Fill Holes", default=0, min=0, max=16,  # type: ignore[valid-type]
-                            description="Bridge gaps in the cloud up to about twice this many voxels")
+    fill_holes: IntProperty(name="Fill Holes", default=-1, min=-1, max=16,  # type: ignore[valid-type]
+                            description="Bridge gaps in the cloud up to about twice this many voxels "
+                                        "(-1 = auto: just enough for a solid; 0 = off: a leaky "
+                                        "cloud gives a thin shell)")
     close_bottom: BoolProperty(name="Close Bottom", default=False,  # type: ignore[valid-type]
                                description="Fill each vertical column between its lowest and highest "
                                            "point (closes an open, unseen bottom)")
@@ -73,29 +75,16 @@ def mesh_params(s: Any) -> dict[str, Any]:
             "fill_holes": int(s.fill_holes), "close_bottom": bool(s.close_bottom), "up": 2}
 
 
-def request_mesh(cfg: Any, xyz: np.ndarray, rgb: np.ndarray | None, params: dict[str, Any]
+def request_mesh(client: Any, xyz: np.ndarray, rgb: np.ndarray | None, params: dict[str, Any],
+                 timeout: float = 120.0, stall_timeout: float = 10.0
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """One blocking ``mesh`` job; checked (vertices, faces, colours, meta). Raises BackendError."""
-    client = operators.get_client(cfg)
     blobs: dict[str, Any] = {"xyz": np.ascontiguousarray(xyz, np.float32)}
     if rgb is not None:
         blobs["rgb"] = np.ascontiguousarray(rgb, np.uint8)
     job = client.submit("mesh", params, blobs)
-    res = client.wait(job, timeout=cfg.job_timeout, stall_timeout=cfg.stall_timeout)
+    res = client.wait(job, timeout=timeout, stall_timeout=stall_timeout)
     return mesh_from_result(res)
-
-
-def mesh_from_result(res: JobResult) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    msg = Message(res.header, res.blobs)
-    try:
-        v = require_array(msg, "vertices", "<f4", (None, 3))
-        f = require_array(msg, "faces", "<i4", (None, 3))
-        c = require_array(msg, "colors", "|u1", (v.shape[0], 3))
-    except ProtocolError as exc:
-        raise BackendError(exc.code, f"malformed mesh result: {exc.message}", res.job) from None
-    if len(f) == 0 or f.min() < 0 or f.max() >= len(v) or not np.isfinite(v).all():
-        raise BackendError("MODEL", "the backend returned an empty or broken mesh", res.job)
-    return v, f, c, dict(res.meta)
 
 
 def ensure_material() -> Any:
@@ -140,11 +129,12 @@ def build_mesh_object(name: str, vertices: np.ndarray, faces: np.ndarray, colors
     return obj
 
 
-def make_mesh(context: Any, src: Any, cfg: Any, params: dict[str, Any]) -> Any:
+def make_mesh(context: Any, src: Any, client: Any, params: dict[str, Any], timeout: float = 120.0,
+              stall_timeout: float = 10.0) -> Any:
     """The point object's cloud (object space, Blender axes) -> a mesh object with the same
     transform, collections and provenance, named '<points> Mesh'."""
     xyz, rgb = points.point_arrays(src)
-    v, f, c, meta = request_mesh(cfg, xyz, rgb, params)
+    v, f, c, meta = request_mesh(client, xyz, rgb, params, timeout, stall_timeout)
     colls = list(src.users_collection) or [context.scene.collection]
     obj = build_mesh_object(f"{src.name} Mesh", v, f, c, colls[0])
     for coll in colls[1:]:
@@ -246,7 +236,8 @@ class IMAGE2POINTS_OT_make_mesh(operators._EndpointProps, bpy.types.Operator):
         src = operators.target_objects(context)[0]
         cfg = self.settings(context)
         try:
-            obj = make_mesh(context, src, cfg, mesh_params(mesh_settings(context)))
+            obj = make_mesh(context, src, operators.get_client(cfg), mesh_params(mesh_settings(context)),
+                            cfg.job_timeout, cfg.stall_timeout)
         except BackendError as exc:
             operators.set_state(context, error_code=exc.code, error_message=exc.message)
             self.report({"ERROR"}, f"Image2Points: {operators.error_text(exc)}")
