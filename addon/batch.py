@@ -276,4 +276,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m addon.batch`` runs the bpy module, which can crash in interpreter teardown once
+    # an add-on with Python property callbacks was registered (the glTF exporter is one; see
+    # tests/conftest.py): leave with main()'s status instead, after flushing
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
