@@ -20,9 +20,9 @@ import numpy as np
 
 MAX_GRID = 384  # voxels along the longest side: 384^3 bytes = 57 MB, a few seconds at most
 MIN_POINTS = 4
-AUTO_FILL_MAX = 2  # auto fill_holes tries closing radii 0..this
-AUTO_FILL_GAIN = 1.3  # ...and takes the first whose fill grows the shell by this factor
-SPACING_FACTOR = 1.0  # voxel >= the point spacing, so neighbours share or touch voxels
+AUTO_FILL_MAX = 3  # auto fill_holes tries closing radii 0..this
+AUTO_FILL_GAIN = 1.1  # ...and takes the first whose fill grows the shell by this factor (an inside)
+SPACING_FACTOR = 1.0  # voxel vs the point spacing: finer (0.85) scores 0.0852 vs 0.0870 but snaps into visible creases
 
 
 @dataclass
