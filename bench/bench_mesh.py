@@ -207,6 +207,19 @@ def run(quick: bool) -> dict:
     print(table("mesh quality (Chamfer vs GT, unit ball; lower is better)", qrows,
                 ("set", "n", "cloud", "mesh (default)", "mesh, fill 0", "GN mesh",
                  "watertight mesh / fill 0 / GN", "colour err /255")))
+    # one surface or two: 20k points on a sphere of radius 0.8, enclosed volume / the ball's
+    rng = np.random.default_rng(0)
+    p = rng.normal(size=(20000, 3))
+    p = (0.8 * p / np.linalg.norm(p, axis=1, keepdims=True)).astype(np.float32)
+    ball = 4 / 3 * np.pi * 0.8 ** 3
+    m = meshing.mesh_points(p)
+    res["sphere_volume_ratio_mesh"] = meshing.signed_volume(m.vertices, m.faces) / ball
+    line = f"sphere shell of points, enclosed volume / ball: mesher {res['sphere_volume_ratio_mesh']:.2f}"
+    if gn:
+        v, f = gn_mesh(p, m.info["voxel"], max(m.info["voxel"], meshing.point_spacing(p)))
+        res["sphere_volume_ratio_gn"] = abs(meshing.signed_volume(v, f)) / ball
+        line += f", Geometry Nodes {res['sphere_volume_ratio_gn']:.2f} (an inner wall: no inside)"
+    print(line)
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items()}
 
 
