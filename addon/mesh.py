@@ -3,15 +3,16 @@ export it as GLB / PLY / OBJ with Blender's own exporters; optionally bake its c
 
 The meshing runs in the backend (op ``mesh``, backend/model/meshing.py): Blender's Python has no
 scipy, and the native Geometry Nodes route (Points to Volume -> Volume to Mesh) gives a
-double-walled shell with no inside (bench/bench_mesh.py measures both). The request is small and
-short (100k points: about half a second), so the operator blocks with a deadline like Check
-Backend does; bulk data goes in with ``foreach_set``.
+double-walled shell with no inside (bench/bench_mesh.py measures both). Make Mesh polls its own
+socket from a modal timer (the shared ModalTaskOperator skeleton), so the UI never waits; scripts
+and batch block with a deadline. Bulk data goes in with ``foreach_set``.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
 from typing import Any, cast
 
 import bpy
@@ -20,8 +21,9 @@ from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, 
 from bpy_extras.io_utils import ExportHelper
 
 from . import operators, points, props
-from .client import BackendError
+from .client import BackendError, JobResult
 from .mesh_result import mesh_from_result
+from .modal_task import ModalTaskOperator
 
 MATERIAL = "Image2Points Mesh"
 COLOR_ATTR = points.COLOR_ATTR
@@ -131,10 +133,16 @@ def build_mesh_object(name: str, vertices: np.ndarray, faces: np.ndarray, colors
 
 def make_mesh(context: Any, src: Any, client: Any, params: dict[str, Any], timeout: float = 120.0,
               stall_timeout: float = 10.0) -> Any:
-    """The point object's cloud (object space, Blender axes) -> a mesh object with the same
-    transform, collections and provenance, named '<points> Mesh'."""
+    """Blocking: the point object's cloud (object space, Blender axes) -> a mesh object beside it."""
     xyz, rgb = points.point_arrays(src)
     v, f, c, meta = request_mesh(client, xyz, rgb, params, timeout, stall_timeout)
+    return mesh_object_for(context, src, v, f, c, meta)
+
+
+def mesh_object_for(context: Any, src: Any, v: np.ndarray, f: np.ndarray, c: np.ndarray,
+                    meta: dict[str, Any]) -> Any:
+    """The mesh as an object with the point object's transform, collections and provenance,
+    named '<points> Mesh'."""
     colls = list(src.users_collection) or [context.scene.collection]
     obj = build_mesh_object(f"{src.name} Mesh", v, f, c, colls[0])
     for coll in colls[1:]:
@@ -148,6 +156,89 @@ def make_mesh(context: Any, src: Any, client: Any, params: dict[str, Any], timeo
     obj["i2p_mesh_voxel"] = float(meta.get("voxel", 0.0))
     obj["i2p_mesh_watertight"] = bool(meta.get("watertight", False))
     return obj
+
+
+class MeshTask:
+    """One ``mesh`` job on a socket of its own, driven by ``tick()`` (modal timer: the UI never
+    waits) or ``run_blocking()`` (scripts, background mode); the interface ModalTaskOperator drives."""
+
+    def __init__(self, context: Any, src: Any, cfg: Any, params: dict[str, Any]):
+        self.cfg, self.src_name = cfg, src.name
+        self.outcome: set[str] = set()
+        self.cancel_requested = False
+        self.error: BackendError | None = None
+        self.result_object: Any = None
+        xyz, rgb = points.point_arrays(src)
+        self.client = operators.new_client(cfg)
+        try:
+            self.client.hello(timeout=cfg.connect_timeout)  # a clear UNREACHABLE now, not a timeout later
+            self.job = self.client.submit("mesh", params, {"xyz": xyz, "rgb": rgb} if rgb is not None
+                                          else {"xyz": xyz})
+        except BackendError:
+            operators.end_client(self.client)
+            raise
+        self.deadline = time.monotonic() + cfg.job_timeout
+        operators.set_state(context, status=f"Meshing '{src.name}'...", error_code="", error_message="")
+
+    def tick(self, context: Any) -> set[str]:
+        if self.outcome:
+            return self.outcome
+        try:
+            if self.cancel_requested:
+                self.client.cancel(self.job)
+                raise BackendError("CANCELLED", "cancelled by the user", self.job)
+            if time.monotonic() > self.deadline:
+                self.client.cancel(self.job)
+                raise BackendError("TIMEOUT", f"meshing did not finish within {self.cfg.job_timeout:.0f} s",
+                                   self.job)
+            for ev in self.client.poll_events(0):
+                if ev.job != self.job:
+                    continue
+                if ev.kind == "result":
+                    res = JobResult(self.job, ev.message.header, dict(ev.message.blobs),
+                                    dict(ev.message.header.get("meta", {})))
+                    return self.finish(context, res)
+                if ev.kind == "error":
+                    err = ev.message.header.get("error", {})
+                    raise BackendError(str(err.get("code", "MODEL")), str(err.get("message", "")), self.job)
+        except BackendError as exc:
+            return self.fail(context, exc)
+        return {"RUNNING_MODAL"}
+
+    def run_blocking(self, context: Any) -> set[str]:
+        try:
+            res = self.client.wait(self.job, timeout=max(0.0, self.deadline - time.monotonic()),
+                                   stall_timeout=self.cfg.stall_timeout,
+                                   should_cancel=lambda: self.cancel_requested)
+        except BackendError as exc:
+            return self.fail(context, exc)
+        return self.finish(context, res)
+
+    def finish(self, context: Any, res: JobResult) -> set[str]:
+        operators.end_client(self.client)
+        src = bpy.data.objects.get(self.src_name)
+        if src is None:
+            return self.fail(context, BackendError("BAD_INPUT", f"'{self.src_name}' was deleted meanwhile"))
+        try:
+            v, f, c, meta = mesh_from_result(res)
+        except BackendError as exc:
+            return self.fail(context, exc)
+        self.result_object = obj = mesh_object_for(context, src, v, f, c, meta)
+        operators.select_only(context, obj)
+        msg = f"Made '{obj.name}': {len(f)} faces" + (", watertight" if obj["i2p_mesh_watertight"] else "")
+        operators.set_state(context, status=msg, error_code="", error_message="")
+        self.outcome = {"FINISHED"}
+        return self.outcome
+
+    def fail(self, context: Any, exc: BackendError) -> set[str]:
+        operators.end_client(self.client)
+        self.error = exc
+        cancelled = exc.code == "CANCELLED"
+        operators.set_state(context, status="Meshing cancelled" if cancelled else "Meshing failed",
+                            error_code="" if cancelled else exc.code,
+                            error_message="" if cancelled else exc.message)
+        self.outcome = {"CANCELLED"}
+        return self.outcome
 
 
 def export_mesh(context: Any, obj: Any, path: str, fmt: str) -> str:
@@ -221,33 +312,36 @@ def bake_texture(context: Any, obj: Any, size: int = 512, samples: int = 1) -> A
 
 # -- operators ------------------------------------------------------------------------------------
 
-class IMAGE2POINTS_OT_make_mesh(operators._EndpointProps, bpy.types.Operator):
+class IMAGE2POINTS_OT_make_mesh(ModalTaskOperator, operators._EndpointProps, bpy.types.Operator):
     """Turn the selected point object into a watertight, vertex-coloured mesh beside it (backend)"""
 
     bl_idname = "image2points.make_mesh"
     bl_label = "Make Mesh"
     bl_options = {"REGISTER", "UNDO"}
 
+    _task: MeshTask | None = None
+
     @classmethod
     def poll(cls, context: Any) -> bool:
         return bool(operators.target_objects(context))
 
-    def execute(self, context: Any) -> set[Any]:
+    def begin(self, context: Any) -> set[Any]:
         src = operators.target_objects(context)[0]
-        cfg = self.settings(context)
         try:
-            obj = make_mesh(context, src, operators.get_client(cfg), mesh_params(mesh_settings(context)),
-                            cfg.job_timeout, cfg.stall_timeout)
+            self._task = MeshTask(context, src, self.settings(context), mesh_params(mesh_settings(context)))
         except BackendError as exc:
             operators.set_state(context, error_code=exc.code, error_message=exc.message)
             self.report({"ERROR"}, f"Image2Points: {operators.error_text(exc)}")
             return {"CANCELLED"}
-        operators.select_only(context, obj)
-        msg = f"Made '{obj.name}': {obj['i2p_mesh_faces']} faces" + (
-            ", watertight" if obj["i2p_mesh_watertight"] else "")
-        operators.set_state(context, status=msg, error_code="", error_message="")
-        self.report({"INFO"}, f"Image2Points: {msg}")
-        return {"FINISHED"}
+        return {"RUNNING_MODAL"}
+
+    def report_task(self, task: MeshTask) -> None:
+        if task.result_object is not None:
+            self.report({"INFO"}, f"Image2Points: made '{task.result_object.name}' "
+                                  f"({task.result_object['i2p_mesh_faces']} faces)")
+        elif task.error is not None:
+            self.report({"WARNING"} if task.error.code == "CANCELLED" else {"ERROR"},
+                        f"Image2Points: {operators.error_text(task.error)}")
 
 
 class IMAGE2POINTS_OT_export_mesh(bpy.types.Operator, ExportHelper):  # type: ignore[misc]

@@ -95,6 +95,39 @@ def test_make_mesh_is_one_undo_step_and_refuses_a_dead_backend(i2p, chair):
     assert i2p.context.window_manager.image2points.error_code == "UNREACHABLE"
 
 
+def test_make_mesh_modal_path_ticks_to_a_mesh_and_cancels(i2p, chair, backend):
+    """What invoke()/modal() do in the UI (timers never fire in the bpy module): begin, then ticks."""
+    import time
+
+    from opstub import OperatorStub
+
+    from addon import mesh
+
+    bpy = i2p
+    pts, _ = chair
+    bpy.context.view_layer.objects.active = pts
+    pts.select_set(True)
+    stub = OperatorStub(mesh.IMAGE2POINTS_OT_make_mesh, backend.endpoint, 120.0)
+    n = len([o for o in bpy.data.objects if "i2p_mesh_faces" in o])
+    assert stub.begin(bpy.context) == {"RUNNING_MODAL"}
+    deadline = time.monotonic() + 120
+    outcome = {"RUNNING_MODAL"}
+    while outcome == {"RUNNING_MODAL"} and time.monotonic() < deadline:
+        outcome = stub.tick(bpy.context)
+        time.sleep(0.02)
+    assert outcome == {"FINISHED"}
+    made = [o for o in bpy.data.objects if "i2p_mesh_faces" in o]
+    assert len(made) == n + 1 and bpy.context.active_object in made
+    assert any("made" in msg for _, msg in stub.reports)
+    bpy.data.objects.remove(bpy.context.active_object)
+    bpy.context.view_layer.objects.active = pts
+    assert stub.begin(bpy.context) == {"RUNNING_MODAL"}
+    stub._task.cancel_requested = True
+    assert stub.tick(bpy.context) == {"CANCELLED"}
+    assert len([o for o in bpy.data.objects if "i2p_mesh_faces" in o]) == n
+    assert stub.reports[-1][0] == {"WARNING"}
+
+
 def test_glb_export_reimports_with_the_same_vertices_and_bounds(i2p, chair, tmp_path):
     bpy = i2p
     from addon import mesh
