@@ -58,15 +58,15 @@ def mesh(job: Job) -> Output:
     if len(xyz) > HARD_MAX_POINTS:
         raise JobError("TOO_LARGE", f"{len(xyz)} points exceed the mesh limit {HARD_MAX_POINTS}")
     p = params_from(job.params)
-    try:
-        from .model import meshing
-    except ImportError as exc:  # pragma: no cover - PyMCubes/scipy are install requirements
-        raise JobError("MODEL", f"meshing is unavailable on this backend ({exc}); "
-                       "pip install 'image2points[mesh]'") from None
+    from .model import meshing
+
     job.progress(0.1, "meshing")
     t0 = time.perf_counter()
     try:
         m = meshing.mesh_points(xyz, rgb, p)
+    except ImportError as exc:  # scipy / PyMCubes are the mesh extra's; a bare backend lacks them
+        raise JobError("MODEL", f"meshing is unavailable on this backend ({exc}); "
+                       "pip install 'image2points[mesh]'") from None
     except ValueError as exc:
         raise JobError("BAD_INPUT", str(exc)) from None
     except MemoryError:
