@@ -102,7 +102,7 @@ def chair_cloud(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
     return xyz, np.clip(col + 0.5, 0, 255).astype(np.uint8), s.median
 
 
-def test_clouds(n_shapes: int) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+def split_clouds(n_shapes: int) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
     """(family, cloud xyz, cloud rgb, GT points) for one view of each of the first test shapes."""
     from backend.data.dataset import MakeConfig, make_samples, shape_seed
     from backend.model.reconstruct import Reconstructor
@@ -194,7 +194,7 @@ def run(quick: bool) -> dict:
                          f"mesher is {g.median / s.median:.2f}x faster"))
     print(table("mesh time", rows, ("what", "median (min-max)", "note")))
     qrows = []
-    sets = {"test": test_clouds(4 if quick else 40)}
+    sets = {"test": split_clouds(4 if quick else 40)}
     if gn and not quick:
         sets["third_party"] = third_party_clouds(1)
     for name, cases in sets.items():
