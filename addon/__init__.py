@@ -10,7 +10,7 @@ import importlib
 from types import ModuleType
 
 # Blender-facing modules, registered in this order and unregistered in reverse.
-_MODULE_NAMES = ("props", "preferences", "operators", "nerf_operators", "ui")
+_MODULE_NAMES = ("props", "preferences", "operators", "nerf_operators", "ui", "mesh")
 _modules: list[ModuleType] = []
 
 

@@ -74,6 +74,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-points", type=int, default=200_000)
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per image")
     p.add_argument("--connect-timeout", type=float, default=5.0)
+    p.add_argument("--mesh", action="store_true",
+                   help="also make a watertight coloured mesh object and export <name>_mesh.<fmt> "
+                        "next to the .blend")
+    p.add_argument("--mesh-format", choices=["glb", "ply", "obj"], default="glb")
     p.add_argument("--keep-scene", action="store_true",
                    help="add to the open scene instead of starting from an empty one "
                         "(one image, or --layout collections)")
@@ -169,7 +173,8 @@ def import_one(args: argparse.Namespace, item: Item, info: dict[str, Any], resul
     if args.views > 0:
         render.configure_render(scene, "CYCLES", args.samples, args.resolution)
         render.ensure_lighting(scene)
-        others = [o for o in scene.objects if o is not obj and "i2p_point_count" in o and not o.hide_render]
+        others = [o for o in scene.objects if o is not obj and ("i2p_point_count" in o or "i2p_mesh_faces" in o)
+                  and not o.hide_render]
         for o in others:  # side-by-side clouds stay out of this one's views
             o.hide_render = True
         try:
@@ -183,6 +188,19 @@ def import_one(args: argparse.Namespace, item: Item, info: dict[str, Any], resul
               comment=f"Image2Points {item.name} Blender world coordinates (Z up, metres)")
     print(f"saved {item.ply}", flush=True)
     return obj
+
+
+def mesh_one(args: argparse.Namespace, client: Client, item: Item, obj: Any) -> Any:
+    """``--mesh``: the point object -> a mesh object beside it, exported next to the .blend."""
+    import bpy
+
+    from . import mesh
+
+    m = mesh.make_mesh(bpy.context, obj, client, mesh.mesh_params(None), timeout=args.timeout)
+    path = os.path.join(os.path.dirname(item.blend), f"{item.name}_mesh.{args.mesh_format}")
+    mesh.export_mesh(bpy.context, m, path, args.mesh_format.upper())
+    print(f"meshed '{m.name}' ({m['i2p_mesh_faces']} faces), saved {path}", flush=True)
+    return m
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,6 +255,12 @@ def main(argv: list[str] | None = None) -> int:
                 scene.collection.children.link(collection)
                 location = (cursor[0] + placed * 1.5 * args.size, cursor[1], cursor[2])
             obj = import_one(args, item, info, result, data, collection, location)
+            if args.mesh:
+                try:
+                    mesh_one(args, client, item, obj)
+                except (BackendError, OSError, RuntimeError) as exc:
+                    failed += 1
+                    print(f"error: mesh: {exc}", file=sys.stderr)
             placed += 1
             if layout != "collections":
                 bpy.ops.wm.save_as_mainfile(filepath=item.blend)
@@ -252,4 +276,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m addon.batch`` runs the bpy module, which can crash in interpreter teardown once
+    # an add-on with Python property callbacks was registered (the glTF exporter is one; see
+    # tests/conftest.py): leave with main()'s status instead, after flushing
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -86,6 +86,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     from .ops import JobError
     from .reconstruct_op import FRAME
 
+    if args.mesh and not args.mesh.lower().endswith((".glb", ".ply", ".obj")):
+        print(f"image2points reconstruct: --mesh {args.mesh}: use a .glb, .ply or .obj name",
+              file=sys.stderr)
+        return 2
     try:
         with open(args.image, "rb") as f:
             img = decode_image(f.read())
@@ -114,6 +118,32 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     print(f"wrote {len(cloud.xyz)} points to {args.output} (frame {FRAME})")
+    if args.mesh is not None:
+        return write_cli_mesh(args, cloud.xyz, cloud.rgb)
+    return 0
+
+
+def write_cli_mesh(args: argparse.Namespace, xyz, rgb) -> int:  # type: ignore[no-untyped-def]
+    """``--mesh [PATH]``: the cloud as a watertight coloured mesh (.glb default, .ply, .obj), in
+    the same frame (y up, which is glTF's convention too)."""
+    path = args.mesh or os.path.splitext(args.output)[0] + "_mesh.glb"
+    try:
+        from .model import meshing
+
+        m = meshing.mesh_points(xyz, rgb)
+        meshing.write_mesh(path, m)
+    except ImportError as exc:
+        print(f"image2points reconstruct: --mesh needs the mesh extra ({exc}): "
+              "pip install 'image2points[mesh]'", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"image2points reconstruct: --mesh: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"image2points reconstruct: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    tight = "watertight" if meshing.is_watertight(m.faces) else "NOT watertight"
+    print(f"wrote a {len(m.faces)}-face {tight} mesh to {path}")
     return 0
 
 
@@ -170,6 +200,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s = sub.add_parser("reconstruct", help="one image -> PLY, in-process (no server)")
     s.add_argument("image")
     s.add_argument("-o", "--output", required=True, help="output .ply")
+    s.add_argument("--mesh", nargs="?", const="", default=None, metavar="OUT_MESH",
+                   help="also write a watertight coloured mesh: .glb (default <output>_mesh.glb), "
+                        ".ply or .obj")
     s.add_argument("--checkpoint", default=None)
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=cmd_reconstruct)

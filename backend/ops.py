@@ -85,7 +85,7 @@ def register_op(name: str, batch: bool = False, requires: tuple[str, ...] = ()
 
 def load_builtin_ops() -> dict[str, OpSpec]:
     """Import the modules that register ops (lazily: they pull in torch)."""
-    from . import ops_builtin, reconstruct_op  # noqa: F401  (ops_builtin: model-free echo)
+    from . import mesh_op, ops_builtin, reconstruct_op  # noqa: F401  (ops_builtin: model-free echo)
 
     try:
         from . import nerf_ops  # noqa: F401

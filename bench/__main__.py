@@ -13,7 +13,7 @@ from pathlib import Path
 
 from backend.cli_args import err, writable_dir
 
-NAMES = ["import", "wire", "roundtrip", "model", "serve", "nerf"]
+NAMES = ["import", "wire", "roundtrip", "model", "serve", "nerf", "mesh"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -15,7 +15,7 @@ def test_every_benchmark_runs_quick():
     out = subprocess.run([sys.executable, "-m", "backend.cli", "bench", "--quick"], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    for name in ("import", "wire", "roundtrip", "model", "serve", "nerf"):
+    for name in ("import", "wire", "roundtrip", "model", "serve", "nerf", "mesh"):
         assert f"### {name} (quick)" in out.stdout
         assert f"!! {name} failed" not in out.stdout
     for ratio_line in ("speedup", "ratio", "end-to-end / forward", "micro-batching speed-up"):

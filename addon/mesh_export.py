@@ -1,0 +1,83 @@
+"""Mesh results out of Blender: export with Blender's own exporters (GLB / PLY / OBJ) and bake the
+vertex colours into a UV texture for engines that ignore vertex colours."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import bpy
+
+from . import operators
+
+FORMATS = ("GLB", "PLY", "OBJ")
+
+
+def export_mesh(context: Any, obj: Any, path: str, fmt: str) -> str:
+    """Blender's own exporters, the object alone: GLB (+Y up, metres, vertex colours as COLOR_0),
+    PLY and OBJ (Z up, sRGB vertex colours). Returns the path written."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with operators.only_selected(context, obj):
+        if fmt == "GLB":
+            kw: dict[str, Any] = {"filepath": path, "export_format": "GLB", "use_selection": True,
+                                  "export_yup": True, "export_apply": True}
+            gltf: Any = bpy.ops.export_scene.gltf
+            if "export_vertex_color" in gltf.get_rna_type().properties:
+                kw["export_vertex_color"] = "ACTIVE"  # Blender 4.2+: not only when the material uses it
+            bpy.ops.export_scene.gltf(**kw)
+        elif fmt == "PLY":
+            bpy.ops.wm.ply_export(filepath=path, export_selected_objects=True, apply_modifiers=True,
+                                  export_colors="SRGB", export_normals=True, export_uv=False,
+                                  export_triangulated_mesh=True, ascii_format=False,
+                                  forward_axis="Y", up_axis="Z", global_scale=1.0)
+        elif fmt == "OBJ":
+            bpy.ops.wm.obj_export(filepath=path, export_selected_objects=True, apply_modifiers=True,
+                                  export_colors=True, export_materials=True, export_uv=True,
+                                  forward_axis="Y", up_axis="Z", global_scale=1.0)
+        else:
+            raise ValueError(f"unknown mesh format {fmt!r}; use one of {FORMATS}")
+    return path
+
+
+def bake_texture(context: Any, obj: Any, size: int = 512, samples: int = 1) -> Any:
+    """Smart UV Project + a Cycles (CPU) emit bake of the vertex colours into an image, which the
+    object's own copy of the material then uses: for engines that ignore vertex colours."""
+    from . import render
+    from .mesh import ensure_material
+
+    scene = context.scene
+    img = bpy.data.images.new(f"{obj.name} Colour", size, size, alpha=False)
+    with operators.only_selected(context, obj):
+        if obj.data.uv_layers.get("UVMap") is None:
+            obj.data.uv_layers.new(name="UVMap")
+        with context.temp_override(active_object=obj, object=obj, selected_objects=[obj],
+                                   selected_editable_objects=[obj]):
+            bpy.ops.object.mode_set(mode="EDIT")
+            bpy.ops.mesh.select_all(action="SELECT")
+            bpy.ops.uv.smart_project(island_margin=0.01)
+            bpy.ops.object.mode_set(mode="OBJECT")
+        mat = ensure_material().copy()
+        mat.name = f"{obj.name} Baked"
+        obj.data.materials.clear()
+        obj.data.materials.append(mat)
+        nodes, links = mat.node_tree.nodes, mat.node_tree.links
+        bsdf = nodes["Principled BSDF"]
+        vcol = next(n for n in nodes if n.bl_idname == "ShaderNodeVertexColor")
+        emit = nodes.new("ShaderNodeEmission")
+        out = next(n for n in nodes if n.bl_idname == "ShaderNodeOutputMaterial")
+        tex = nodes.new("ShaderNodeTexImage")
+        tex.image = img
+        tex.location = (-300, -200)
+        nodes.active = tex
+        links.new(vcol.outputs["Color"], emit.inputs["Color"])
+        old = out.inputs["Surface"].links[0].from_socket
+        links.new(emit.outputs["Emission"], out.inputs["Surface"])
+        with operators.scene_render_restored(scene):
+            render.configure_render(scene, "CYCLES", samples, 64)
+            with context.temp_override(active_object=obj, object=obj, selected_objects=[obj]):
+                bpy.ops.object.bake(type="EMIT", margin=4, use_clear=True)
+        links.new(old, out.inputs["Surface"])
+        nodes.remove(emit)
+        links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
+    img.pack()
+    return img
