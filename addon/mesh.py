@@ -48,10 +48,12 @@ class Image2PointsMeshSettings(bpy.types.PropertyGroup):
                                description="Fill each vertical column between its lowest and highest "
                                            "point (closes an open, unseen bottom)")
     export_format: EnumProperty(name="Format", default="GLB",  # type: ignore[valid-type]
+                                description="File format for Export Mesh",
                                 items=[("GLB", "glTF (.glb)", "Binary glTF, +Y up, metres"),
                                        ("PLY", "PLY", "Vertex-coloured PLY, Z up"),
                                        ("OBJ", "OBJ", "OBJ with vertex colours, Z up")])
-    texture_size: IntProperty(name="Texture Size", default=512, min=64, max=4096)  # type: ignore[valid-type]
+    texture_size: IntProperty(name="Texture Size", default=512, min=64, max=4096,  # type: ignore[valid-type]
+                              description="Width and height in pixels of the texture Bake Texture makes")
 
 
 def mesh_settings(context: Any) -> Any:
