@@ -61,6 +61,13 @@ def _radius_update(self: Any, context: Any) -> None:
             points.set_radius(obj, self.radius / (size / 2))
 
 
+def _colour_mode_update(self: Any, context: Any) -> None:
+    """All clouds share one material: switching the look restyles every one of them."""
+    from . import points
+
+    points.set_colour_mode(self.colour_mode)
+
+
 ENGINES = [
     ("SCENE", "Scene Engine", "Render with the engine the scene already uses"),
     ("CYCLES", "Cycles", "Cycles (CPU or GPU as set in the scene)"),
@@ -89,9 +96,19 @@ class IMAGE2POINTS_PG_settings(bpy.types.PropertyGroup):
     use_colour: BoolProperty(name="Colour", default=True,  # type: ignore[valid-type]
                              description="Import the predicted colours (off: plain points)")
     max_points: IntProperty(name="Max Points", default=200_000, min=100, max=5_000_000)  # type: ignore[valid-type]
+    density: IntProperty(name="Density", default=100_000, min=10_000, max=1_000_000,  # type: ignore[valid-type]
+                         description="Points in a new cloud: every visible pixel of the image, "
+                         "the rest from the model")
+    colour_mode: EnumProperty(name="Colours", default="PHOTO", update=_colour_mode_update, items=[  # type: ignore[valid-type]
+        ("PHOTO", "As Photographed", "The image's colours as they are, unaffected by scene lights"),
+        ("LIT", "Lit", "The colours as albedo, shaded by the scene's lights")])
+    view_colour: EnumProperty(name="View Colours", default="STANDARD", items=[  # type: ignore[valid-type]
+        ("STANDARD", "Standard", "Render the views with the Standard view transform, so the "
+         "input's direction shows the input's colours"),
+        ("SCENE", "Scene", "Use the scene's colour management (e.g. AgX)")])
     view_count: IntProperty(name="Views", default=8, min=1, max=64)  # type: ignore[valid-type]
     view_elevation: FloatProperty(name="Elevation", default=20.0, min=-89.0, max=89.0)  # type: ignore[valid-type]
-    view_resolution: IntProperty(name="Resolution", default=256, min=16, max=4096)  # type: ignore[valid-type]
+    view_resolution: IntProperty(name="Resolution", default=512, min=16, max=4096)  # type: ignore[valid-type]
     view_engine: EnumProperty(name="Engine", items=ENGINES, default="SCENE")  # type: ignore[valid-type]
     view_samples: IntProperty(name="Samples", default=16, min=1, max=4096)  # type: ignore[valid-type]
     output_dir: StringProperty(name="Output", subtype="DIR_PATH",  # type: ignore[valid-type]

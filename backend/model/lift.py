@@ -1,0 +1,273 @@
+"""The input's own view is the picture: lift its foreground pixels with the model's front depth.
+
+Why: the 64x64 fixed-view maps give a soft silhouette, albedo-like colours and a visible sampling
+grid. The part of the object the input camera sees is known exactly from the image, so it is
+taken from there; the model supplies the front depth and everything the camera cannot see.
+
+Mapping (pure numpy, no bpy/zmq). The input photo is perspective, the model's fixed views are
+orthographic (``geometry``): the front view (camera on +z, R = I) draws the object scaled to the
+unit ball, while the network input is cropped to the mask's box, so the scale between the two is
+the object's own and is not known from the crop alone. It is fitted per image as a similarity
+from working-image pixels to front-view camera-plane coordinates, matching the first moments and
+the area of the input mask to those of the model's front mask:
+
+    x = a * col + bx,   y = -a * row + by      (col, row continuous; pixel (r, c) covers [c, c+1))
+
+A lifted pixel sits at depth D(x, y), the front depth map bilinearly interpolated after filling
+the pixels outside the model's front mask with their nearest inside value (the mask test), and
+``p = R_f^T ((x, y, -D) - t_f)``. Projecting a point back is the inverse map, so the lifted
+points' input-view silhouette is the working mask, pixel for pixel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from .geometry import ORTHO_S
+
+WORK_SIZE = 512          # long side of the working image (full resolution when smaller)
+DEFAULT_DENSITY = 100_000
+MIN_DENSITY, MAX_DENSITY = 10_000, 1_000_000
+CARVE_TOL_PX = 2         # model points may project this far outside the mask (working pixels)
+FRONT_TOL = 0.06         # model points nearer than lifted depth + this are "seen": dropped
+VISIBLE_SHARE = (0.35, 0.7)
+
+
+def default_density(h: int, w: int) -> int:
+    """~100k points for a >= 256 px input, fewer for small ones (no more pixels to show)."""
+    return int(np.clip(DEFAULT_DENSITY * (max(h, w) / 256) ** 2, MIN_DENSITY, DEFAULT_DENSITY))
+
+
+@dataclass
+class InputView:
+    """Similarity from working-image pixels (col, row) to front camera-plane (x, y)."""
+
+    a: float
+    bx: float
+    by: float
+    shape: tuple[int, int]  # working image (h, w)
+
+    def to_plane(self, col: np.ndarray, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.a * col + self.bx, self.by - self.a * row
+
+    def to_pixels(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (x - self.bx) / self.a, (self.by - y) / self.a
+
+
+def working_image(image: np.ndarray, alpha: np.ndarray, scale: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 and mask (bool) at ``scale`` (<= 1). At scale 1 the bytes are the input's;
+    downscaling averages premultiplied colour so edges don't darken towards the background."""
+    rgb = np.asarray(image)[..., :3]
+    if scale >= 1.0:
+        return np.ascontiguousarray(rgb), alpha > 0.5
+    h, w = alpha.shape
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    a = torch.from_numpy(alpha.astype(np.float32))[None, None]
+    pm = torch.from_numpy(rgb.astype(np.float32) / 255.0).permute(2, 0, 1)[None] * a
+    t = F.interpolate(torch.cat([pm, a], 1), size=size, mode="bilinear", antialias=True,
+                      align_corners=False)[0]
+    aw = t[3].clamp(0, 1)
+    col = (t[:3] / aw.clamp(min=1e-6)).clamp(0, 1).permute(1, 2, 0).numpy()
+    return np.round(col * 255).astype(np.uint8), aw.numpy() > 0.5
+
+
+def fit_input_view(mask: np.ndarray, front_mask: np.ndarray, s: float = ORTHO_S) -> InputView:
+    """Moment match of the working mask (pixels) to the model's front mask (camera plane)."""
+    rows, cols = np.nonzero(mask)
+    cc, rc = cols.mean() + 0.5, rows.mean() + 0.5
+    fr, fc = np.nonzero(front_mask)
+    h, w = front_mask.shape
+    if len(fr) < 4:  # the model sees nothing: put the mask's box at 90% of the view
+        span = max(np.ptp(cols) + 1, np.ptp(rows) + 1)
+        a = 2 * 0.9 * s / span
+        return InputView(float(a), float(-a * cc), float(a * rc), mask.shape)
+    px = 2 * s / w
+    fx = ((fc + 0.5) / w * 2 - 1) * s
+    fy = (1 - (fr + 0.5) / h * 2) * s
+    a = float(np.sqrt(len(fr) * px * px / len(rows)))
+    return InputView(a, float(fx.mean() - a * cc), float(fy.mean() + a * rc), mask.shape)
+
+
+def filled(m: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``m`` (..., h, w) with the pixels outside ``keep`` set to their nearest inside value."""
+    if keep.all() or not keep.any():
+        return m
+    idx = ndimage.distance_transform_edt(~keep, return_distances=False, return_indices=True)
+    return m[..., idx[0], idx[1]]
+
+
+def sample_map(m: np.ndarray, x: np.ndarray, y: np.ndarray, s: float = ORTHO_S) -> np.ndarray:
+    """Bilinear value of map(s) ``m`` ((h, w) or (C, h, w)) at camera-plane (x, y)."""
+    h, w = m.shape[-2:]
+    coords = np.stack([(1 - y / s) / 2 * h - 0.5, (x / s + 1) / 2 * w - 0.5])
+    if m.ndim == 2:
+        return ndimage.map_coordinates(m, coords, order=1, mode="nearest")
+    return np.stack([ndimage.map_coordinates(c, coords, order=1, mode="nearest") for c in m])
+
+
+def to_world(x: np.ndarray, y: np.ndarray, d: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    cam = np.stack([x, y, -d], -1) - t
+    return (cam @ R).astype(np.float32)
+
+
+def tone_match(src: np.ndarray, ref: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per channel, map ``target`` by the affine that takes ``src``'s mean/std to ``ref``'s.
+    Why: the model predicts unshaded albedo (what its training colours are), the photo is shaded;
+    the hidden side must not come out brighter than the side the camera saw."""
+    if len(src) == 0 or len(ref) == 0:
+        return target
+    ms, ss = src.mean(0), src.std(0)
+    mr, sr = ref.mean(0), ref.std(0)
+    gain = np.where(ss > 2.0, np.clip(sr / np.maximum(ss, 1e-6), 0.25, 4.0), 1.0)
+    return np.clip((target - ms) * gain + mr, 0, 255)
+
+
+def lift(image: np.ndarray, alpha: np.ndarray, depth_q: np.ndarray, logit: np.ndarray,
+         rgb: np.ndarray, R: np.ndarray, t: np.ndarray, density: int, seed: int = 0,
+         work_size: int = WORK_SIZE, s: float = ORTHO_S) -> tuple[np.ndarray, np.ndarray, dict]:
+    """One image + the model's fixed-view maps -> (xyz (N,3) float32, rgb (N,3) uint8, info).
+
+    ``depth_q`` (V,Q,h,w), ``logit`` (V,h,w), ``rgb`` (V,3,h,w) in [0,1], cameras R (V,3,3),
+    t (V,3); ``alpha`` (H,W) in [0,1] is the object mask of ``image``. N == ``density`` unless
+    the image and the model together have fewer distinct places to put points (never here: extra
+    points are jittered inside pixels). ``info`` holds the fitted ``InputView`` and the counts.
+    """
+    rng = np.random.default_rng(seed)
+    front = int(np.argmax(R[:, 2, 2]))  # the view on +z, looking down -z: the input's
+    Rf, tf = R[front], t[front]
+    fmask = logit[front] > 0
+    dfront = filled(depth_q[front, depth_q.shape[1] // 2], fmask)
+    h, w = alpha.shape
+    n_full = int((alpha > 0.5).sum())
+    if n_full == 0:
+        raise ValueError("no object found in the image (empty mask)")
+    back_views = [k for k in range(len(R)) if k != front]
+    # model candidates at the map pixel centres tell how much hidden surface there is
+    vis_px = fmask.sum()
+    hid_px = _hidden_estimate(depth_q, logit, R, t, back_views, dfront, s)
+    share = float(np.clip(vis_px / max(vis_px + hid_px, 1), *VISIBLE_SHARE)) if hid_px else 1.0
+    n_vis = int(round(density * share))
+    scale = min(1.0, work_size / max(h, w), float(np.sqrt(n_vis / n_full)) * 1.05)
+    wrgb, wmask = working_image(image, alpha, scale)
+    if not wmask.any():  # a tiny object vanished in the downscale: keep it at full size
+        wrgb, wmask, scale = np.asarray(image)[..., :3], alpha > 0.5, 1.0
+    view = fit_input_view(wmask, fmask, s)
+    # 1. lifted visible surface: every working pixel once, then extra ones at random, jittered
+    rows, cols = np.nonzero(wmask)
+    pick = np.arange(len(rows))
+    if n_vis > len(pick):
+        pick = np.concatenate([pick, rng.integers(0, len(rows), n_vis - len(pick))])
+    elif n_vis < len(pick):
+        pick = np.sort(rng.choice(len(pick), n_vis, replace=False))
+    pr, pc = rows[pick], cols[pick]
+    x, y = view.to_plane(pc + rng.random(len(pick)), pr + rng.random(len(pick)))
+    vis_xyz = to_world(x, y, sample_map(dfront, x, y, s), Rf, tf)
+    vis_rgb = wrgb[pr, pc]
+    # 2. hidden surface from the model, carved by the mask and by the lifted surface
+    n_back = density - len(vis_xyz)
+    carve_mask = ndimage.binary_dilation(wmask, iterations=CARVE_TOL_PX) if CARVE_TOL_PX else wmask
+    back_xyz, back_rgb = _hidden_points(depth_q, logit, rgb, R, t, back_views, dfront,
+                                        view, carve_mask, n_back, rng, s)
+    if len(back_xyz) < n_back:  # not enough hidden surface: the density goes to the visible side
+        extra = rng.integers(0, len(rows), n_back - len(back_xyz))
+        xe, ye = view.to_plane(cols[extra] + rng.random(len(extra)), rows[extra] + rng.random(len(extra)))
+        vis_xyz = np.concatenate([vis_xyz, to_world(xe, ye, sample_map(dfront, xe, ye, s), Rf, tf)])
+        vis_rgb = np.concatenate([vis_rgb, wrgb[rows[extra], cols[extra]]])
+    # 3. tone the hidden colours like the visible ones (model front colours vs the photo's)
+    if len(back_rgb):
+        model_front = sample_map(filled(rgb[front], fmask), x, y, s).T * 255
+        back_rgb = tone_match(model_front, vis_rgb[:len(x)].astype(np.float64), back_rgb * 255)
+    xyz = np.concatenate([vis_xyz, back_xyz]).astype(np.float32)
+    col = np.concatenate([vis_rgb, np.round(back_rgb).astype(np.uint8).reshape(-1, 3)])
+    info = {"view": view, "scale": scale, "visible": len(vis_xyz), "hidden": len(back_xyz)}
+    return xyz, col, info
+
+
+def _front_test(p: np.ndarray, view: InputView, carve_mask: np.ndarray, dfront: np.ndarray,
+                Rf: np.ndarray, tf: np.ndarray, s: float) -> np.ndarray:
+    """Which world points survive: inside the (dilated) mask and behind the lifted surface."""
+    cam = p @ Rf.T + tf
+    x, y, d = cam[:, 0], cam[:, 1], -cam[:, 2]
+    c, r = view.to_pixels(x, y)
+    h, w = carve_mask.shape
+    ci, ri = np.floor(c).astype(np.int64), np.floor(r).astype(np.int64)
+    inside = (ci >= 0) & (ci < w) & (ri >= 0) & (ri < h)
+    ok = np.zeros(len(p), bool)
+    ok[inside] = carve_mask[ri[inside], ci[inside]]
+    ok[ok] = d[ok] > sample_map(dfront, x[ok], y[ok], s) + FRONT_TOL
+    return ok
+
+
+def _hidden_estimate(depth_q, logit, R, t, views, dfront, s) -> int:
+    """Model pixels (all back views) lying behind the front surface, for the visible share."""
+    h, w = logit.shape[-2:]
+    from .geometry import ortho_pixel_grid
+
+    gx, gy = (g.numpy() for g in ortho_pixel_grid(h, w, s))
+    n = 0
+    for k in views:
+        m = logit[k] > 0
+        if not m.any():
+            continue
+        p = to_world(gx[m], gy[m], depth_q[k, depth_q.shape[1] // 2][m], R[k], t[k])
+        cam = p @ R[np.argmax(R[:, 2, 2])].T + t[np.argmax(R[:, 2, 2])]
+        d = -cam[:, 2]
+        behind = d > sample_map(dfront, cam[:, 0], cam[:, 1], s) + FRONT_TOL
+        n += int(behind.sum())
+    return n
+
+
+def _hidden_points(depth_q, logit, rgb, R, t, views, dfront, view, carve_mask, n, rng, s
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` points (or fewer when the model has none) drawn at jittered sub-pixel positions of
+    the back views' maps (bilinear depth/colour, bilinear mask logit > 0), kept by ``_front_test``."""
+    if n <= 0 or not views:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3))
+    front = int(np.argmax(R[:, 2, 2]))
+    v, q, h, w = depth_q.shape
+    cells = [(k, np.flatnonzero(logit[k].ravel() > 0)) for k in views]
+    cells = [(k, c) for k, c in cells if len(c)]
+    if not cells:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3))
+    sizes = np.array([len(c) for _, c in cells], np.float64)
+    maps = {k: (filled(depth_q[k], logit[k] > 0), filled(rgb[k], logit[k] > 0), logit[k])
+            for k, _ in cells}
+    xyz_parts, rgb_parts, got, want = [], [], 0, n * 1.3
+    for _ in range(4):
+        counts = rng.multinomial(int(want), sizes / sizes.sum())
+        for (k, c), m in zip(cells, counts):
+            if m == 0:
+                continue
+            flat = c[rng.integers(0, len(c), m)]
+            r, cc = flat // w, flat % w
+            x = ((cc + rng.random(m)) / w * 2 - 1) * s
+            y = (1 - (r + rng.random(m)) / h * 2) * s
+            dq, col, lg = maps[k]
+            keep = sample_map(lg, x, y, s) > 0
+            x, y = x[keep], y[keep]
+            qi = rng.integers(0, q, len(x))
+            d = sample_map(dq.reshape(q, h, w), x, y, s)[qi, np.arange(len(x))] if q > 1 \
+                else sample_map(dq[0], x, y, s)
+            p = to_world(x, y, d, R[k], t[k])
+            ok = _front_test(p, view, carve_mask, dfront, R[front], t[front], s)
+            xyz_parts.append(p[ok])
+            rgb_parts.append(sample_map(col, x[ok], y[ok], s).T)
+            got += int(ok.sum())
+        if got >= n:
+            break
+        rate = got / max(want, 1)
+        if rate < 1e-3:
+            break
+        want = (n - got) / rate * 1.3
+    xyz = np.concatenate(xyz_parts) if xyz_parts else np.zeros((0, 3), np.float32)
+    col = np.concatenate(rgb_parts) if rgb_parts else np.zeros((0, 3))
+    if len(xyz) > n:
+        sel = np.sort(rng.choice(len(xyz), n, replace=False))
+        xyz, col = xyz[sel], col[sel]
+    return xyz, col
