@@ -33,7 +33,7 @@ from .geometry import ORTHO_S
 WORK_SIZE = 512          # long side of the working image (full resolution when smaller)
 DEFAULT_DENSITY = 100_000
 MIN_DENSITY, MAX_DENSITY = 10_000, 1_000_000
-CARVE_TOL_PX = 2         # model points may project this far outside the mask (working pixels)
+CARVE_TOL_PX = 1         # model points may project this far outside the mask (working pixels)
 FRONT_TOL = 0.06         # model points nearer than lifted depth + this are "seen": dropped
 VISIBLE_SHARE = (0.35, 0.7)
 
@@ -111,6 +111,42 @@ def sample_map(m: np.ndarray, x: np.ndarray, y: np.ndarray, s: float = ORTHO_S) 
     return np.stack([ndimage.map_coordinates(c, coords, order=1, mode="nearest") for c in m])
 
 
+FRONT_MODE = "fill"  # how other views complete the front depth: "fill" holes only, "min" everywhere
+
+
+def front_depth(depth_q: np.ndarray, logit: np.ndarray, R: np.ndarray, t: np.ndarray, front: int,
+                s: float = ORTHO_S) -> np.ndarray:
+    """The depth of the nearest model surface seen from the input camera, on the front map's
+    grid. The front view's own map where its mask is on; where it is off (a thin part that view
+    missed) the nearest point of the other views' clouds (a z-buffer), then nearest-filled. Why:
+    the picture shows parts the front map may lack; lifting them by a neighbour's depth would
+    float them, and would drop the other views' points that do have them as "in front"."""
+    q = depth_q.shape[1] // 2
+    h, w = logit.shape[-2:]
+    fmask = logit[front] > 0
+    d = np.where(fmask, depth_q[front, q], np.inf)
+    if FRONT_MODE in ("fill", "min"):
+        from .geometry import ortho_pixel_grid
+
+        gx, gy = (g.numpy() for g in ortho_pixel_grid(h, w, s))
+        zb = np.full(h * w, np.inf)
+        for k in range(len(R)):
+            m = logit[k] > 0
+            if k == front or not m.any():
+                continue
+            cam = to_world(gx[m], gy[m], depth_q[k, q][m], R[k], t[k]) @ R[front].T + t[front]
+            c = np.floor((cam[:, 0] / s + 1) / 2 * w).astype(np.int64)
+            r = np.floor((1 - cam[:, 1] / s) / 2 * h).astype(np.int64)
+            ok = (c >= 0) & (c < w) & (r >= 0) & (r < h)
+            np.minimum.at(zb, r[ok] * w + c[ok], -cam[ok, 2])
+        zb = zb.reshape(h, w)
+        d = np.where(fmask, np.minimum(d, zb), zb) if FRONT_MODE == "min" else np.where(fmask, d, zb)
+    ok = np.isfinite(d)
+    if not ok.any():
+        return np.full((h, w), 2.0, np.float32)
+    return filled(np.where(ok, d, 0.0), ok).astype(np.float32)
+
+
 def to_world(x: np.ndarray, y: np.ndarray, d: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
     cam = np.stack([x, y, -d], -1) - t
     return (cam @ R).astype(np.float32)
@@ -142,7 +178,7 @@ def lift(image: np.ndarray, alpha: np.ndarray, depth_q: np.ndarray, logit: np.nd
     front = int(np.argmax(R[:, 2, 2]))  # the view on +z, looking down -z: the input's
     Rf, tf = R[front], t[front]
     fmask = logit[front] > 0
-    dfront = filled(depth_q[front, depth_q.shape[1] // 2], fmask)
+    dfront = front_depth(depth_q, logit, R, t, front, s)
     h, w = alpha.shape
     n_full = int((alpha > 0.5).sum())
     if n_full == 0:
@@ -153,13 +189,14 @@ def lift(image: np.ndarray, alpha: np.ndarray, depth_q: np.ndarray, logit: np.nd
     hid_px = _hidden_estimate(depth_q, logit, R, t, back_views, dfront, s)
     share = float(np.clip(vis_px / max(vis_px + hid_px, 1), *VISIBLE_SHARE)) if hid_px else 1.0
     n_vis = int(round(density * share))
-    scale = min(1.0, work_size / max(h, w), float(np.sqrt(n_vis / n_full)) * 1.05)
+    scale = min(1.0, work_size / max(h, w), float(np.sqrt(n_vis / n_full)) * 0.97)
     wrgb, wmask = working_image(image, alpha, scale)
     if not wmask.any():  # a tiny object vanished in the downscale: keep it at full size
         wrgb, wmask, scale = np.asarray(image)[..., :3], alpha > 0.5, 1.0
     view = fit_input_view(wmask, fmask, s)
     # 1. lifted visible surface: every working pixel once, then extra ones at random, jittered
     rows, cols = np.nonzero(wmask)
+    n_vis = min(max(n_vis, len(rows)), density)  # every working pixel gets its point
     pick = np.arange(len(rows))
     if n_vis > len(pick):
         pick = np.concatenate([pick, rng.integers(0, len(rows), n_vis - len(pick))])
@@ -271,3 +308,43 @@ def _hidden_points(depth_q, logit, rgb, R, t, views, dfront, view, carve_mask, n
         sel = np.sort(rng.choice(len(xyz), n, replace=False))
         xyz, col = xyz[sel], col[sel]
     return xyz, col
+
+
+def render_input_view(xyz: np.ndarray, rgb: np.ndarray, view: InputView, R: np.ndarray,
+                      t: np.ndarray, footprint: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Numpy z-buffer splat of a cloud into the working image of ``view`` (camera R, t: the
+    front view). Each point covers a square of about ``footprint`` working pixels a side (1: its
+    own pixel; a 64x64 model point covers one map pixel, ``ORTHO_S * 2 / 64 / view.a``).
+    Returns (hit (h,w) bool, colour (h,w,3) uint8 of the nearest point per pixel)."""
+    h, w = view.shape
+    cam = np.asarray(xyz, np.float64) @ R.T + t
+    c, r = view.to_pixels(cam[:, 0], cam[:, 1])
+    d = -cam[:, 2]
+    k = int(round((footprint - 1) / 2))
+    offs = np.arange(-k, k + 1)
+    ci = (np.floor(c)[:, None, None] + offs[None, None, :]).astype(np.int64)
+    ri = (np.floor(r)[:, None, None] + offs[None, :, None]).astype(np.int64)
+    ci, ri = np.broadcast_arrays(ci, ri)
+    src = np.broadcast_to(np.arange(len(xyz))[:, None, None], ci.shape).ravel()
+    ci, ri = ci.ravel(), ri.ravel()
+    ok = (ci >= 0) & (ci < w) & (ri >= 0) & (ri < h)
+    key, src = ri[ok] * w + ci[ok], src[ok]
+    order = np.lexsort((d[src], key))  # by pixel, nearest first
+    key, src = key[order], src[order]
+    first = np.ones(len(key), bool)
+    first[1:] = key[1:] != key[:-1]
+    hit = np.zeros(h * w, bool)
+    col = np.zeros((h * w, 3), np.uint8)
+    hit[key[first]] = True
+    col[key[first]] = np.asarray(rgb)[src[first]]
+    return hit.reshape(h, w), col.reshape(h, w, 3)
+
+
+def input_view_scores(hit: np.ndarray, col: np.ndarray, mask: np.ndarray, image_rgb: np.ndarray
+                      ) -> dict[str, float]:
+    """Silhouette IoU with the input mask and mean absolute colour error (0-255 scale) of the
+    visible points against the input pixels, over the pixels both cover."""
+    inter, union = (hit & mask).sum(), (hit | mask).sum()
+    both = hit & mask
+    err = np.abs(col[both].astype(np.float64) - image_rgb[both].astype(np.float64)).mean() if both.any() else 255.0
+    return {"iou": float(inter / max(union, 1)), "colour_mae": float(err)}

@@ -88,7 +88,8 @@ class Reconstructor:
                     n = min(n, max_points)
                 xyz, col, info = lifting.lift(im, alpha, maps["depth_q"][i], maps["mask_logit"][i],
                                               maps["rgb"][i], R, t, n, seed=i)
-                meta.update(visible=info["visible"], hidden=info["hidden"], input_view=info["view"])
+                meta.update(visible=info["visible"], hidden=info["hidden"], input_view=info["view"],
+                            scale=info["scale"])
             else:
                 xyz = pts[i][keep[i]].float().cpu().numpy()
                 col = (rgb[i][keep[i]].clamp(0, 1) * 255 + 0.5).byte().cpu().numpy()
