@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .geometry import ORTHO_S
+from .geometry import CAM_DIST, ORTHO_S
 
 WORK_SIZE = 512          # long side of the working image (full resolution when smaller)
 DEFAULT_DENSITY = 100_000
@@ -45,18 +45,40 @@ def default_density(h: int, w: int) -> int:
 
 @dataclass
 class InputView:
-    """Similarity from working-image pixels (col, row) to front camera-plane (x, y)."""
+    """Working-image pixels (col, row) <-> front camera-plane (x, y) at front depth d.
+
+    A similarity on the plane through the origin (d = CAM_DIST), scaled along each ray by
+    ``g(d) = 1 + k (d - CAM_DIST)``: ``k`` = 1 / (the input camera's distance from the origin)
+    for a perspective photo, 0 for an orthographic one."""
 
     a: float
     bx: float
     by: float
     shape: tuple[int, int]  # working image (h, w)
+    k: float = 0.0
 
-    def to_plane(self, col: np.ndarray, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.a * col + self.bx, self.by - self.a * row
+    def g(self, d: np.ndarray | float) -> np.ndarray:
+        return np.maximum(1.0 + self.k * (np.asarray(d, np.float64) - CAM_DIST), 1e-3)
 
-    def to_pixels(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return (x - self.bx) / self.a, (self.by - y) / self.a
+    def to_plane(self, col: np.ndarray, row: np.ndarray, d: np.ndarray | float = CAM_DIST
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        g = self.g(d)
+        return g * (self.a * col + self.bx), g * (self.by - self.a * row)
+
+    def to_pixels(self, x: np.ndarray, y: np.ndarray, d: np.ndarray | float = CAM_DIST
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        g = self.g(d)
+        return (x / g - self.bx) / self.a, (self.by - y / g) / self.a
+
+    def lift(self, col: np.ndarray, row: np.ndarray, depth: np.ndarray, s: float = ORTHO_S
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Camera-plane (x, y) and depth d of the surface ``depth`` (front map) along each ray."""
+        d = np.full(len(col), CAM_DIST)
+        for _ in range(1 if self.k == 0 else 4):  # fixed point: the ray meets the depth map
+            x, y = self.to_plane(col, row, d)
+            d = sample_map(depth, x, y, s)
+        x, y = self.to_plane(col, row, d)
+        return x, y, d
 
 
 def working_image(image: np.ndarray, alpha: np.ndarray, scale: float
@@ -77,8 +99,15 @@ def working_image(image: np.ndarray, alpha: np.ndarray, scale: float
     return np.round(col * 255).astype(np.uint8), aw.numpy() > 0.5
 
 
-def fit_input_view(mask: np.ndarray, front_mask: np.ndarray, s: float = ORTHO_S) -> InputView:
-    """Moment match of the working mask (pixels) to the model's front mask (camera plane)."""
+PERSPECTIVE_K = (0.0, 1 / 8, 1 / 5.5, 1 / 4.2, 1 / 3.3, 1 / 2.7)  # 1 / camera distance tried
+
+
+def fit_input_view(mask: np.ndarray, front_mask: np.ndarray, front_d: np.ndarray | None = None,
+                   s: float = ORTHO_S) -> InputView:
+    """Moment match of the working mask (pixels) to the model's front surface (camera plane
+    and depth): for each camera distance in ``PERSPECTIVE_K`` (orthographic first), the surface
+    is brought to the origin plane along its rays, matched in centroid and area, and scored by
+    the IoU of its splat with the mask; the best one wins. Without depths: orthographic."""
     rows, cols = np.nonzero(mask)
     cc, rc = cols.mean() + 0.5, rows.mean() + 0.5
     fr, fc = np.nonzero(front_mask)
@@ -90,8 +119,28 @@ def fit_input_view(mask: np.ndarray, front_mask: np.ndarray, s: float = ORTHO_S)
     px = 2 * s / w
     fx = ((fc + 0.5) / w * 2 - 1) * s
     fy = (1 - (fr + 0.5) / h * 2) * s
-    a = float(np.sqrt(len(fr) * px * px / len(rows)))
-    return InputView(a, float(fx.mean() - a * cc), float(fy.mean() + a * rc), mask.shape)
+    fd = front_d[fr, fc].astype(np.float64) if front_d is not None else np.full(len(fr), CAM_DIST)
+    best, best_iou = None, -1.0
+    for k in PERSPECTIVE_K if front_d is not None else (0.0,):
+        g = np.maximum(1.0 + k * (fd - CAM_DIST), 1e-3)
+        wt = 1.0 / g ** 2  # a map pixel's area on the origin plane
+        ox, oy = fx / g, fy / g
+        a = float(np.sqrt(wt.sum() * px * px / len(rows)))
+        view = InputView(a, float((ox * wt).sum() / wt.sum() - a * cc),
+                         float((oy * wt).sum() / wt.sum() + a * rc), mask.shape, k)
+        c, r = view.to_pixels(fx, fy, fd)
+        hit = np.zeros(mask.shape, bool)
+        rad = max(0, int(np.ceil(px / a / 2)))
+        for dr in range(-rad, rad + 1):
+            for dc in range(-rad, rad + 1):
+                ci, ri = np.floor(c).astype(int) + dc, np.floor(r).astype(int) + dr
+                ok = (ci >= 0) & (ci < mask.shape[1]) & (ri >= 0) & (ri < mask.shape[0])
+                hit[ri[ok], ci[ok]] = True
+        iou = (hit & mask).sum() / max((hit | mask).sum(), 1)
+        if iou > best_iou + 1e-3:
+            best, best_iou = view, iou
+    assert best is not None
+    return best
 
 
 def filled(m: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -111,7 +160,7 @@ def sample_map(m: np.ndarray, x: np.ndarray, y: np.ndarray, s: float = ORTHO_S) 
     return np.stack([ndimage.map_coordinates(c, coords, order=1, mode="nearest") for c in m])
 
 
-FRONT_MODE = "fill"  # how other views complete the front depth: "fill" holes only, "min" everywhere
+FRONT_MODE = "min"  # how other views complete the front depth: "min" everywhere, "fill" holes only
 
 
 def front_depth(depth_q: np.ndarray, logit: np.ndarray, R: np.ndarray, t: np.ndarray, front: int,
@@ -193,7 +242,7 @@ def lift(image: np.ndarray, alpha: np.ndarray, depth_q: np.ndarray, logit: np.nd
     wrgb, wmask = working_image(image, alpha, scale)
     if not wmask.any():  # a tiny object vanished in the downscale: keep it at full size
         wrgb, wmask, scale = np.asarray(image)[..., :3], alpha > 0.5, 1.0
-    view = fit_input_view(wmask, fmask, s)
+    view = fit_input_view(wmask, fmask, dfront, s)
     # 1. lifted visible surface: every working pixel once, then extra ones at random, jittered
     rows, cols = np.nonzero(wmask)
     n_vis = min(max(n_vis, len(rows)), density)  # every working pixel gets its point
@@ -203,8 +252,8 @@ def lift(image: np.ndarray, alpha: np.ndarray, depth_q: np.ndarray, logit: np.nd
     elif n_vis < len(pick):
         pick = np.sort(rng.choice(len(pick), n_vis, replace=False))
     pr, pc = rows[pick], cols[pick]
-    x, y = view.to_plane(pc + rng.random(len(pick)), pr + rng.random(len(pick)))
-    vis_xyz = to_world(x, y, sample_map(dfront, x, y, s), Rf, tf)
+    x, y, d = view.lift(pc + rng.random(len(pick)), pr + rng.random(len(pick)), dfront, s)
+    vis_xyz = to_world(x, y, d, Rf, tf)
     vis_rgb = wrgb[pr, pc]
     # 2. hidden surface from the model, carved by the mask and by the lifted surface
     n_back = density - len(vis_xyz)
@@ -213,8 +262,9 @@ def lift(image: np.ndarray, alpha: np.ndarray, depth_q: np.ndarray, logit: np.nd
                                         view, carve_mask, n_back, rng, s)
     if len(back_xyz) < n_back:  # not enough hidden surface: the density goes to the visible side
         extra = rng.integers(0, len(rows), n_back - len(back_xyz))
-        xe, ye = view.to_plane(cols[extra] + rng.random(len(extra)), rows[extra] + rng.random(len(extra)))
-        vis_xyz = np.concatenate([vis_xyz, to_world(xe, ye, sample_map(dfront, xe, ye, s), Rf, tf)])
+        xe, ye, de = view.lift(cols[extra] + rng.random(len(extra)), rows[extra] + rng.random(len(extra)),
+                               dfront, s)
+        vis_xyz = np.concatenate([vis_xyz, to_world(xe, ye, de, Rf, tf)])
         vis_rgb = np.concatenate([vis_rgb, wrgb[rows[extra], cols[extra]]])
     # 3. tone the hidden colours like the visible ones (model front colours vs the photo's)
     if len(back_rgb):
@@ -231,7 +281,7 @@ def _front_test(p: np.ndarray, view: InputView, carve_mask: np.ndarray, dfront: 
     """Which world points survive: inside the (dilated) mask and behind the lifted surface."""
     cam = p @ Rf.T + tf
     x, y, d = cam[:, 0], cam[:, 1], -cam[:, 2]
-    c, r = view.to_pixels(x, y)
+    c, r = view.to_pixels(x, y, d)
     h, w = carve_mask.shape
     ci, ri = np.floor(c).astype(np.int64), np.floor(r).astype(np.int64)
     inside = (ci >= 0) & (ci < w) & (ri >= 0) & (ri < h)
@@ -318,8 +368,8 @@ def render_input_view(xyz: np.ndarray, rgb: np.ndarray, view: InputView, R: np.n
     Returns (hit (h,w) bool, colour (h,w,3) uint8 of the nearest point per pixel)."""
     h, w = view.shape
     cam = np.asarray(xyz, np.float64) @ R.T + t
-    c, r = view.to_pixels(cam[:, 0], cam[:, 1])
     d = -cam[:, 2]
+    c, r = view.to_pixels(cam[:, 0], cam[:, 1], d)
     k = int(round((footprint - 1) / 2))
     offs = np.arange(-k, k + 1)
     ci = (np.floor(c)[:, None, None] + offs[None, None, :]).astype(np.int64)
