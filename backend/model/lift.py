@@ -121,6 +121,8 @@ def fit_input_view(mask: np.ndarray, front_mask: np.ndarray, front_d: np.ndarray
     fy = (1 - (fr + 0.5) / h * 2) * s
     fd = front_d[fr, fc].astype(np.float64) if front_d is not None else np.full(len(fr), CAM_DIST)
     best, best_iou = None, -1.0
+    f = max(1, int(px / (2 * s / max(np.ptp(cols) + 1, np.ptp(rows) + 1)) / 2))  # score coarser
+    small = mask[::f, ::f]
     for k in PERSPECTIVE_K if front_d is not None else (0.0,):
         g = np.maximum(1.0 + k * (fd - CAM_DIST), 1e-3)
         wt = 1.0 / g ** 2  # a map pixel's area on the origin plane
@@ -129,14 +131,14 @@ def fit_input_view(mask: np.ndarray, front_mask: np.ndarray, front_d: np.ndarray
         view = InputView(a, float((ox * wt).sum() / wt.sum() - a * cc),
                          float((oy * wt).sum() / wt.sum() + a * rc), mask.shape, k)
         c, r = view.to_pixels(fx, fy, fd)
-        hit = np.zeros(mask.shape, bool)
-        rad = max(0, int(np.ceil(px / a / 2)))
-        for dr in range(-rad, rad + 1):
-            for dc in range(-rad, rad + 1):
-                ci, ri = np.floor(c).astype(int) + dc, np.floor(r).astype(int) + dr
-                ok = (ci >= 0) & (ci < mask.shape[1]) & (ri >= 0) & (ri < mask.shape[0])
-                hit[ri[ok], ci[ok]] = True
-        iou = (hit & mask).sum() / max((hit | mask).sum(), 1)
+        hit = np.zeros(small.shape, bool)
+        ci, ri = np.floor(c / f).astype(int), np.floor(r / f).astype(int)
+        ok = (ci >= 0) & (ci < small.shape[1]) & (ri >= 0) & (ri < small.shape[0])
+        hit[ri[ok], ci[ok]] = True
+        rad = int(np.ceil(px / a / f / 2))
+        if rad > 0:
+            hit = ndimage.binary_dilation(hit, np.ones((2 * rad + 1, 2 * rad + 1), bool))
+        iou = (hit & small).sum() / max((hit | small).sum(), 1)
         if iou > best_iou + 1e-3:
             best, best_iou = view, iou
     assert best is not None
@@ -153,11 +155,14 @@ def filled(m: np.ndarray, keep: np.ndarray) -> np.ndarray:
 
 def sample_map(m: np.ndarray, x: np.ndarray, y: np.ndarray, s: float = ORTHO_S) -> np.ndarray:
     """Bilinear value of map(s) ``m`` ((h, w) or (C, h, w)) at camera-plane (x, y)."""
-    h, w = m.shape[-2:]
-    coords = np.stack([(1 - y / s) / 2 * h - 0.5, (x / s + 1) / 2 * w - 0.5])
-    if m.ndim == 2:
-        return ndimage.map_coordinates(m, coords, order=1, mode="nearest")
-    return np.stack([ndimage.map_coordinates(c, coords, order=1, mode="nearest") for c in m])
+    mt = torch.from_numpy(np.ascontiguousarray(m, np.float32))
+    mt = mt.view(1, -1, *m.shape[-2:])
+    grid = torch.from_numpy(np.stack([np.asarray(x, np.float32) / s, -np.asarray(y, np.float32) / s], -1))
+    # align_corners=False: -1/+1 are the map's outer edges, pixel centres at (j + 0.5) / w * 2 - 1
+    out = F.grid_sample(mt, grid.view(1, 1, -1, 2), mode="bilinear", padding_mode="border",
+                        align_corners=False)[0, :, 0]
+    res = out.numpy().astype(np.float64)
+    return res[0] if m.ndim == 2 else res
 
 
 FRONT_MODE = "min"  # how other views complete the front depth: "min" everywhere, "fill" holes only
@@ -318,14 +323,27 @@ def _hidden_points(depth_q, logit, rgb, R, t, views, dfront, view, carve_mask, n
         return np.zeros((0, 3), np.float32), np.zeros((0, 3))
     front = int(np.argmax(R[:, 2, 2]))
     v, q, h, w = depth_q.shape
-    cells = [(k, np.flatnonzero(logit[k].ravel() > 0)) for k in views]
-    cells = [(k, c) for k, c in cells if len(c)]
+    from .geometry import ortho_pixel_grid
+
+    gx, gy = (g.numpy().ravel() for g in ortho_pixel_grid(h, w, s))
+    cells = []
+    for k in views:  # map pixels whose centre survives (and their neighbours, for the jitter)
+        c = np.flatnonzero(logit[k].ravel() > 0)
+        if not len(c):
+            continue
+        p = to_world(gx[c], gy[c], depth_q[k, q // 2].ravel()[c], R[k], t[k])
+        live = np.zeros(h * w, bool)
+        live[c[_front_test(p, view, carve_mask, dfront, R[front], t[front], s)]] = True
+        live = ndimage.binary_dilation(live.reshape(h, w)).ravel() & (logit[k].ravel() > 0)
+        if live.any():
+            cells.append((k, np.flatnonzero(live)))
     if not cells:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3))
     sizes = np.array([len(c) for _, c in cells], np.float64)
-    maps = {k: (filled(depth_q[k], logit[k] > 0), filled(rgb[k], logit[k] > 0), logit[k])
-            for k, _ in cells}
-    xyz_parts, rgb_parts, got, want = [], [], 0, n * 1.3
+    # per view one stacked map: Q depths, 3 colours (nearest-filled outside the mask), the logit
+    maps = {k: np.concatenate([filled(depth_q[k], logit[k] > 0), filled(rgb[k], logit[k] > 0),
+                               logit[k][None]]) for k, _ in cells}
+    xyz_parts, rgb_parts, got, want = [], [], 0, n * 1.15
     for _ in range(4):
         counts = rng.multinomial(int(want), sizes / sizes.sum())
         for (k, c), m in zip(cells, counts):
@@ -335,16 +353,14 @@ def _hidden_points(depth_q, logit, rgb, R, t, views, dfront, view, carve_mask, n
             r, cc = flat // w, flat % w
             x = ((cc + rng.random(m)) / w * 2 - 1) * s
             y = (1 - (r + rng.random(m)) / h * 2) * s
-            dq, col, lg = maps[k]
-            keep = sample_map(lg, x, y, s) > 0
-            x, y = x[keep], y[keep]
-            qi = rng.integers(0, q, len(x))
-            d = sample_map(dq.reshape(q, h, w), x, y, s)[qi, np.arange(len(x))] if q > 1 \
-                else sample_map(dq[0], x, y, s)
+            vals = sample_map(maps[k], x, y, s)
+            keep = vals[-1] > 0  # the mask test, on the bilinear logit
+            x, y, vals = x[keep], y[keep], vals[:, keep]
+            d = vals[rng.integers(0, q, len(x)), np.arange(len(x))] if q > 1 else vals[0]
             p = to_world(x, y, d, R[k], t[k])
             ok = _front_test(p, view, carve_mask, dfront, R[front], t[front], s)
             xyz_parts.append(p[ok])
-            rgb_parts.append(sample_map(col, x[ok], y[ok], s).T)
+            rgb_parts.append(vals[q:q + 3, ok].T)
             got += int(ok.sum())
         if got >= n:
             break
@@ -354,8 +370,8 @@ def _hidden_points(depth_q, logit, rgb, R, t, views, dfront, view, carve_mask, n
         want = (n - got) / rate * 1.3
     xyz = np.concatenate(xyz_parts) if xyz_parts else np.zeros((0, 3), np.float32)
     col = np.concatenate(rgb_parts) if rgb_parts else np.zeros((0, 3))
-    if len(xyz) > n:
-        sel = np.sort(rng.choice(len(xyz), n, replace=False))
+    if len(xyz) > n:  # a uniform subset (the parts come view by view: no truncation)
+        sel = np.sort(np.argpartition(rng.random(len(xyz)), n)[:n])
         xyz, col = xyz[sel], col[sel]
     return xyz, col
 
