@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from backend.model import geometry, lift
 
@@ -44,8 +43,7 @@ def test_known_shape_projects_to_itself_with_its_own_colours():
     # the whole cloud: the same colours where the camera looks, nothing beyond the tolerance
     hit_all, pix_all = lift.render_input_view(xyz, col, info["view"], R[0], t[0])
     assert (pix_all[mask] == img[mask][:, :3]).all()
-    assert not (hit_all & ~ndimage.binary_dilation(mask, iterations=lift.CARVE_TOL_PX)).any()
-    assert lift.input_view_scores(hit_all, pix_all, mask, img[..., :3])["iou"] >= 0.97
+    assert (hit_all == mask).all()  # hidden points kept by the tolerance are snapped inside
     # the visible surface sits at the front depth (z = CAM_DIST - 1.8), the hidden one behind it
     assert np.allclose(xyz[:vis, 2], geometry.CAM_DIST - 1.8, atol=1e-5)
     assert info["hidden"] > 0 and (xyz[vis:, 2] < 0.2 - lift.FRONT_TOL).all()
@@ -134,7 +132,7 @@ def test_model_cloud_seen_from_the_input_is_the_input(recon):
     assert (hit == mask).all()
     hit, pix = lift.render_input_view(cloud.xyz, cloud.rgb, view, R[0], t[0])
     s = lift.input_view_scores(hit, pix, mask, img[..., :3])
-    assert s["iou"] >= 0.95 and s["colour_mae"] <= 3.0
+    assert s["iou"] >= 0.99 and s["colour_mae"] <= 3.0
     # the hidden side is not brighter than the picture
     assert cloud.rgb[vis:].mean() <= cloud.rgb[:vis].mean() + 8
     # the frame: still about the unit ball

@@ -272,6 +272,8 @@ def lift(image: np.ndarray, alpha: np.ndarray, depth_q: np.ndarray, logit: np.nd
         vis_xyz = np.concatenate([vis_xyz, to_world(xe, ye, de, Rf, tf)])
         vis_rgb = np.concatenate([vis_rgb, wrgb[rows[extra], cols[extra]]])
     # 3. tone the hidden colours like the visible ones (model front colours vs the photo's)
+    if len(back_xyz):
+        back_xyz = snap_inside(back_xyz, view, wmask, Rf, tf)
     if len(back_rgb):
         model_front = sample_map(filled(rgb[front], fmask), x, y, s).T * 255
         back_rgb = tone_match(model_front, vis_rgb[:len(x)].astype(np.float64), back_rgb * 255)
@@ -279,6 +281,34 @@ def lift(image: np.ndarray, alpha: np.ndarray, depth_q: np.ndarray, logit: np.nd
     col = np.concatenate([vis_rgb, np.round(back_rgb).astype(np.uint8).reshape(-1, 3)])
     info = {"view": view, "scale": scale, "visible": len(vis_xyz), "hidden": len(back_xyz)}
     return xyz, col, info
+
+
+def snap_inside(p: np.ndarray, view: InputView, mask: np.ndarray, Rf: np.ndarray, tf: np.ndarray
+                ) -> np.ndarray:
+    """Points kept by the carving tolerance that project just outside the mask move, at their
+    depth, onto the neighbouring mask pixel (the same sub-pixel spot in it): a shift under a
+    working pixel that keeps the input-view silhouette the mask's own."""
+    cam = p.astype(np.float64) @ Rf.T + tf
+    d = -cam[:, 2]
+    c, r = view.to_pixels(cam[:, 0], cam[:, 1], d)
+    h, w = mask.shape
+    ci = np.clip(np.floor(c).astype(np.int64), 0, w - 1)
+    ri = np.clip(np.floor(r).astype(np.int64), 0, h - 1)
+    out = ~mask[ri, ci]
+    if not out.any():
+        return p
+    idx = np.flatnonzero(out)
+    fc, fr = c[idx] - np.floor(c[idx]), r[idx] - np.floor(r[idx])
+    nc, nr = ci[idx].copy(), ri[idx].copy()
+    todo = np.ones(len(idx), bool)
+    for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1)):
+        rr, cc = np.clip(ri[idx] + dr, 0, h - 1), np.clip(ci[idx] + dc, 0, w - 1)
+        hit = todo & mask[rr, cc]
+        nr[hit], nc[hit], todo[hit] = rr[hit], cc[hit], False
+    x, y = view.to_plane(nc + fc, nr + fr, d[idx])
+    q = p.copy()
+    q[idx] = to_world(x, y, d[idx], Rf, tf)
+    return q
 
 
 def _front_test(p: np.ndarray, view: InputView, carve_mask: np.ndarray, dfront: np.ndarray,
