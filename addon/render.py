@@ -53,19 +53,22 @@ def standard_colour(scene: Any) -> None:
 def quiet_stdout() -> Iterator[None]:
     """Blender's own per-tile/per-sample progress goes to the C stdout: silence fd 1 for the
     duration (Python prints, flushed first, still show outside the block)."""
-    sys.stdout.flush()
+    for stream in (sys.stdout, sys.__stdout__):
+        if stream is not None:
+            stream.flush()
+    fd = 1  # the process's stdout, where Blender's C code writes, whatever sys.stdout is
     try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # no real fd (captured): nothing to silence
+        saved = os.dup(fd)
+    except OSError:  # no stdout at all: nothing to silence
         yield
         return
-    saved = os.dup(fd)
     try:
         with open(os.devnull, "wb") as null:
             os.dup2(null.fileno(), fd)
         yield
     finally:
-        sys.stdout.flush()
+        if sys.__stdout__ is not None:
+            sys.__stdout__.flush()
         os.dup2(saved, fd)
         os.close(saved)
 

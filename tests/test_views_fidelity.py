@@ -94,3 +94,35 @@ def test_cycles_render_from_the_input_direction_shows_the_input(bpy_scene):
     points.set_colour_mode("LIT")
     assert points.colour_mode() == "LIT"
     del obj
+
+
+@pytest.mark.bpy
+def test_panel_density_colour_mode_and_view_colours(tmp_path, capfd):
+    bpy = pytest.importorskip("bpy", reason="needs the bpy wheel")
+    import addon
+    from addon import operators, points
+
+    addon.register()
+    try:
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        scene = bpy.context.scene
+        s = scene.image2points
+        assert (s.density, s.colour_mode, s.view_resolution, s.view_colour) == (100_000, "PHOTO", 512, "STANDARD")
+        xyz = box_points((1.0, 0.2, 0.6)).astype(np.float32)
+        obj = points.import_reconstruction("box", xyz, np.full((len(xyz), 3), 200, np.uint8), radius=0.05)
+        s.colour_mode = "LIT"  # the panel's switch restyles the shared material
+        assert points.colour_mode() == "LIT"
+        s.colour_mode = "PHOTO"
+        assert points.colour_mode() == "PHOTO"
+        scene.view_settings.view_transform = "AgX"
+        s.view_count, s.view_resolution, s.view_samples, s.view_engine = 2, 32, 1, "CYCLES"
+        s.output_dir = str(tmp_path) + "/"
+        capfd.readouterr()
+        paths = operators.render_views(bpy.context, obj)
+        assert len(paths) == 3
+        assert scene.view_settings.view_transform == "AgX"  # the artist's choice is back
+        lines = capfd.readouterr().out.splitlines()
+        assert [ln.split(":")[0] for ln in lines if ln.startswith("view ")] == ["view 1/2", "view 2/2"]
+        assert not any(ln.startswith("Fra:") for ln in lines)
+    finally:
+        addon.unregister()
