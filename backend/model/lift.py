@@ -36,6 +36,7 @@ MIN_DENSITY, MAX_DENSITY = 10_000, 1_000_000
 CARVE_TOL_PX = 1         # model points may project this far outside the mask (working pixels)
 FRONT_TOL = 0.06         # model points nearer than lifted depth + this are "seen": dropped
 VISIBLE_SHARE = (0.35, 0.7)
+DEPTH_JUMP: float | None = 0.1  # a bilinear depth this far from its cell's own is a depth edge
 
 
 def default_density(h: int, w: int) -> int:
@@ -348,7 +349,8 @@ def _hidden_estimate(depth_q, logit, R, t, views, dfront, s) -> int:
 def _hidden_points(depth_q, logit, rgb, R, t, views, dfront, view, carve_mask, n, rng, s
                    ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` points (or fewer when the model has none) drawn at jittered sub-pixel positions of
-    the back views' maps (bilinear depth/colour, bilinear mask logit > 0), kept by ``_front_test``."""
+    the back views' masked cells (bilinear depth/colour, no curtains over depth edges), kept by
+    ``_front_test``."""
     if n <= 0 or not views:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3))
     front = int(np.argmax(R[:, 2, 2]))
@@ -370,9 +372,9 @@ def _hidden_points(depth_q, logit, rgb, R, t, views, dfront, view, carve_mask, n
     if not cells:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3))
     sizes = np.array([len(c) for _, c in cells], np.float64)
-    # per view one stacked map: Q depths, 3 colours (nearest-filled outside the mask), the logit
-    maps = {k: np.concatenate([filled(depth_q[k], logit[k] > 0), filled(rgb[k], logit[k] > 0),
-                               logit[k][None]]) for k, _ in cells}
+    # per view one stacked map: Q depths and 3 colours, nearest-filled outside the mask
+    maps = {k: np.concatenate([filled(depth_q[k], logit[k] > 0), filled(rgb[k], logit[k] > 0)])
+            for k, _ in cells}
     xyz_parts, rgb_parts, got, want = [], [], 0, n * 1.15
     for _ in range(4):
         counts = rng.multinomial(int(want), sizes / sizes.sum())
@@ -383,10 +385,12 @@ def _hidden_points(depth_q, logit, rgb, R, t, views, dfront, view, carve_mask, n
             r, cc = flat // w, flat % w
             x = ((cc + rng.random(m)) / w * 2 - 1) * s
             y = (1 - (r + rng.random(m)) / h * 2) * s
+            # the mask test is the cell's own: a thin part one cell wide keeps all its samples
             vals = sample_map(maps[k], x, y, s)
-            keep = vals[-1] > 0  # the mask test, on the bilinear logit
-            x, y, vals = x[keep], y[keep], vals[:, keep]
             d = vals[rng.integers(0, q, len(x)), np.arange(len(x))] if q > 1 else vals[0]
+            if DEPTH_JUMP is not None:  # across a depth edge, the cell's own depth (no curtain)
+                own = depth_q[k, q // 2, r, cc]
+                d = np.where(np.abs(d - own) > DEPTH_JUMP, own, d)
             p = to_world(x, y, d, R[k], t[k])
             ok = _front_test(p, view, carve_mask, dfront, R[front], t[front], s)
             xyz_parts.append(p[ok])
