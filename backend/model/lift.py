@@ -265,7 +265,7 @@ def lift(image: np.ndarray, alpha: np.ndarray, depth_q: np.ndarray, logit: np.nd
     n_back = density - len(vis_xyz)
     carve_mask = ndimage.binary_dilation(wmask, iterations=CARVE_TOL_PX) if CARVE_TOL_PX else wmask
     back_xyz, back_rgb = _hidden_points(depth_q, logit, rgb, R, t, back_views, dfront,
-                                        view, carve_mask, n_back, rng, s)
+                                        view, carve_mask, n_back, rng, s, wmask)
     if len(back_xyz) < n_back:  # not enough hidden surface: the density goes to the visible side
         extra = rng.integers(0, len(rows), n_back - len(back_xyz))
         xe, ye, de = view.lift(cols[extra] + rng.random(len(extra)), rows[extra] + rng.random(len(extra)),
@@ -273,8 +273,6 @@ def lift(image: np.ndarray, alpha: np.ndarray, depth_q: np.ndarray, logit: np.nd
         vis_xyz = np.concatenate([vis_xyz, to_world(xe, ye, de, Rf, tf)])
         vis_rgb = np.concatenate([vis_rgb, wrgb[rows[extra], cols[extra]]])
     # 3. tone the hidden colours like the visible ones (model front colours vs the photo's)
-    if len(back_xyz):
-        back_xyz = snap_inside(back_xyz, view, wmask, Rf, tf)
     if len(back_rgb):
         model_front = sample_map(filled(rgb[front], fmask), x, y, s).T * 255
         back_rgb = tone_match(model_front, vis_rgb[:len(x)].astype(np.float64), back_rgb * 255)
@@ -346,8 +344,8 @@ def _hidden_estimate(depth_q, logit, R, t, views, dfront, s) -> int:
     return n
 
 
-def _hidden_points(depth_q, logit, rgb, R, t, views, dfront, view, carve_mask, n, rng, s
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def _hidden_points(depth_q, logit, rgb, R, t, views, dfront, view, carve_mask, n, rng, s,
+                   mask=None) -> tuple[np.ndarray, np.ndarray]:
     """``n`` points (or fewer when the model has none) drawn at jittered sub-pixel positions of
     the back views' masked cells (bilinear depth/colour, no curtains over depth edges), kept by
     ``_front_test``."""
@@ -393,7 +391,10 @@ def _hidden_points(depth_q, logit, rgb, R, t, views, dfront, view, carve_mask, n
                 d = np.where(np.abs(d - own) > DEPTH_JUMP, own, d)
             p = to_world(x, y, d, R[k], t[k])
             ok = _front_test(p, view, carve_mask, dfront, R[front], t[front], s)
-            xyz_parts.append(p[ok])
+            p = p[ok]
+            if mask is not None and len(p):
+                p = snap_inside(p, view, mask, R[front], t[front])
+            xyz_parts.append(p)
             rgb_parts.append(vals[q:q + 3, ok].T)
             got += int(ok.sum())
         if got >= n:
