@@ -202,6 +202,18 @@ def front_depth(depth_q: np.ndarray, logit: np.ndarray, R: np.ndarray, t: np.nda
     return filled(np.where(ok, d, 0.0), ok).astype(np.float32)
 
 
+MAX_STRETCH = 4.0
+
+
+def surface_stretch(depth: np.ndarray, s: float = ORTHO_S) -> np.ndarray:
+    """Surface area per unit of image area, sqrt(1 + |grad depth|^2), capped at ``MAX_STRETCH``
+    (a depth edge is not a surface). Why: a face seen at a grazing angle covers few pixels but is
+    large in 3D; points spread per pixel would leave it full of holes from any other view."""
+    pitch = 2 * s / depth.shape[-1]
+    gy, gx = np.gradient(depth.astype(np.float64), pitch)
+    return np.minimum(np.sqrt(1 + gx * gx + gy * gy), MAX_STRETCH)
+
+
 def to_world(x: np.ndarray, y: np.ndarray, d: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
     cam = np.stack([x, y, -d], -1) - t
     return (cam @ R).astype(np.float32)
@@ -253,8 +265,12 @@ def lift(image: np.ndarray, alpha: np.ndarray, depth_q: np.ndarray, logit: np.nd
     rows, cols = np.nonzero(wmask)
     n_vis = min(max(n_vis, len(rows)), density)  # every working pixel gets its point
     pick = np.arange(len(rows))
-    if n_vis > len(pick):
-        pick = np.concatenate([pick, rng.integers(0, len(rows), n_vis - len(pick))])
+    if n_vis > len(pick):  # extra points where the surface is steep: it is larger than its pixel
+        cx, cy = view.to_plane(cols + 0.5, rows + 0.5)
+        area = sample_map(surface_stretch(dfront, s), cx, cy, s)
+        cum = np.cumsum(area)
+        extra = np.searchsorted(cum, rng.random(n_vis - len(pick)) * cum[-1])
+        pick = np.concatenate([pick, np.minimum(extra, len(rows) - 1)])
     elif n_vis < len(pick):
         pick = np.sort(rng.choice(len(pick), n_vis, replace=False))
     pr, pc = rows[pick], cols[pick]
