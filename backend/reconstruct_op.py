@@ -151,6 +151,10 @@ def reconstruct(jobs: list[Job], limits: dict[str, int] | None = None) -> list[O
             images.append(x)
             idx.append(i)
             sources.append((img, _object_alpha(img)))
+            if "max_points" in job.params:  # a cap: no point lifting more than is sent
+                from .model.lift import default_density
+
+                dens = min(dens or default_density(*img.shape[:2]), _max_points(job))
             densities.append(dens)
         except JobError as exc:
             outs[i] = exc
