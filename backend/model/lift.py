@@ -122,7 +122,8 @@ def fit_input_view(mask: np.ndarray, front_mask: np.ndarray, front_d: np.ndarray
     fy = (1 - (fr + 0.5) / h * 2) * s
     fd = front_d[fr, fc].astype(np.float64) if front_d is not None else np.full(len(fr), CAM_DIST)
     best, best_iou = None, -1.0
-    f = max(1, int(px / (2 * s / max(np.ptp(cols) + 1, np.ptp(rows) + 1)) / 2))  # score coarser
+    a0 = np.sqrt(len(fr) / len(rows)) * px  # the orthographic scale: one map pixel ~ px / a0
+    f = max(1, int(px / a0))  # score on a grid of about the map's pitch
     small = mask[::f, ::f]
     for k in PERSPECTIVE_K if front_d is not None else (0.0,):
         g = np.maximum(1.0 + k * (fd - CAM_DIST), 1e-3)
