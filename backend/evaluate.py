@@ -94,7 +94,7 @@ def input_view_set(recon: Any, raws: np.ndarray) -> dict[str, Any]:
     """Seen from the input camera (the fitted ``lift.InputView``), the lifted cloud and the
     model's own cloud against the input: silhouette IoU with its mask, and the mean absolute
     colour error of the visible points against its pixels (0-255), by a numpy z-buffer splat."""
-    from .model import lift
+    from .model import lift, splat
     from .model.preprocess import object_alpha
 
     R, t = recon.R.cpu().numpy(), recon.t.cpu().numpy()
@@ -110,8 +110,8 @@ def input_view_set(recon: Any, raws: np.ndarray) -> dict[str, Any]:
             wrgb, wmask = lift.working_image(raw, alpha, view.shape[0] / raw.shape[0])
         pitch = 2 * lift.ORTHO_S / recon.model.cfg.out_res / view.a
         for name, cloud, fp in (("lifted", lifted, 1.0), ("model", plain, pitch)):
-            hit, col = lift.render_input_view(cloud.xyz, cloud.rgb, view, R[f], t[f], fp)
-            rows[name].append(lift.input_view_scores(hit, col, wmask, wrgb))
+            hit, col = splat.render_input_view(cloud.xyz, cloud.rgb, view, R[f], t[f], fp)
+            rows[name].append(splat.input_view_scores(hit, col, wmask, wrgb))
     return {k: mean_rows(v) for k, v in rows.items()}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.model import geometry, lift
+from backend.model import geometry, lift, splat
 
 
 def keyhole(h: int = 200, w: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -37,11 +37,11 @@ def test_known_shape_projects_to_itself_with_its_own_colours():
     xyz, col, info = lift.lift(img, mask.astype(np.float32), depth, logit, rgb, R, t, density=60_000)
     assert info["scale"] == 1.0 and info["view"].shape == mask.shape  # full resolution
     vis = info["visible"]
-    hit, pix = lift.render_input_view(xyz[:vis], col[:vis], info["view"], R[0], t[0])
+    hit, pix = splat.render_input_view(xyz[:vis], col[:vis], info["view"], R[0], t[0])
     assert (hit == mask).all()  # the lifted silhouette is the mask, pixel for pixel
     assert (pix[mask] == img[mask][:, :3]).all()  # and each pixel keeps its sRGB bytes
     # the whole cloud: the same colours where the camera looks, nothing beyond the tolerance
-    hit_all, pix_all = lift.render_input_view(xyz, col, info["view"], R[0], t[0])
+    hit_all, pix_all = splat.render_input_view(xyz, col, info["view"], R[0], t[0])
     assert (pix_all[mask] == img[mask][:, :3]).all()
     assert (hit_all == mask).all()  # hidden points kept by the tolerance are snapped inside
     # the visible surface sits at the front depth (z = CAM_DIST - 1.8), the hidden one behind it
@@ -79,7 +79,7 @@ def test_small_density_downscales_and_keeps_the_silhouette():
     xyz, col, info = lift.lift(img, mask.astype(np.float32), depth, logit, rgb, R, t, density=10_000)
     assert info["scale"] < 1.0
     wrgb, wmask = lift.working_image(img, mask.astype(np.float32), info["scale"])
-    hit, pix = lift.render_input_view(xyz[:info["visible"]], col[:info["visible"]], info["view"], R[0], t[0])
+    hit, pix = splat.render_input_view(xyz[:info["visible"]], col[:info["visible"]], info["view"], R[0], t[0])
     assert (hit == wmask).all() and (pix[wmask] == wrgb[wmask]).all()
 
 
@@ -128,10 +128,10 @@ def test_model_cloud_seen_from_the_input_is_the_input(recon):
     view = cloud.meta["input_view"]
     assert view.shape == mask.shape
     vis = cloud.meta["visible"]
-    hit, pix = lift.render_input_view(cloud.xyz[:vis], cloud.rgb[:vis], view, R[0], t[0])
+    hit, pix = splat.render_input_view(cloud.xyz[:vis], cloud.rgb[:vis], view, R[0], t[0])
     assert (hit == mask).all()
-    hit, pix = lift.render_input_view(cloud.xyz, cloud.rgb, view, R[0], t[0])
-    s = lift.input_view_scores(hit, pix, mask, img[..., :3])
+    hit, pix = splat.render_input_view(cloud.xyz, cloud.rgb, view, R[0], t[0])
+    s = splat.input_view_scores(hit, pix, mask, img[..., :3])
     assert s["iou"] >= 0.99 and s["colour_mae"] <= 3.0
     # the hidden side is not brighter than the picture
     assert cloud.rgb[vis:].mean() <= cloud.rgb[:vis].mean() + 8
