@@ -66,12 +66,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ply", default=None, help="output .ply (one image; default: next to the .blend)")
     p.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
     p.add_argument("--views", type=int, default=4, help="novel views to render (0 = none)")
-    p.add_argument("--resolution", type=int, default=256)
+    p.add_argument("--resolution", type=int, default=512, help="novel view size in pixels")
     p.add_argument("--samples", type=int, default=16)
     p.add_argument("--elevation", type=float, default=20.0)
     p.add_argument("--size", type=float, default=2.0, help="object size in metres")
     p.add_argument("--radius", type=float, default=0.012, help="point radius in metres")
-    p.add_argument("--max-points", type=int, default=200_000)
+    p.add_argument("--density", type=int, default=None,
+                   help="points per cloud, 10000-1000000 (default: the backend's, ~100k)")
+    p.add_argument("--max-points", type=int, default=None, help="cap on the points per cloud")
+    p.add_argument("--colours", choices=["PHOTO", "LIT"], default="PHOTO",
+                   help="point material: as photographed (emission, default) or lit (albedo)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per image")
     p.add_argument("--connect-timeout", type=float, default=5.0)
     p.add_argument("--mesh", action="store_true",
@@ -134,12 +138,17 @@ def plan(args: argparse.Namespace) -> tuple[str, list[Item]]:
                          os.path.join(d, n + ".ply"), d) for p, n in zip(images, names)]
 
 
-def reconstruct_file(client: Client, path: str, max_points: int, timeout: float
-                     ) -> tuple[JobResult, bytes]:
+def reconstruct_file(client: Client, path: str, max_points: int | None, timeout: float,
+                     density: int | None = None) -> tuple[JobResult, bytes]:
     from .operators import file_bytes_for_backend  # needs bpy: any format Blender opens
 
     data = file_bytes_for_backend(path)
-    job = client.submit("reconstruct", {"max_points": max_points}, {"image": data},
+    params: dict[str, Any] = {}
+    if density is not None:
+        params["density"] = density
+    if max_points is not None:
+        params["max_points"] = max_points
+    job = client.submit("reconstruct", params, {"image": data},
                         {"image": guess_media(data)})
 
     def show(value: float, stage: str, _msg: object) -> None:
@@ -169,6 +178,7 @@ def import_one(args: argparse.Namespace, item: Item, info: dict[str, Any], resul
             "model_sha256": str(result.meta.get("model_sha256", "")),
             "job": result.job,
         })
+    points.set_colour_mode(args.colours)
     print(f"imported {len(xyz)} points as '{obj.name}'", flush=True)
     if args.views > 0:
         render.configure_render(scene, "CYCLES", args.samples, args.resolution)
@@ -178,11 +188,14 @@ def import_one(args: argparse.Namespace, item: Item, info: dict[str, Any], resul
         for o in others:  # side-by-side clouds stay out of this one's views
             o.hide_render = True
         try:
-            for p in render.render_ring(obj, item.out_dir, item.name, args.views, args.elevation):
-                print(f"rendered {p}", flush=True)
+            views = render.render_ring(obj, item.out_dir, item.name, args.views, args.elevation,
+                                       report=lambda line: print(f"  {line}", flush=True))
         finally:
             for o in others:
                 o.hide_render = False
+        sheet = os.path.join(item.out_dir, f"{item.name}_contact_sheet.png")
+        write_sheet(item.image, result, views, sheet, args.resolution)
+        print(f"  contact sheet {sheet}", flush=True)
     wxyz, wrgb = points.world_points(obj)
     write_ply(item.ply, wxyz, wrgb if wrgb is not None else rgb,
               comment=f"Image2Points {item.name} Blender world coordinates (Z up, metres)")
@@ -201,6 +214,48 @@ def mesh_one(args: argparse.Namespace, client: Client, item: Item, obj: Any) -> 
     mesh.export_mesh(bpy.context, m, path, args.mesh_format.upper())
     print(f"meshed '{m.name}' ({m['i2p_mesh_faces']} faces), saved {path}", flush=True)
     return m
+
+
+def write_sheet(image: str, result: JobResult, views: list[str], out_path: str, size: int) -> None:
+    """input | cut-out | views in one row. The cut-out is the mask the backend used when it sends
+    one (blob "mask"), else the input's alpha, on grey."""
+    import numpy as np
+
+    from .operators import contact_sheet, image_pixels_u8, load_image
+
+    rgba = image_pixels_u8(load_image(image))
+    mask = rgba[..., 3] > 127
+    m = result.blobs.get("mask") if hasattr(result, "blobs") else None
+    if m is not None:
+        try:
+            arr = np.frombuffer(bytes(m), np.uint8)
+            if arr.size == mask.size:
+                mask = arr.reshape(mask.shape) > 127
+        except (TypeError, ValueError):
+            pass
+    cut = rgba.copy()
+    cut[~mask, :3] = 160
+    cut[..., 3] = 255
+    photo = rgba.copy()
+    photo[..., :3] = np.where(rgba[..., 3:] > 0, rgba[..., :3], 255)  # transparent shows white
+    photo[..., 3] = 255
+    contact_sheet([_fit_tile(photo, size), _fit_tile(cut, size), *views], out_path,
+                  cols=2 + len(views))
+
+
+def _fit_tile(rgba, size: int):  # type: ignore[no-untyped-def]
+    """Nearest-neighbour resize into a ``size`` square, centred on white (numpy only)."""
+    import numpy as np
+
+    h, w = rgba.shape[:2]
+    k = size / max(h, w)
+    nh, nw = max(1, round(h * k)), max(1, round(w * k))
+    ys = np.minimum((np.arange(nh) + 0.5) / k, h - 1).astype(int)
+    xs = np.minimum((np.arange(nw) + 0.5) / k, w - 1).astype(int)
+    tile = np.full((size, size, 4), 255, np.uint8)
+    y0, x0 = (size - nh) // 2, (size - nw) // 2
+    tile[y0:y0 + nh, x0:x0 + nw] = rgba[ys][:, xs]
+    return tile
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             tag = f"[{i}/{len(items)}] {os.path.basename(item.image)}"
             t0 = time.perf_counter()
             try:
-                result, data = reconstruct_file(client, item.image, args.max_points, args.timeout)
+                result, data = reconstruct_file(client, item.image, args.max_points, args.timeout,
+                                                args.density)
                 points_from_result(result)  # a malformed result fails here, before any scene work
             except (BackendError, OSError) as exc:
                 failed += 1

@@ -89,3 +89,50 @@ def fit_radius(half_extent: float, lens_mm: float = 50.0, sensor_mm: float = 36.
     """Camera distance at which a sphere of ``half_extent`` fills the frame with a margin."""
     half_fov = math.atan(0.5 * sensor_mm / lens_mm)
     return margin * half_extent / math.sin(half_fov)
+
+
+# -- framing ------------------------------------------------------------------------------------
+
+FILL = 0.78  # the object's larger projected side / the frame's shorter side (goal: 0.70-0.85)
+
+
+def projected_fill(points: np.ndarray, c2w: np.ndarray, lens_mm: float, sensor_mm: float,
+                   width: int, height: int) -> tuple[float, np.ndarray]:
+    """(fill, centre): the points' projected box as a fraction of the frame's shorter side (its
+    larger side in pixels / min(width, height)) and the box centre in pixels from the frame
+    centre, for a perspective camera with sensor fit HORIZONTAL."""
+    q = (np.asarray(points, np.float64) - c2w[:3, 3]) @ c2w[:3, :3]
+    depth = np.maximum(-q[:, 2], 1e-9)
+    f = lens_mm / sensor_mm * width
+    u, v = f * q[:, 0] / depth, f * q[:, 1] / depth
+    ext = max(float(np.ptp(u)), float(np.ptp(v)))
+    centre = np.array([(u.max() + u.min()) / 2, (v.max() + v.min()) / 2])
+    return ext / min(width, height), centre
+
+
+def framed_pose(points: np.ndarray, c2w: np.ndarray, lens_mm: float = 50.0, sensor_mm: float = 36.0,
+                width: int = 512, height: int = 512, fill: float = FILL) -> np.ndarray:
+    """``c2w`` moved along its own axes (orientation kept) so the points fill ``fill`` of the
+    shorter side, centred. Why per view: a thin or flat object seen edge-on or face-on needs a
+    very different distance than its bounding sphere suggests. A few fixed-point steps (fill is
+    about proportional to 1/distance)."""
+    pts = np.asarray(points, np.float64)
+    if len(pts) == 0:
+        return c2w
+    m = np.array(c2w, np.float64)
+    rot = m[:3, :3]
+    centre = 0.5 * (pts.min(0) + pts.max(0))
+    radius = max(float(np.linalg.norm(pts - centre, axis=1).max()), 1e-6)
+    f = lens_mm / sensor_mm * width
+    dist = fit_radius(radius, lens_mm, sensor_mm)
+    target = centre
+    for _ in range(8):
+        m[:3, 3] = target + rot[:, 2] * dist
+        got, off = projected_fill(pts, m, lens_mm, sensor_mm, width, height)
+        if got <= 0:
+            break
+        target = target + rot[:, 0] * off[0] * dist / f + rot[:, 1] * off[1] * dist / f
+        # never inside the object: keep the camera beyond the points' reach along the axis
+        dist = max(dist * got / fill, radius * 1.05)
+    m[:3, 3] = target + rot[:, 2] * dist
+    return m

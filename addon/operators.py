@@ -236,7 +236,7 @@ class ReconstructTask:
             task.info = task.client.hello(timeout=cfg.connect_timeout)
             set_state(context, backend_status=describe_backend(task.info), backend_ok=True)
             s = props.scene_settings(context)
-            params = {"max_points": int(s.max_points) if s is not None else 200_000}
+            params = {"density": int(s.density)} if s is not None else {}
             task.job = task.client.submit("reconstruct", params, {"image": task.data},
                                           {"image": guess_media(task.data)})
         except BackendError as exc:
@@ -405,6 +405,8 @@ def import_result(context: Any, task: ReconstructTask, xyz: np.ndarray, rgb: np.
     obj = points.import_reconstruction(stem, xyz, rgb if use_colour else None, size=size, radius=radius,
                                        location=location, collection=collection,
                                        provenance=provenance)
+    if s is not None:
+        points.set_colour_mode(s.colour_mode)
     select_only(context, obj)
     visibility.frame_in_viewports(context)
     return obj
@@ -547,12 +549,13 @@ def scene_render_restored(scene: Any) -> Iterator[None]:
                 obj.hide_render = value
 
 
-def contact_sheet(paths: list[str], out_path: str) -> str:
-    """Tile the rendered PNGs (loaded as Image datablocks) into one PNG, written with numpy."""
-    tiles = [image_pixels_u8(load_image(p)) for p in paths]
+def contact_sheet(paths: list[Any], out_path: str, cols: int | None = None) -> str:
+    """Tile the rendered PNGs (loaded as Image datablocks; or (H, W, 4) uint8 arrays) into one
+    PNG, written with numpy; ``cols`` tiles a row (default: a square-ish grid)."""
+    tiles = [p if isinstance(p, np.ndarray) else image_pixels_u8(load_image(p)) for p in paths]
     h = max(t.shape[0] for t in tiles)
     w = max(t.shape[1] for t in tiles)
-    cols = math.ceil(math.sqrt(len(tiles)))
+    cols = cols or math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / cols)
     sheet = np.zeros((rows * h, cols * w, 4), np.uint8)
     for i, t in enumerate(tiles):
@@ -583,8 +586,10 @@ def render_views(context: Any, obj: Any) -> list[str]:
     if rig is not None:  # re-running replaces this object's cameras instead of piling up
         for cam in [o for o in rig.objects if o.name.startswith(f"{prefix} view ")]:
             bpy.data.objects.remove(cam, do_unlink=True)
-    with scene_render_restored(scene):
+    with scene_render_restored(scene), render.colour_restored(scene):
         r = scene.render
+        if s.view_colour == "STANDARD":
+            render.standard_colour(scene)
         if s.view_engine != "SCENE":
             r.engine = s.view_engine
         r.resolution_x = r.resolution_y = int(s.view_resolution)
@@ -598,11 +603,9 @@ def render_views(context: Any, obj: Any) -> list[str]:
             scene.eevee.taa_render_samples = int(s.view_samples)
         if scene.world is None:
             render.ensure_lighting(scene)
-        for other in scene.objects:  # other clouds at the same spot would photobomb the views
-            if other is not obj and is_point_object(other):
-                other.hide_render = True
         with visibility.only_renderable(scene, obj):  # the default Cube must not hide the result
-            paths = render.render_ring(obj, out_dir, prefix, int(s.view_count), float(s.view_elevation))
+            paths = render.render_ring(obj, out_dir, prefix, int(s.view_count), float(s.view_elevation),
+                                       report=print)
     for p in paths:
         load_image(p)
     sheet = contact_sheet(paths, os.path.join(out_dir, f"{prefix}_contact_sheet.png"))

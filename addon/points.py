@@ -57,24 +57,61 @@ def ensure_node_group() -> bpy.types.NodeTree:
     return ng
 
 
-def ensure_material() -> bpy.types.Material:
+COLOUR_MODES = ("PHOTO", "LIT")
+_MODE_NODE = "Image2Points Colour Mode"
+
+
+def ensure_material(mode: str | None = None) -> bpy.types.Material:
+    """The shared point material. Two looks, switched by one Mix Shader (``set_colour_mode``):
+    "PHOTO" (As photographed, the default): an Emission of the colour attribute, strength 1, so a
+    render with the Standard view transform gives back the input's sRGB bytes whatever the lights;
+    "LIT": the colours as the albedo of a matte Principled BSDF, shaded by the scene's lights."""
     mat: Any = bpy.data.materials.get(MATERIAL)
-    if mat is not None:
-        return mat
-    mat = bpy.data.materials.new(MATERIAL)
+    if mat is None:
+        mat = bpy.data.materials.new(MATERIAL)
     mat.use_nodes = True
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
-    bsdf = nodes.get("Principled BSDF") or nodes.new("ShaderNodeBsdfPrincipled")
-    attr = nodes.new("ShaderNodeAttribute")
-    attr.attribute_type = "GEOMETRY"
-    attr.attribute_name = COLOR_ATTR
-    attr.location = (-300, 100)
-    links.new(attr.outputs["Color"], bsdf.inputs["Base Color"])
-    # A little emission of the same colour keeps the points readable under any lighting.
-    links.new(attr.outputs["Color"], bsdf.inputs["Emission Color"])
-    bsdf.inputs["Emission Strength"].default_value = 0.3
-    bsdf.inputs["Roughness"].default_value = 0.8
+    if nodes.get(_MODE_NODE) is None:  # new, or made by an older version: rebuild
+        nodes.clear()
+        attr = nodes.new("ShaderNodeAttribute")
+        attr.attribute_type = "GEOMETRY"
+        attr.attribute_name = COLOR_ATTR
+        emit = nodes.new("ShaderNodeEmission")
+        emit.inputs["Strength"].default_value = 1.0
+        bsdf = nodes.new("ShaderNodeBsdfPrincipled")
+        bsdf.inputs["Roughness"].default_value = 0.8
+        mix = nodes.new("ShaderNodeMixShader")
+        mix.name = mix.label = _MODE_NODE
+        out = nodes.new("ShaderNodeOutputMaterial")
+        attr.location, emit.location, bsdf.location = (-600, 0), (-300, 150), (-300, -150)
+        mix.location, out.location = (0, 0), (250, 0)
+        links.new(attr.outputs["Color"], emit.inputs["Color"])
+        links.new(attr.outputs["Color"], bsdf.inputs["Base Color"])
+        links.new(emit.outputs["Emission"], mix.inputs[1])
+        links.new(bsdf.outputs["BSDF"], mix.inputs[2])
+        links.new(mix.outputs["Shader"], out.inputs["Surface"])
+        if mode is None:
+            mode = "PHOTO"
+    if mode is not None:
+        set_colour_mode(mode)
     return mat
+
+
+def set_colour_mode(mode: str) -> None:
+    """"PHOTO" (emission: as photographed) or "LIT" (albedo) for every Image2Points cloud."""
+    if mode not in COLOUR_MODES:
+        raise ValueError(f"colour mode must be one of {COLOUR_MODES}, not {mode!r}")
+    mat: Any = bpy.data.materials.get(MATERIAL)
+    if mat is None or mat.node_tree is None or mat.node_tree.nodes.get(_MODE_NODE) is None:
+        ensure_material(mode)
+        return
+    mat.node_tree.nodes[_MODE_NODE].inputs["Fac"].default_value = 0.0 if mode == "PHOTO" else 1.0
+
+
+def colour_mode() -> str:
+    mat: Any = bpy.data.materials.get(MATERIAL)
+    node = mat.node_tree.nodes.get(_MODE_NODE) if mat is not None and mat.node_tree else None
+    return "LIT" if node is not None and node.inputs["Fac"].default_value > 0.5 else "PHOTO"
 
 
 def create_point_object(

@@ -87,6 +87,16 @@ def radius_changed(context: Any = None) -> None:
             points.set_radius(obj, s.radius / (size / 2))
 
 
+def colour_mode_changed(context: Any = None) -> None:
+    """All clouds share one material: switching the look restyles every one of them (a message-bus
+    subscription, like ``radius_changed``)."""
+    from . import points
+
+    s = scene_settings(context or bpy.context)
+    if s is not None:
+        points.set_colour_mode(s.colour_mode)
+
+
 ENGINES = [
     ("SCENE", "Scene Engine", "Render with the engine the scene already uses"),
     ("CYCLES", "Cycles", "Cycles (CPU or GPU as set in the scene)"),
@@ -118,14 +128,25 @@ class IMAGE2POINTS_PG_settings(bpy.types.PropertyGroup):
     use_colour: BoolProperty(name="Colour", default=True,  # type: ignore[valid-type]
                              description="Import the predicted colours (off: plain points)")
     max_points: IntProperty(name="Max Points", default=200_000, min=100, max=5_000_000,  # type: ignore[valid-type]
-                            description="Most points to import; a larger result is thinned to this. The "
-                            "model gives about 5,000-25,000 points per picture, so a higher cap adds "
-                            "none by itself")
+                            description="Not used any more (kept so older .blend files load): "
+                            "Density sets how many points a new cloud has")
+    density: IntProperty(name="Density", default=100_000, min=10_000, max=1_000_000,  # type: ignore[valid-type]
+                         description="Points in a new cloud (10,000-1,000,000): every visible pixel of "
+                         "the image, the rest from the model")
+    colour_mode: EnumProperty(name="Colours", default="PHOTO", items=[  # type: ignore[valid-type]
+        ("PHOTO", "As Photographed", "The image's colours as they are, unaffected by scene lights"),
+        ("LIT", "Lit", "The colours as albedo, shaded by the scene's lights")],
+        description="How every Image2Points cloud shows its colours (they share one material)")
+    view_colour: EnumProperty(name="View Colours", default="STANDARD", items=[  # type: ignore[valid-type]
+        ("STANDARD", "Standard", "Render the views with the Standard view transform, so the "
+         "input's direction shows the input's colours"),
+        ("SCENE", "Scene", "Use the scene's colour management (e.g. AgX)")],
+        description="Colour management of the novel views")
     view_count: IntProperty(name="Views", default=8, min=1, max=64,  # type: ignore[valid-type]
                             description="Number of cameras in the ring around the object (one picture each)")
     view_elevation: FloatProperty(name="Elevation (°)", default=20.0, min=-89.0, max=89.0,  # type: ignore[valid-type]
                                   description="Camera height above the object's horizon, in degrees (0 = level, 89 = from above)")
-    view_resolution: IntProperty(name="Resolution", default=256, min=16, max=4096, subtype="PIXEL",  # type: ignore[valid-type]
+    view_resolution: IntProperty(name="Resolution", default=512, min=16, max=4096, subtype="PIXEL",  # type: ignore[valid-type]
                                  description="Width and height of each square view, in pixels")
     view_engine: EnumProperty(name="Engine", items=ENGINES, default="SCENE",  # type: ignore[valid-type]
                               description="Render engine for the views (Cycles on machines without a GPU)")
@@ -183,6 +204,8 @@ _MSGBUS_OWNER = object()
 def _subscribe() -> None:
     bpy.msgbus.subscribe_rna(key=(IMAGE2POINTS_PG_settings, "radius"), owner=_MSGBUS_OWNER,
                              args=(), notify=radius_changed)
+    bpy.msgbus.subscribe_rna(key=(IMAGE2POINTS_PG_settings, "colour_mode"), owner=_MSGBUS_OWNER,
+                             args=(), notify=colour_mode_changed)
 
 
 @bpy.app.handlers.persistent

@@ -100,7 +100,8 @@ class IMAGE2POINTS_PT_main(_SidebarPanel, bpy.types.Panel):
 
         col = layout.column(align=True)
         col.prop(s, "size")
-        col.prop(s, "max_points")
+        col.prop(s, "density")
+        col.prop(s, "colour_mode")
         row = layout.row(align=True)
         row.scale_y = 1.4
         if state.running:
@@ -156,6 +157,7 @@ class IMAGE2POINTS_PT_views(_SubPanel, bpy.types.Panel):
         col.prop(s, "view_resolution")
         col.prop(s, "view_samples")
         layout.prop(s, "view_engine")
+        layout.prop(s, "view_colour")
         layout.prop(s, "output_dir")
         layout.operator("image2points.render_views", icon="RENDER_STILL")
 

@@ -100,7 +100,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         print(f"image2points reconstruct: {exc}", file=sys.stderr)
         return 2
     try:
-        cloud = model.reconstruct([img])[0]
+        cloud = model.reconstruct([img], density=args.density)[0]
     except ValueError as exc:  # preprocess: blank, fully transparent or 1x1 image
         print(f"image2points reconstruct: {args.image}: {exc}", file=sys.stderr)
         return 2
@@ -145,6 +145,18 @@ def write_cli_mesh(args: argparse.Namespace, xyz, rgb) -> int:  # type: ignore[n
     tight = "watertight" if meshing.is_watertight(m.faces) else "NOT watertight"
     print(f"wrote a {len(m.faces)}-face {tight} mesh to {path}")
     return 0
+
+
+def _density_arg(text: str) -> int:
+    from .model.lift import MAX_DENSITY, MIN_DENSITY
+
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not MIN_DENSITY <= n <= MAX_DENSITY:
+        raise argparse.ArgumentTypeError(f"must be from {MIN_DENSITY} to {MAX_DENSITY}, not {n}")
+    return n
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -205,6 +217,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         ".ply or .obj")
     s.add_argument("--checkpoint", default=None)
     s.add_argument("--device", default="cpu")
+    s.add_argument("--density", type=_density_arg, default=None,
+                   help="points in the cloud, 10000-1000000 (default ~100k for a >= 256 px image)")
     s.set_defaults(func=cmd_reconstruct)
 
     s = sub.add_parser("keys", help="CurveZMQ key pairs")

@@ -80,6 +80,41 @@ def model_predictor(model: torch.nn.Module) -> Callable[[np.ndarray], list[np.nd
     return predict
 
 
+def lifted_predictor(recon: Any) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """The shipped pipeline with the input view lifted from the picture (``model.lift``): takes
+    the raw RGBA renders (``uses_raw``), not the preprocessed inputs."""
+    def predict(raw: np.ndarray) -> list[np.ndarray]:
+        return [c.xyz for c in recon.reconstruct(list(raw))]
+
+    predict.uses_raw = True  # type: ignore[attr-defined]
+    return predict
+
+
+def input_view_set(recon: Any, raws: np.ndarray) -> dict[str, Any]:
+    """Seen from the input camera (the fitted ``lift.InputView``), the lifted cloud and the
+    model's own cloud against the input: silhouette IoU with its mask, and the mean absolute
+    colour error of the visible points against its pixels (0-255), by a numpy z-buffer splat."""
+    from .model import lift, splat
+    from .model.preprocess import object_alpha
+
+    R, t = recon.R.cpu().numpy(), recon.t.cpu().numpy()
+    f = int(np.argmax(R[:, 2, 2]))
+    rows: dict[str, list[dict[str, float]]] = {"lifted": [], "model": []}
+    for raw in raws:
+        alpha = object_alpha(raw)
+        lifted = recon.reconstruct([raw])[0]
+        plain = recon.reconstruct([raw], lift=False)[0]
+        view = lifted.meta["input_view"]
+        wrgb, wmask = lift.working_image(raw, alpha, lifted.meta.get("scale", 1.0))
+        if wmask.shape != view.shape:
+            wrgb, wmask = lift.working_image(raw, alpha, view.shape[0] / raw.shape[0])
+        pitch = 2 * lift.ORTHO_S / recon.model.cfg.out_res / view.a
+        for name, cloud, fp in (("lifted", lifted, 1.0), ("model", plain, pitch)):
+            hit, col = splat.render_input_view(cloud.xyz, cloud.rgb, view, R[f], t[f], fp)
+            rows[name].append(splat.input_view_scores(hit, col, wmask, wrgb))
+    return {k: mean_rows(v) for k, v in rows.items()}
+
+
 def embed(inp: np.ndarray) -> np.ndarray:
     x = torch.from_numpy(inp.astype(np.float32) / 255.0)
     return F.avg_pool2d(x, 4).reshape(len(inp), -1).numpy()
@@ -127,7 +162,12 @@ def slab_points(inp: np.ndarray, thickness: float) -> np.ndarray:
 # -- running ------------------------------------------------------------------------------------
 
 def score(predict: Callable[[np.ndarray], list[np.ndarray]], inp: np.ndarray,
-          gts: list[np.ndarray], batch: int = 32) -> list[dict[str, float]]:
+          gts: list[np.ndarray], batch: int = 32, raw: np.ndarray | None = None
+          ) -> list[dict[str, float]]:
+    if getattr(predict, "uses_raw", False):
+        if raw is None:
+            raise ValueError("this predictor needs the raw renders (make-data keeps them for test)")
+        inp = raw
     rows = []
     for s in range(0, len(inp), batch):
         for p, gt in zip(predict(inp[s:s + batch]), gts[s:s + batch]):
@@ -140,12 +180,15 @@ def mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def evaluate_set(predictors: dict[str, Callable], inp: np.ndarray, gts: list[np.ndarray],
-                 families: list[str] | None = None, groups: list[str] | None = None) -> dict[str, Any]:
+                 families: list[str] | None = None, groups: list[str] | None = None,
+                 raw: np.ndarray | None = None) -> dict[str, Any]:
     """Mean metrics per predictor (and per family); with ``groups`` (which samples share an object)
     also the per-sample Chamfer and F@2% that ``verdict`` resamples for its confidence intervals."""
     out: dict[str, Any] = {"groups": groups} if groups is not None else {}
     for name, fn in predictors.items():
-        rows = score(fn, inp, gts)
+        if getattr(fn, "uses_raw", False) and raw is None:
+            continue
+        rows = score(fn, inp, gts, raw=raw)
         out[name] = {"mean": mean_rows(rows)}
         if groups is not None:
             out[name]["per_sample"] = {k: [round(r[k], 5) for r in rows] for k in CI_METRICS}
@@ -184,7 +227,8 @@ def tune_baselines(val: Any, freq: np.ndarray) -> tuple[float, float]:
     return best_q, best_t
 
 
-def third_party_set(views: int = 3, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
+def third_party_set(views: int = 3, seed: int = 0, raws: list[np.ndarray] | None = None
+                    ) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
     """Render Blender-made objects (never trained on) exactly like the test split."""
     from .data.render import Caster, normalizer, render_input, surface_samples, view_rotation
     from .data.third_party import blender_shapes
@@ -198,7 +242,10 @@ def third_party_set(views: int = 3, seed: int = 0) -> tuple[np.ndarray, list[np.
         surf, _ = surface_samples(shape, norm, N_EVAL, seed)
         for _ in range(views):
             R_in = view_rotation(rng.uniform(0, 360), rng.uniform(-10, 50))
-            inps.append(to_uint8(preprocess(render_input(caster, R_in, rng))))
+            raw = render_input(caster, R_in, rng)
+            inps.append(to_uint8(preprocess(raw)))
+            if raws is not None:
+                raws.append(raw)
             gts.append((surf @ R_in.T).astype(np.float32))
             names.append(name)
     return np.stack(inps), gts, names
@@ -240,11 +287,12 @@ def run_eval(checkpoint_path: str | None, data: str, out: str, max_test: int | N
              third_party: bool = True) -> dict[str, Any]:
     from .data.dataset import ShapeDataset
     from .model import checkpoint
-    from .model.reconstruct import default_checkpoint_path
+    from .model.reconstruct import Reconstructor, default_checkpoint_path
 
     t0 = time.time()
     ckpt = checkpoint_path or str(default_checkpoint_path())
     model, card = checkpoint.load(ckpt)
+    recon = Reconstructor(model, card)
     train, val, test = (ShapeDataset(data, s) for s in ("train", "val", "test"))
     freq = mean_shape_voxels(train)
     q, thick = tune_baselines(val, freq)
@@ -253,9 +301,11 @@ def run_eval(checkpoint_path: str | None, data: str, out: str, max_test: int | N
         "mean_shape": lambda x: [voxel_points(freq, q)] * len(x),
         "nn_retrieval": nn_predictor(train),
         "silhouette_slab": lambda x: [slab_points(i, thick) for i in x],
+        "lifted": lifted_predictor(recon),
     }
     n = len(test) if max_test is None else min(max_test, len(test))
     inp = test.a["inp"][:n]
+    raw = test.a["raw"][:n] if "raw" in test.a else None
     gts = [test.gt_points(i)[0] for i in range(n)]
     fams = [str(test.a["family"][test.a["shape_index"][i]]) for i in range(n)]
     shapes = [str(test.a["shape_index"][i]) for i in range(n)]
@@ -265,12 +315,17 @@ def run_eval(checkpoint_path: str | None, data: str, out: str, max_test: int | N
                   "F1/F2: F-score at 1%/2% of the GT bbox diagonal (higher is better)",
         "baseline_tuning": {"mean_shape_min_fraction": q, "slab_thickness": thick},
         "test": {"samples": n, "shapes": int(len(set(test.a["shape_index"][:n].tolist()))),
-                 **evaluate_set(predictors, inp, gts, fams, shapes)},
+                 **evaluate_set(predictors, inp, gts, fams, shapes, raw=raw)},
     }
+    if raw is not None:
+        report["test"]["input_view"] = input_view_set(recon, raw)
     if third_party:
-        tinp, tgts, tnames = third_party_set()
+        traws: list[np.ndarray] = []
+        tinp, tgts, tnames = third_party_set(raws=traws)
         report["third_party"] = {"samples": len(tinp), "objects": sorted(set(tnames)),
-                                 **evaluate_set(predictors, tinp, tgts, tnames, tnames)}
+                                 **evaluate_set(predictors, tinp, tgts, tnames, tnames,
+                                                raw=np.stack(traws))}
+        report["third_party"]["input_view"] = input_view_set(recon, np.stack(traws))
     report["verdict"] = verdict(report)
     report["seconds"] = round(time.time() - t0, 1)
     outp = Path(out)
@@ -311,10 +366,16 @@ def format_table(report: dict[str, Any]) -> str:
             continue
         lines += [f"{split} ({report[split]['samples']} samples)",
                   f"{'method':18s} {'pred->GT':>9s} {'GT->pred':>9s} {'Chamfer':>9s} {'F@1%':>7s} {'F@2%':>7s}"]
-        for name in ("model", "mean_shape", "nn_retrieval", "silhouette_slab"):
+        for name in ("model", "lifted", "mean_shape", "nn_retrieval", "silhouette_slab"):
+            if name not in report[split]:
+                continue
             m = report[split][name]["mean"]
             lines.append(f"{name:18s} {m['p2g']:9.4f} {m['g2p']:9.4f} {m['chamfer']:9.4f} "
                          f"{m['f1']:7.3f} {m['f2']:7.3f}")
+        iv = report[split].get("input_view")
+        if iv:
+            lines.append("input view (silhouette IoU with the mask, colour MAE /255): " + "; ".join(
+                f"{k} IoU {v['iou']:.3f}, MAE {v['colour_mae']:.2f}" for k, v in iv.items()))
         lines.append("")
     return "\n".join(lines)
 
@@ -330,7 +391,9 @@ def markdown(report: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|---|"]
     splits = [s for s in ("test", "third_party") if s in report]
     for split in splits:
-        for name in ("model", "mean_shape", "nn_retrieval", "silhouette_slab"):
+        for name in ("model", "lifted", "mean_shape", "nn_retrieval", "silhouette_slab"):
+            if name not in report[split]:
+                continue
             m = report[split][name]["mean"]
             lines.append(f"| {split} | {name} | {m['p2g']:.4f} | {m['g2p']:.4f} | {m['chamfer']:.4f} | "
                          f"{m['f1']:.3f} | {m['f2']:.3f} |")

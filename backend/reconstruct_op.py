@@ -13,7 +13,7 @@ from .images import decode_image
 from .ops import Job, JobError, Output, register_op
 
 FRAME = "viewer-unit-ball/v1"
-DEFAULT_MAX_POINTS = 200_000
+DEFAULT_MAX_POINTS = 1_000_000  # a cap; how many points come is `density`
 HARD_MAX_POINTS = 5_000_000
 
 _lock = threading.Lock()
@@ -103,6 +103,20 @@ def _max_points(job: Job) -> int:
     return n
 
 
+def _density(job: Job) -> int | None:
+    """The ``density`` param: points wanted (10k-1M; None = the size-based default)."""
+    from .model.lift import MAX_DENSITY, MIN_DENSITY
+
+    n = job.params.get("density")
+    if n is None:
+        return None
+    if not isinstance(n, int) or isinstance(n, bool) or n < MIN_DENSITY:
+        raise JobError("BAD_INPUT", f"density must be an integer from {MIN_DENSITY} to {MAX_DENSITY}")
+    if n > MAX_DENSITY:
+        raise JobError("TOO_LARGE", f"density {n} exceeds the limit {MAX_DENSITY}")
+    return n
+
+
 def _preprocess(img: np.ndarray) -> np.ndarray:
     """Per job, so an image with no object (blank, fully transparent, 1x1) fails alone as the
     sender's BAD_INPUT instead of failing every job batched with it as a MODEL error."""
@@ -120,6 +134,8 @@ def reconstruct(jobs: list[Job], limits: dict[str, int] | None = None) -> list[O
     limits = limits or {}
     outs: list[Output | JobError | None] = [None] * len(jobs)
     images, idx = [], []
+    sources: list[Any] = []
+    densities: list[int | None] = []
     for i, job in enumerate(jobs):
         try:
             data = job.blobs.get("image")
@@ -129,10 +145,17 @@ def reconstruct(jobs: list[Job], limits: dict[str, int] | None = None) -> list[O
             img = decode_image(data, max_pixels=limits.get("max_pixels", 4096 * 4096),
                                max_bytes=limits.get("max_image_bytes", 64 << 20))
             _max_points(job)
+            dens = _density(job)
             x = _preprocess(img)
             job.check_cancel()
             images.append(x)
             idx.append(i)
+            sources.append((img, _object_alpha(img)))
+            if "max_points" in job.params:  # a cap: no point lifting more than is sent
+                from .model.lift import default_density
+
+                dens = min(dens or default_density(*img.shape[:2]), _max_points(job))
+            densities.append(dens)
         except JobError as exc:
             outs[i] = exc
     if images:
@@ -142,7 +165,7 @@ def reconstruct(jobs: list[Job], limits: dict[str, int] | None = None) -> list[O
         model = get_model()
         for i in idx:
             jobs[i].progress(0.3, "running model")
-        clouds = model.reconstruct_inputs(np.stack(images))
+        clouds = model.reconstruct_inputs(np.stack(images), sources=sources, density=densities)
         dt = time.perf_counter() - t0
         for i, cloud in zip(idx, clouds):
             job = jobs[i]
@@ -153,11 +176,18 @@ def reconstruct(jobs: list[Job], limits: dict[str, int] | None = None) -> list[O
                 meta = {"frame": FRAME, "units": "unit ball (max surface distance 1)",
                         "count": int(len(xyz)), "model": model.info.get("name", "?"),
                         "model_sha256": str(model.info.get("sha256", ""))[:16],
-                        "image_sha256": digest, "batch": len(idx), "model_seconds": round(dt, 4)}
+                        "image_sha256": digest, "batch": len(idx), "model_seconds": round(dt, 4),
+                        "visible_points": int(cloud.meta.get("visible", 0))}
                 outs[i] = Output(meta, {"xyz": xyz, "rgb": rgb})
             except JobError as exc:
                 outs[i] = exc
     return [o for o in outs if o is not None]
+
+
+def _object_alpha(img: np.ndarray) -> np.ndarray:
+    from .model.preprocess import object_alpha
+
+    return object_alpha(img)
 
 
 def _subsample(xyz: np.ndarray, rgb: np.ndarray, n: int, seed: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,8 @@
-"""Inference: decoded images -> coloured point clouds in the viewer frame, batched."""
+"""Inference: decoded images -> coloured point clouds in the viewer frame, batched.
+
+With the source image at hand (``reconstruct``, or ``reconstruct_inputs(..., sources=...)``) the
+part the input camera sees is the picture itself, lifted by the predicted front depth
+(``lift``); without it, the model's own fused cloud (the fixed-view maps at 64x64)."""
 
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ import numpy as np
 import torch
 
 from . import checkpoint
+from . import lift as lifting
 from .generator import fused_points
-from .preprocess import preprocess
+from .preprocess import object_alpha, preprocess
 
 FRAME = "viewer-unit-ball/v1"
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
@@ -48,27 +53,49 @@ class Reconstructor:
     def preprocess(self, images: list[np.ndarray]) -> torch.Tensor:
         return torch.from_numpy(np.stack([preprocess(im) for im in images])).to(self.device)
 
-    def reconstruct(self, images: list[np.ndarray], max_points: int | None = None) -> list[PointCloud]:
-        """HxWx3/4 uint8 images -> one cloud each, from ONE batched forward pass."""
+    def reconstruct(self, images: list[np.ndarray], max_points: int | None = None,
+                    density: int | None = None, lift: bool = True) -> list[PointCloud]:
+        """HxWx3/4 uint8 images -> one cloud each, from ONE batched forward pass. ``lift``: the
+        input view is the picture (``density`` points, default ``lift.default_density``);
+        otherwise the model's fused cloud. ``max_points`` caps either."""
         if not images:
             return []
-        return self.reconstruct_inputs(self.preprocess(images), max_points)
+        sources = [(im, object_alpha(im)) for im in images] if lift else None
+        return self.reconstruct_inputs(self.preprocess(images), max_points, sources, density)
 
     @torch.inference_mode()
-    def reconstruct_inputs(self, x: np.ndarray | torch.Tensor,
-                           max_points: int | None = None) -> list[PointCloud]:
+    def reconstruct_inputs(self, x: np.ndarray | torch.Tensor, max_points: int | None = None,
+                           sources: list[tuple[np.ndarray, np.ndarray] | None] | None = None,
+                           density: int | list[int | None] | None = None) -> list[PointCloud]:
         """(B,4,S,S) ``preprocess`` outputs -> one cloud each; lets the server preprocess (and
-        refuse) each job's image on its own, then run the good ones as one batch."""
+        refuse) each job's image on its own, then run the good ones as one batch. ``sources``:
+        per item the decoded image and its object mask (H,W) in [0,1], which turns on the lift."""
         out = self.model(torch.as_tensor(x).to(self.device))
         b = len(x)
+        dens = density if isinstance(density, list) else [density] * b
+        if sources is not None and any(src is not None for src in sources):
+            maps = {k: out[k].float().cpu().numpy() for k in ("depth_q", "mask_logit", "rgb")}
+            R, t = self.R.cpu().numpy(), self.t.cpu().numpy()
         pts, keep, rgb = fused_points(out, self.R, self.t)
         clouds = []
         for i in range(b):
-            xyz = pts[i][keep[i]].float().cpu().numpy()
-            col = (rgb[i][keep[i]].clamp(0, 1) * 255 + 0.5).byte().cpu().numpy()
+            src = sources[i] if sources is not None else None
+            meta: dict[str, Any] = {"frame": FRAME}
+            if src is not None:
+                im, alpha = src
+                n = dens[i] or lifting.default_density(*alpha.shape)
+                if max_points is not None:
+                    n = min(n, max_points)
+                xyz, col, info = lifting.lift(im, alpha, maps["depth_q"][i], maps["mask_logit"][i],
+                                              maps["rgb"][i], R, t, n, seed=i)
+                meta.update(visible=info["visible"], hidden=info["hidden"], input_view=info["view"],
+                            scale=info["scale"])
+            else:
+                xyz = pts[i][keep[i]].float().cpu().numpy()
+                col = (rgb[i][keep[i]].clamp(0, 1) * 255 + 0.5).byte().cpu().numpy()
             if max_points is not None and len(xyz) > max_points:
                 sel = np.random.default_rng(0).choice(len(xyz), max_points, replace=False)
                 xyz, col = xyz[np.sort(sel)], col[np.sort(sel)]
             clouds.append(PointCloud(np.ascontiguousarray(xyz, np.float32),
-                                     np.ascontiguousarray(col, np.uint8), {"frame": FRAME}))
+                                     np.ascontiguousarray(col, np.uint8), meta))
         return clouds

@@ -1,0 +1,429 @@
+"""The input's own view is the picture: lift its foreground pixels with the model's front depth.
+
+Why: the 64x64 fixed-view maps give a soft silhouette, albedo-like colours and a visible sampling
+grid. The part of the object the input camera sees is known exactly from the image, so it is
+taken from there; the model supplies the front depth and everything the camera cannot see.
+
+Mapping (pure numpy, no bpy/zmq). The input photo is perspective, the model's fixed views are
+orthographic (``geometry``): the front view (camera on +z, R = I) draws the object scaled to the
+unit ball, while the network input is cropped to the mask's box, so the scale between the two is
+the object's own and is not known from the crop alone. It is fitted per image as a similarity
+from working-image pixels to front-view camera-plane coordinates, matching the first moments and
+the area of the input mask to those of the model's front mask:
+
+    x = a * col + bx,   y = -a * row + by      (col, row continuous; pixel (r, c) covers [c, c+1))
+
+A lifted pixel sits at depth D(x, y), the front depth map bilinearly interpolated after filling
+the pixels outside the model's front mask with their nearest inside value (the mask test), and
+``p = R_f^T ((x, y, -D) - t_f)``. Projecting a point back is the inverse map, so the lifted
+points' input-view silhouette is the working mask, pixel for pixel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from .geometry import CAM_DIST, ORTHO_S
+
+WORK_SIZE = 512          # long side of the working image (full resolution when smaller)
+DEFAULT_DENSITY = 100_000
+MIN_DENSITY, MAX_DENSITY = 10_000, 1_000_000
+CARVE_TOL_PX = 1         # model points may project this far outside the mask (working pixels)
+FRONT_TOL = 0.06         # model points nearer than lifted depth + this are "seen": dropped
+VISIBLE_SHARE = (0.35, 0.7)
+DEPTH_JUMP: float | None = 0.1  # a bilinear depth this far from its cell's own is a depth edge
+
+
+def default_density(h: int, w: int) -> int:
+    """~100k points for a >= 256 px input, fewer for small ones (no more pixels to show)."""
+    return int(np.clip(DEFAULT_DENSITY * (max(h, w) / 256) ** 2, MIN_DENSITY, DEFAULT_DENSITY))
+
+
+@dataclass
+class InputView:
+    """Working-image pixels (col, row) <-> front camera-plane (x, y) at front depth d.
+
+    A similarity on the plane through the origin (d = CAM_DIST), scaled along each ray by
+    ``g(d) = 1 + k (d - CAM_DIST)``: ``k`` = 1 / (the input camera's distance from the origin)
+    for a perspective photo, 0 for an orthographic one."""
+
+    a: float
+    bx: float
+    by: float
+    shape: tuple[int, int]  # working image (h, w)
+    k: float = 0.0
+
+    def g(self, d: np.ndarray | float) -> np.ndarray:
+        return np.maximum(1.0 + self.k * (np.asarray(d, np.float64) - CAM_DIST), 1e-3)
+
+    def to_plane(self, col: np.ndarray, row: np.ndarray, d: np.ndarray | float = CAM_DIST
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        g = self.g(d)
+        return g * (self.a * col + self.bx), g * (self.by - self.a * row)
+
+    def to_pixels(self, x: np.ndarray, y: np.ndarray, d: np.ndarray | float = CAM_DIST
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        g = self.g(d)
+        return (x / g - self.bx) / self.a, (self.by - y / g) / self.a
+
+    def lift(self, col: np.ndarray, row: np.ndarray, depth: np.ndarray, s: float = ORTHO_S
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Camera-plane (x, y) and depth d of the surface ``depth`` (front map) along each ray."""
+        d = np.full(len(col), CAM_DIST)
+        for _ in range(1 if self.k == 0 else 4):  # fixed point: the ray meets the depth map
+            x, y = self.to_plane(col, row, d)
+            d = sample_map(depth, x, y, s)
+        x, y = self.to_plane(col, row, d)
+        return x, y, d
+
+
+def working_image(image: np.ndarray, alpha: np.ndarray, scale: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 and mask (bool) at ``scale`` (<= 1). At scale 1 the bytes are the input's;
+    downscaling averages premultiplied colour so edges don't darken towards the background."""
+    rgb = np.asarray(image)[..., :3]
+    if scale >= 1.0:
+        return np.ascontiguousarray(rgb), alpha > 0.5
+    h, w = alpha.shape
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    a = torch.from_numpy(alpha.astype(np.float32))[None, None]
+    pm = torch.from_numpy(rgb.astype(np.float32) / 255.0).permute(2, 0, 1)[None] * a
+    t = F.interpolate(torch.cat([pm, a], 1), size=size, mode="bilinear", antialias=True,
+                      align_corners=False)[0]
+    aw = t[3].clamp(0, 1)
+    col = (t[:3] / aw.clamp(min=1e-6)).clamp(0, 1).permute(1, 2, 0).numpy()
+    return np.round(col * 255).astype(np.uint8), aw.numpy() > 0.5
+
+
+PERSPECTIVE_K = (0.0, 1 / 8, 1 / 5.5, 1 / 4.2, 1 / 3.3, 1 / 2.7)  # 1 / camera distance tried
+
+
+def fit_input_view(mask: np.ndarray, front_mask: np.ndarray, front_d: np.ndarray | None = None,
+                   s: float = ORTHO_S) -> InputView:
+    """Moment match of the working mask (pixels) to the model's front surface (camera plane
+    and depth): for each camera distance in ``PERSPECTIVE_K`` (orthographic first), the surface
+    is brought to the origin plane along its rays, matched in centroid and area, and scored by
+    the IoU of its splat with the mask; the best one wins. Without depths: orthographic."""
+    rows, cols = np.nonzero(mask)
+    cc, rc = cols.mean() + 0.5, rows.mean() + 0.5
+    fr, fc = np.nonzero(front_mask)
+    h, w = front_mask.shape
+    if len(fr) < 4:  # the model sees nothing: put the mask's box at 90% of the view
+        span = max(np.ptp(cols) + 1, np.ptp(rows) + 1)
+        a = 2 * 0.9 * s / span
+        return InputView(float(a), float(-a * cc), float(a * rc), mask.shape)
+    px = 2 * s / w
+    fx = ((fc + 0.5) / w * 2 - 1) * s
+    fy = (1 - (fr + 0.5) / h * 2) * s
+    fd = front_d[fr, fc].astype(np.float64) if front_d is not None else np.full(len(fr), CAM_DIST)
+    best, best_iou = None, -1.0
+    a0 = np.sqrt(len(fr) / len(rows)) * px  # the orthographic scale: one map pixel ~ px / a0
+    f = max(1, int(px / a0))  # score on a grid of about the map's pitch
+    small = mask[::f, ::f]
+    for k in PERSPECTIVE_K if front_d is not None else (0.0,):
+        g = np.maximum(1.0 + k * (fd - CAM_DIST), 1e-3)
+        wt = 1.0 / g ** 2  # a map pixel's area on the origin plane
+        ox, oy = fx / g, fy / g
+        a = float(np.sqrt(wt.sum() * px * px / len(rows)))
+        view = InputView(a, float((ox * wt).sum() / wt.sum() - a * cc),
+                         float((oy * wt).sum() / wt.sum() + a * rc), mask.shape, k)
+        c, r = view.to_pixels(fx, fy, fd)
+        hit = np.zeros(small.shape, bool)
+        ci, ri = np.floor(c / f).astype(int), np.floor(r / f).astype(int)
+        ok = (ci >= 0) & (ci < small.shape[1]) & (ri >= 0) & (ri < small.shape[0])
+        hit[ri[ok], ci[ok]] = True
+        rad = int(np.ceil(px / a / f / 2))
+        if rad > 0:
+            hit = ndimage.binary_dilation(hit, np.ones((2 * rad + 1, 2 * rad + 1), bool))
+        iou = (hit & small).sum() / max((hit | small).sum(), 1)
+        if iou > best_iou + 1e-3:
+            best, best_iou = view, iou
+    assert best is not None
+    return best
+
+
+def filled(m: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``m`` (..., h, w) with the pixels outside ``keep`` set to their nearest inside value."""
+    if keep.all() or not keep.any():
+        return m
+    idx = ndimage.distance_transform_edt(~keep, return_distances=False, return_indices=True)
+    return m[..., idx[0], idx[1]]
+
+
+def sample_map(m: np.ndarray, x: np.ndarray, y: np.ndarray, s: float = ORTHO_S) -> np.ndarray:
+    """Bilinear value of map(s) ``m`` ((h, w) or (C, h, w)) at camera-plane (x, y)."""
+    mt = torch.from_numpy(np.ascontiguousarray(m, np.float32))
+    mt = mt.view(1, -1, *m.shape[-2:])
+    grid = torch.from_numpy(np.stack([np.asarray(x, np.float32) / s, -np.asarray(y, np.float32) / s], -1))
+    # align_corners=False: -1/+1 are the map's outer edges, pixel centres at (j + 0.5) / w * 2 - 1
+    out = F.grid_sample(mt, grid.view(1, 1, -1, 2), mode="bilinear", padding_mode="border",
+                        align_corners=False)[0, :, 0]
+    res = out.numpy().astype(np.float64)
+    return res[0] if m.ndim == 2 else res
+
+
+FRONT_MODE = "min"  # how other views complete the front depth: "min" everywhere, "fill" holes only
+
+
+def front_depth(depth_q: np.ndarray, logit: np.ndarray, R: np.ndarray, t: np.ndarray, front: int,
+                s: float = ORTHO_S) -> np.ndarray:
+    """The depth of the nearest model surface seen from the input camera, on the front map's
+    grid. The front view's own map where its mask is on; where it is off (a thin part that view
+    missed) the nearest point of the other views' clouds (a z-buffer), then nearest-filled. Why:
+    the picture shows parts the front map may lack; lifting them by a neighbour's depth would
+    float them, and would drop the other views' points that do have them as "in front"."""
+    q = depth_q.shape[1] // 2
+    h, w = logit.shape[-2:]
+    fmask = logit[front] > 0
+    d = np.where(fmask, depth_q[front, q], np.inf)
+    if FRONT_MODE in ("fill", "min"):
+        from .geometry import ortho_pixel_grid
+
+        gx, gy = (g.numpy() for g in ortho_pixel_grid(h, w, s))
+        zb = np.full(h * w, np.inf)
+        for k in range(len(R)):
+            m = logit[k] > 0
+            if k == front or not m.any():
+                continue
+            cam = to_world(gx[m], gy[m], depth_q[k, q][m], R[k], t[k]) @ R[front].T + t[front]
+            c = np.floor((cam[:, 0] / s + 1) / 2 * w).astype(np.int64)
+            r = np.floor((1 - cam[:, 1] / s) / 2 * h).astype(np.int64)
+            ok = (c >= 0) & (c < w) & (r >= 0) & (r < h)
+            np.minimum.at(zb, r[ok] * w + c[ok], -cam[ok, 2])
+        zb = zb.reshape(h, w)
+        d = np.where(fmask, np.minimum(d, zb), zb) if FRONT_MODE == "min" else np.where(fmask, d, zb)
+    ok = np.isfinite(d)
+    if not ok.any():
+        return np.full((h, w), 2.0, np.float32)
+    return filled(np.where(ok, d, 0.0), ok).astype(np.float32)
+
+
+MAX_STRETCH = 4.0
+
+
+def surface_stretch(depth: np.ndarray, s: float = ORTHO_S) -> np.ndarray:
+    """Surface area per unit of image area, sqrt(1 + |grad depth|^2), capped at ``MAX_STRETCH``
+    (a depth edge is not a surface). Why: a face seen at a grazing angle covers few pixels but is
+    large in 3D; points spread per pixel would leave it full of holes from any other view."""
+    pitch = 2 * s / depth.shape[-1]
+    gy, gx = np.gradient(depth.astype(np.float64), pitch)
+    return np.minimum(np.sqrt(1 + gx * gx + gy * gy), MAX_STRETCH)
+
+
+def to_world(x: np.ndarray, y: np.ndarray, d: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    cam = np.stack([x, y, -d], -1) - t
+    return (cam @ R).astype(np.float32)
+
+
+def tone_match(src: np.ndarray, ref: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per channel, map ``target`` by the affine that takes ``src``'s mean/std to ``ref``'s.
+    Why: the model predicts unshaded albedo (what its training colours are), the photo is shaded;
+    the hidden side must not come out brighter than the side the camera saw."""
+    if len(src) == 0 or len(ref) == 0:
+        return target
+    ms, ss = src.mean(0), src.std(0)
+    mr, sr = ref.mean(0), ref.std(0)
+    gain = np.where(ss > 2.0, np.clip(sr / np.maximum(ss, 1e-6), 0.25, 4.0), 1.0)
+    return np.clip((target - ms) * gain + mr, 0, 255)
+
+
+def lift(image: np.ndarray, alpha: np.ndarray, depth_q: np.ndarray, logit: np.ndarray,
+         rgb: np.ndarray, R: np.ndarray, t: np.ndarray, density: int, seed: int = 0,
+         work_size: int = WORK_SIZE, s: float = ORTHO_S) -> tuple[np.ndarray, np.ndarray, dict]:
+    """One image + the model's fixed-view maps -> (xyz (N,3) float32, rgb (N,3) uint8, info).
+
+    ``depth_q`` (V,Q,h,w), ``logit`` (V,h,w), ``rgb`` (V,3,h,w) in [0,1], cameras R (V,3,3),
+    t (V,3); ``alpha`` (H,W) in [0,1] is the object mask of ``image``. N == ``density`` unless
+    the image and the model together have fewer distinct places to put points (never here: extra
+    points are jittered inside pixels). ``info`` holds the fitted ``InputView`` and the counts.
+    """
+    rng = np.random.default_rng(seed)
+    front = int(np.argmax(R[:, 2, 2]))  # the view on +z, looking down -z: the input's
+    Rf, tf = R[front], t[front]
+    fmask = logit[front] > 0
+    dfront = front_depth(depth_q, logit, R, t, front, s)
+    h, w = alpha.shape
+    n_full = int((alpha > 0.5).sum())
+    if n_full == 0:
+        raise ValueError("no object found in the image (empty mask)")
+    back_views = [k for k in range(len(R)) if k != front]
+    # model candidates at the map pixel centres tell how much hidden surface there is
+    vis_px = fmask.sum()
+    hid_px = _hidden_estimate(depth_q, logit, R, t, back_views, dfront, s)
+    share = float(np.clip(vis_px / max(vis_px + hid_px, 1), *VISIBLE_SHARE)) if hid_px else 1.0
+    n_vis = int(round(density * share))
+    scale = min(1.0, work_size / max(h, w), float(np.sqrt(n_vis / n_full)) * 0.97)
+    wrgb, wmask = working_image(image, alpha, scale)
+    if not wmask.any():  # a tiny object vanished in the downscale: keep it at full size
+        wrgb, wmask, scale = np.asarray(image)[..., :3], alpha > 0.5, 1.0
+    view = fit_input_view(wmask, fmask, dfront, s)
+    # 1. lifted visible surface: every working pixel once, then extra ones at random, jittered
+    rows, cols = np.nonzero(wmask)
+    n_vis = min(max(n_vis, len(rows)), density)  # every working pixel gets its point
+    pick = np.arange(len(rows))
+    if n_vis > len(pick):  # extra points where the surface is steep: it is larger than its pixel
+        cx, cy = view.to_plane(cols + 0.5, rows + 0.5)
+        area = sample_map(surface_stretch(dfront, s), cx, cy, s)
+        cum = np.cumsum(area)
+        extra = np.searchsorted(cum, rng.random(n_vis - len(pick)) * cum[-1])
+        pick = np.concatenate([pick, np.minimum(extra, len(rows) - 1)])
+    elif n_vis < len(pick):
+        pick = np.sort(rng.choice(len(pick), n_vis, replace=False))
+    pr, pc = rows[pick], cols[pick]
+    x, y, d = view.lift(pc + rng.random(len(pick)), pr + rng.random(len(pick)), dfront, s)
+    vis_xyz = to_world(x, y, d, Rf, tf)
+    vis_rgb = wrgb[pr, pc]
+    # 2. hidden surface from the model, carved by the mask and by the lifted surface
+    n_back = density - len(vis_xyz)
+    carve_mask = ndimage.binary_dilation(wmask, iterations=CARVE_TOL_PX) if CARVE_TOL_PX else wmask
+    back_xyz, back_rgb = _hidden_points(depth_q, logit, rgb, R, t, back_views, dfront,
+                                        view, carve_mask, n_back, rng, s, wmask)
+    if len(back_xyz) < n_back:  # not enough hidden surface: the density goes to the visible side
+        extra = rng.integers(0, len(rows), n_back - len(back_xyz))
+        xe, ye, de = view.lift(cols[extra] + rng.random(len(extra)), rows[extra] + rng.random(len(extra)),
+                               dfront, s)
+        vis_xyz = np.concatenate([vis_xyz, to_world(xe, ye, de, Rf, tf)])
+        vis_rgb = np.concatenate([vis_rgb, wrgb[rows[extra], cols[extra]]])
+    # 3. tone the hidden colours like the visible ones (model front colours vs the photo's)
+    if len(back_rgb):
+        model_front = sample_map(filled(rgb[front], fmask), x, y, s).T * 255
+        back_rgb = tone_match(model_front, vis_rgb[:len(x)].astype(np.float64), back_rgb * 255)
+    xyz = np.concatenate([vis_xyz, back_xyz]).astype(np.float32)
+    col = np.concatenate([vis_rgb, np.round(back_rgb).astype(np.uint8).reshape(-1, 3)])
+    info = {"view": view, "scale": scale, "visible": len(vis_xyz), "hidden": len(back_xyz)}
+    return xyz, col, info
+
+
+def snap_inside(p: np.ndarray, view: InputView, mask: np.ndarray, Rf: np.ndarray, tf: np.ndarray
+                ) -> np.ndarray:
+    """Points kept by the carving tolerance that project just outside the mask move, at their
+    depth, onto the neighbouring mask pixel (the same sub-pixel spot in it): a shift under a
+    working pixel that keeps the input-view silhouette the mask's own."""
+    cam = p.astype(np.float64) @ Rf.T + tf
+    d = -cam[:, 2]
+    c, r = view.to_pixels(cam[:, 0], cam[:, 1], d)
+    h, w = mask.shape
+    ci = np.clip(np.floor(c).astype(np.int64), 0, w - 1)
+    ri = np.clip(np.floor(r).astype(np.int64), 0, h - 1)
+    out = ~mask[ri, ci]
+    if not out.any():
+        return p
+    idx = np.flatnonzero(out)
+    fc, fr = c[idx] - np.floor(c[idx]), r[idx] - np.floor(r[idx])
+    nc, nr = ci[idx].copy(), ri[idx].copy()
+    todo = np.ones(len(idx), bool)
+    for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1)):
+        rr, cc = np.clip(ri[idx] + dr, 0, h - 1), np.clip(ci[idx] + dc, 0, w - 1)
+        hit = todo & mask[rr, cc]
+        nr[hit], nc[hit], todo[hit] = rr[hit], cc[hit], False
+    x, y = view.to_plane(nc + fc, nr + fr, d[idx])
+    q = p.copy()
+    q[idx] = to_world(x, y, d[idx], Rf, tf)
+    return q
+
+
+def _front_test(p: np.ndarray, view: InputView, carve_mask: np.ndarray, dfront: np.ndarray,
+                Rf: np.ndarray, tf: np.ndarray, s: float) -> np.ndarray:
+    """Which world points survive: inside the (dilated) mask and behind the lifted surface."""
+    cam = p @ Rf.T + tf
+    x, y, d = cam[:, 0], cam[:, 1], -cam[:, 2]
+    c, r = view.to_pixels(x, y, d)
+    h, w = carve_mask.shape
+    ci, ri = np.floor(c).astype(np.int64), np.floor(r).astype(np.int64)
+    inside = (ci >= 0) & (ci < w) & (ri >= 0) & (ri < h)
+    ok = np.zeros(len(p), bool)
+    ok[inside] = carve_mask[ri[inside], ci[inside]]
+    ok[ok] = d[ok] > sample_map(dfront, x[ok], y[ok], s) + FRONT_TOL
+    return ok
+
+
+def _hidden_estimate(depth_q, logit, R, t, views, dfront, s) -> int:
+    """Model pixels (all back views) lying behind the front surface, for the visible share."""
+    h, w = logit.shape[-2:]
+    from .geometry import ortho_pixel_grid
+
+    gx, gy = (g.numpy() for g in ortho_pixel_grid(h, w, s))
+    n = 0
+    for k in views:
+        m = logit[k] > 0
+        if not m.any():
+            continue
+        p = to_world(gx[m], gy[m], depth_q[k, depth_q.shape[1] // 2][m], R[k], t[k])
+        cam = p @ R[np.argmax(R[:, 2, 2])].T + t[np.argmax(R[:, 2, 2])]
+        d = -cam[:, 2]
+        behind = d > sample_map(dfront, cam[:, 0], cam[:, 1], s) + FRONT_TOL
+        n += int(behind.sum())
+    return n
+
+
+def _hidden_points(depth_q, logit, rgb, R, t, views, dfront, view, carve_mask, n, rng, s,
+                   mask=None) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` points (or fewer when the model has none) drawn at jittered sub-pixel positions of
+    the back views' masked cells (bilinear depth/colour, no curtains over depth edges), kept by
+    ``_front_test``."""
+    if n <= 0 or not views:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3))
+    front = int(np.argmax(R[:, 2, 2]))
+    v, q, h, w = depth_q.shape
+    from .geometry import ortho_pixel_grid
+
+    gx, gy = (g.numpy().ravel() for g in ortho_pixel_grid(h, w, s))
+    cells = []
+    for k in views:  # map pixels whose centre survives (and their neighbours, for the jitter)
+        c = np.flatnonzero(logit[k].ravel() > 0)
+        if not len(c):
+            continue
+        p = to_world(gx[c], gy[c], depth_q[k, q // 2].ravel()[c], R[k], t[k])
+        live = np.zeros(h * w, bool)
+        live[c[_front_test(p, view, carve_mask, dfront, R[front], t[front], s)]] = True
+        live = ndimage.binary_dilation(live.reshape(h, w)).ravel() & (logit[k].ravel() > 0)
+        if live.any():
+            cells.append((k, np.flatnonzero(live)))
+    if not cells:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3))
+    sizes = np.array([len(c) for _, c in cells], np.float64)
+    # per view one stacked map: Q depths and 3 colours, nearest-filled outside the mask
+    maps = {k: np.concatenate([filled(depth_q[k], logit[k] > 0), filled(rgb[k], logit[k] > 0)])
+            for k, _ in cells}
+    xyz_parts, rgb_parts, got, want = [], [], 0, n * 1.15
+    for _ in range(4):
+        counts = rng.multinomial(int(want), sizes / sizes.sum())
+        for (k, c), m in zip(cells, counts):
+            if m == 0:
+                continue
+            flat = c[rng.integers(0, len(c), m)]
+            r, cc = flat // w, flat % w
+            x = ((cc + rng.random(m)) / w * 2 - 1) * s
+            y = (1 - (r + rng.random(m)) / h * 2) * s
+            # the mask test is the cell's own: a thin part one cell wide keeps all its samples
+            vals = sample_map(maps[k], x, y, s)
+            d = vals[rng.integers(0, q, len(x)), np.arange(len(x))] if q > 1 else vals[0]
+            if DEPTH_JUMP is not None:  # across a depth edge, the cell's own depth (no curtain)
+                own = depth_q[k, q // 2, r, cc]
+                d = np.where(np.abs(d - own) > DEPTH_JUMP, own, d)
+            p = to_world(x, y, d, R[k], t[k])
+            ok = _front_test(p, view, carve_mask, dfront, R[front], t[front], s)
+            p = p[ok]
+            if mask is not None and len(p):
+                p = snap_inside(p, view, mask, R[front], t[front])
+            xyz_parts.append(p)
+            rgb_parts.append(vals[q:q + 3, ok].T)
+            got += int(ok.sum())
+        if got >= n:
+            break
+        rate = got / max(want, 1)
+        if rate < 1e-3:
+            break
+        want = (n - got) / rate * 1.3
+    xyz = np.concatenate(xyz_parts) if xyz_parts else np.zeros((0, 3), np.float32)
+    col = np.concatenate(rgb_parts) if rgb_parts else np.zeros((0, 3))
+    if len(xyz) > n:  # a uniform subset (the parts come view by view: no truncation)
+        sel = np.sort(np.argpartition(rng.random(len(xyz)), n)[:n])
+        xyz, col = xyz[sel], col[sel]
+    return xyz, col
+

@@ -1,0 +1,141 @@
+"""The input view is the picture: lifted silhouette, colours, density, carving (backend.model.lift)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.model import geometry, lift, splat
+
+
+def keyhole(h: int = 200, w: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """RGBA image of a keyhole (disc over a bar) with noisy colours on transparency, + its mask."""
+    yy, xx = np.mgrid[:h, :w]
+    mask = ((yy - 80) ** 2 + (xx - 140) ** 2 < 50 ** 2) | ((abs(xx - 140) < 18) & (yy > 80) & (yy < 180))
+    rgb = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    img = np.concatenate([rgb, (mask * 255).astype(np.uint8)[..., None]], -1)
+    img[~mask, :3] = 0
+    return img, mask
+
+
+def disc_maps(front_depth: float = 1.8, back_depth: float = 1.6, colour: float = 0.8):
+    """Hand-made fixed-view maps: a disc seen from the front (+z) and from the back (-z)."""
+    R, t = (x.numpy().astype(np.float64) for x in geometry.fixed_views(layout="axis"))
+    yy, xx = np.mgrid[:64, :64]
+    disc = (yy - 31.5) ** 2 + (xx - 31.5) ** 2 < 20 ** 2
+    logit = np.full((6, 64, 64), -5.0, np.float32)
+    depth = np.full((6, 1, 64, 64), 2.0, np.float32)
+    logit[0][disc], logit[1][disc] = 5.0, 5.0
+    depth[0, 0], depth[1, 0] = front_depth, back_depth
+    rgb = np.full((6, 3, 64, 64), colour, np.float32)
+    return depth, logit, rgb, R, t
+
+
+def test_known_shape_projects_to_itself_with_its_own_colours():
+    img, mask = keyhole()
+    depth, logit, rgb, R, t = disc_maps()
+    xyz, col, info = lift.lift(img, mask.astype(np.float32), depth, logit, rgb, R, t, density=60_000)
+    assert info["scale"] == 1.0 and info["view"].shape == mask.shape  # full resolution
+    vis = info["visible"]
+    hit, pix = splat.render_input_view(xyz[:vis], col[:vis], info["view"], R[0], t[0])
+    assert (hit == mask).all()  # the lifted silhouette is the mask, pixel for pixel
+    assert (pix[mask] == img[mask][:, :3]).all()  # and each pixel keeps its sRGB bytes
+    # the whole cloud: the same colours where the camera looks, nothing beyond the tolerance
+    hit_all, pix_all = splat.render_input_view(xyz, col, info["view"], R[0], t[0])
+    assert (pix_all[mask] == img[mask][:, :3]).all()
+    assert (hit_all == mask).all()  # hidden points kept by the tolerance are snapped inside
+    # the visible surface sits at the front depth (z = CAM_DIST - 1.8), the hidden one behind it
+    assert np.allclose(xyz[:vis, 2], geometry.CAM_DIST - 1.8, atol=1e-5)
+    assert info["hidden"] > 0 and (xyz[vis:, 2] < 0.2 - lift.FRONT_TOL).all()
+
+
+def test_hidden_colours_are_toned_like_the_visible_ones():
+    img, mask = keyhole()
+    depth, logit, rgb, R, t = disc_maps(colour=0.95)  # the model's albedo: brighter than the photo
+    xyz, col, info = lift.lift(img, mask.astype(np.float32), depth, logit, rgb, R, t, density=30_000)
+    vis = info["visible"]
+    assert abs(col[vis:].mean() - col[:vis].mean()) < 3.0
+
+
+def test_model_points_in_front_of_the_picture_are_dropped():
+    img, mask = keyhole()
+    depth, logit, rgb, R, t = disc_maps(back_depth=3.7)  # a "back" surface in front (z = 1.7)
+    xyz, col, info = lift.lift(img, mask.astype(np.float32), depth, logit, rgb, R, t, density=20_000)
+    assert info["hidden"] == 0 and len(xyz) == 20_000  # the density goes to the visible side
+
+
+@pytest.mark.parametrize("density", [10_000, 37_000, 250_000])
+def test_density_is_exact_with_hand_made_maps(density):
+    img, mask = keyhole()
+    depth, logit, rgb, R, t = disc_maps()
+    xyz, col, info = lift.lift(img, mask.astype(np.float32), depth, logit, rgb, R, t, density=density)
+    assert len(xyz) == len(col) == density
+    assert info["visible"] + info["hidden"] == density
+
+
+def test_small_density_downscales_and_keeps_the_silhouette():
+    img, mask = keyhole()
+    depth, logit, rgb, R, t = disc_maps()
+    xyz, col, info = lift.lift(img, mask.astype(np.float32), depth, logit, rgb, R, t, density=10_000)
+    assert info["scale"] < 1.0
+    wrgb, wmask = lift.working_image(img, mask.astype(np.float32), info["scale"])
+    hit, pix = splat.render_input_view(xyz[:info["visible"]], col[:info["visible"]], info["view"], R[0], t[0])
+    assert (hit == wmask).all() and (pix[wmask] == wrgb[wmask]).all()
+
+
+def test_default_density():
+    assert lift.default_density(256, 256) == 100_000
+    assert lift.default_density(2000, 1000) == 100_000
+    assert lift.default_density(128, 100) == 25_000
+    assert lift.default_density(30, 30) == lift.MIN_DENSITY
+
+
+# -- with the shipped model ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def recon():
+    import torch
+
+    from backend.model.reconstruct import Reconstructor
+
+    torch.set_num_threads(1)
+    return Reconstructor.load()
+
+
+def star(size: int = 256) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size] - size / 2 + 0.5
+    ang, r = np.arctan2(yy, xx), np.hypot(yy, xx)
+    mask = r < size * (0.22 + 0.12 * np.cos(5 * ang))
+    img = np.zeros((size, size, 4), np.uint8)
+    img[mask] = (150, 90, 200, 255)
+    img[mask & (yy > 0)] = (60, 170, 60, 255)
+    return img
+
+
+@pytest.mark.parametrize("density", [10_000, 100_000, 400_000])
+def test_model_cloud_density_within_5_percent(recon, density):
+    cloud = recon.reconstruct([star()], density=density)[0]
+    assert abs(len(cloud.xyz) - density) <= 0.05 * density
+    assert cloud.xyz.dtype == np.float32 and np.isfinite(cloud.xyz).all()
+
+
+def test_model_cloud_seen_from_the_input_is_the_input(recon):
+    img = star()
+    mask = img[..., 3] > 127
+    cloud = recon.reconstruct([img])[0]
+    assert len(cloud.xyz) == 100_000  # the default for a 256 px image
+    R, t = recon.R.numpy(), recon.t.numpy()
+    view = cloud.meta["input_view"]
+    assert view.shape == mask.shape
+    vis = cloud.meta["visible"]
+    hit, pix = splat.render_input_view(cloud.xyz[:vis], cloud.rgb[:vis], view, R[0], t[0])
+    assert (hit == mask).all()
+    hit, pix = splat.render_input_view(cloud.xyz, cloud.rgb, view, R[0], t[0])
+    s = splat.input_view_scores(hit, pix, mask, img[..., :3])
+    assert s["iou"] >= 0.99 and s["colour_mae"] <= 3.0
+    # the hidden side is not brighter than the picture
+    assert cloud.rgb[vis:].mean() <= cloud.rgb[:vis].mean() + 8
+    # the frame: still about the unit ball
+    assert 0.7 < np.linalg.norm(cloud.xyz, axis=1).max() < 1.3
+    plain = recon.reconstruct([img], lift=False, max_points=1000)[0]
+    assert len(plain.xyz) <= 1000 and "input_view" not in plain.meta
