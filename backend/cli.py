@@ -88,7 +88,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     try:
         with open(args.image, "rb") as f:
-            img = decode_image(f.read())
+            img = decode_image(f.read(), name=args.image)
         from .model.reconstruct import Reconstructor
 
         model = Reconstructor.load(args.checkpoint, device=args.device)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .images import decode_image
+from .images import DEFAULT_MAX_PIXELS, decode_image
 from .ops import Job, JobError, Output, register_op
 
 FRAME = "viewer-unit-ball/v1"
@@ -126,8 +126,8 @@ def reconstruct(jobs: list[Job], limits: dict[str, int] | None = None) -> list[O
             if not isinstance(data, (bytes, memoryview)):
                 raise JobError("BAD_INPUT", "reconstruct needs an encoded image blob named 'image'")
             job.progress(0.05, "decoding image")
-            img = decode_image(data, max_pixels=limits.get("max_pixels", 4096 * 4096),
-                               max_bytes=limits.get("max_image_bytes", 64 << 20))
+            img = decode_image(data, max_pixels=limits.get("max_pixels", DEFAULT_MAX_PIXELS),
+                               max_bytes=limits.get("max_image_bytes", 64 << 20), name="image")
             _max_points(job)
             x = _preprocess(img)
             job.check_cancel()
