@@ -31,6 +31,8 @@ if __name__ == "__main__" and not __package__:  # run as a file by `blender -P a
 
     sys.exit(_main())
 
+import numpy as np
+
 from .client import DEFAULT_ENDPOINT, BackendError, Client, JobResult, guess_media, points_from_result
 
 # PNG, JPEG and WebP go to the backend as they are; the others are decoded by Blender first
@@ -74,6 +76,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-points", type=int, default=200_000)
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per image")
     p.add_argument("--connect-timeout", type=float, default=5.0)
+    p.add_argument("--mask", default=None, metavar="FILE",
+                   help="object mask for the one --image (white or opaque = object); default: the "
+                        "image's alpha, else the automatic cut. <name>_mask.png is always written")
+    p.add_argument("--strict", action="store_true",
+                   help="fail an image whose automatic cut looks wrong, instead of warning")
     p.add_argument("--keep-scene", action="store_true",
                    help="add to the open scene instead of starting from an empty one "
                         "(one image, or --layout collections)")
@@ -99,6 +106,10 @@ def plan(args: argparse.Namespace) -> tuple[str, list[Item]]:
             "per-file" if args.out_dir else "collections" if args.out else "")
     if not layout:
         raise UsageError("say where to write: --out FILE.blend or --out-dir FOLDER")
+    if args.mask and len(images) > 1:
+        raise UsageError("--mask goes with one --image")
+    if args.mask and not os.path.isfile(args.mask):
+        raise UsageError(f"mask not found: {args.mask}")
     if args.ply and len(images) > 1:
         raise UsageError("--ply names one file; with several images PLYs go next to the .blend(s)")
     names: list[str] = []
@@ -130,13 +141,17 @@ def plan(args: argparse.Namespace) -> tuple[str, list[Item]]:
                          os.path.join(d, n + ".ply"), d) for p, n in zip(images, names)]
 
 
-def reconstruct_file(client: Client, path: str, max_points: int, timeout: float
-                     ) -> tuple[JobResult, bytes]:
+def reconstruct_file(client: Client, path: str, max_points: int, timeout: float,
+                     mask: str | None = None, strict: bool = False) -> tuple[JobResult, bytes]:
     from .operators import file_bytes_for_backend  # needs bpy: any format Blender opens
 
     data = file_bytes_for_backend(path)
-    job = client.submit("reconstruct", {"max_points": max_points}, {"image": data},
-                        {"image": guess_media(data)})
+    blobs, media = {"image": data}, {"image": guess_media(data)}
+    if mask:
+        blobs["mask"] = file_bytes_for_backend(mask)
+        media["mask"] = guess_media(blobs["mask"])
+    params: dict[str, Any] = {"max_points": max_points, **({"strict": True} if strict else {})}
+    job = client.submit("reconstruct", params, blobs, media)
 
     def show(value: float, stage: str, _msg: object) -> None:
         print(f"  {os.path.basename(path)}: {value * 100:5.1f}% {stage}", flush=True)
@@ -164,8 +179,19 @@ def import_one(args: argparse.Namespace, item: Item, info: dict[str, Any], resul
             "model": str(result.meta.get("model", "")),
             "model_sha256": str(result.meta.get("model_sha256", "")),
             "job": result.job,
+            "mask_source": str(result.meta.get("mask_source", "")),
+            "warnings": "; ".join(f"{w.get('code')}: {w['message']}" for w in result.warnings),
         })
     print(f"imported {len(xyz)} points as '{obj.name}'", flush=True)
+    mask = result.mask
+    if mask is not None:
+        from .operators import encode_png
+
+        path = os.path.join(item.out_dir, f"{item.name}_mask.png")
+        rgba = np.dstack([mask, mask, mask, np.full_like(mask, 255)])
+        with open(path, "wb") as f:
+            f.write(encode_png(rgba))
+        print(f"saved {path} (mask: {result.meta.get('mask_source', '?')})", flush=True)
     if args.views > 0:
         render.configure_render(scene, "CYCLES", args.samples, args.resolution)
         render.ensure_lighting(scene)
@@ -218,8 +244,11 @@ def main(argv: list[str] | None = None) -> int:
             tag = f"[{i}/{len(items)}] {os.path.basename(item.image)}"
             t0 = time.perf_counter()
             try:
-                result, data = reconstruct_file(client, item.image, args.max_points, args.timeout)
+                result, data = reconstruct_file(client, item.image, args.max_points, args.timeout,
+                                                args.mask, args.strict)
                 points_from_result(result)  # a malformed result fails here, before any scene work
+                for w in result.warnings:
+                    print(f"{tag}: warning {w.get('code')}: {w['message']}", flush=True)
             except (BackendError, OSError) as exc:
                 failed += 1
                 print(f"error: {exc}", file=sys.stderr)

@@ -103,16 +103,47 @@ def _max_points(job: Job) -> int:
     return n
 
 
-def _preprocess(img: np.ndarray) -> np.ndarray:
+def _preprocess(img: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
     """Per job, so an image with no object (blank, fully transparent, 1x1) fails alone as the
     sender's BAD_INPUT instead of failing every job batched with it as a MODEL error."""
     from .model.preprocess import preprocess
 
     try:
-        return preprocess(img)
+        return preprocess(img, alpha=alpha)
     except ValueError as exc:
         raise JobError("BAD_INPUT", f"{exc}; send an image with one object on a plain or "
-                       "transparent background") from None
+                       "transparent background, or a mask") from None
+
+
+def cut_out(img: np.ndarray, mask: bytes | memoryview | None = None, strict: bool = False,
+            limits: dict[str, int] | None = None) -> tuple[np.ndarray, str, list[dict[str, str]]]:
+    """(alpha, source, warnings) for one decoded image: the user's mask (source "mask"), else its
+    alpha ("alpha"), else the automatic cut ("auto"), which is checked; ``strict`` turns a warning
+    into BAD_INPUT. Shared by the server op and the in-process CLI."""
+    from .images import decode_mask
+    from .model.preprocess import object_mask
+    from .segment import cut_warnings
+
+    if mask is not None:
+        lim = limits or {}
+        alpha = decode_mask(mask, img.shape[:2], max_pixels=lim.get("max_pixels", DEFAULT_MAX_PIXELS),
+                            max_bytes=lim.get("max_image_bytes", 64 << 20))
+        return alpha, "mask", []
+    try:
+        alpha, source = object_mask(img)
+    except ValueError as exc:
+        raise JobError("BAD_INPUT", str(exc)) from None
+    warns = cut_warnings(alpha) if source == "auto" else []
+    if warns and strict:
+        raise JobError("BAD_INPUT", warns[0]["message"] + " (strict mode refuses a doubtful cut)")
+    return alpha, source, warns
+
+
+def _strict(job: Job) -> bool:
+    v = job.params.get("strict", False)
+    if not isinstance(v, bool):
+        raise JobError("BAD_INPUT", "strict must be true or false")
+    return v
 
 
 @register_op("reconstruct", batch=True)
@@ -120,6 +151,7 @@ def reconstruct(jobs: list[Job], limits: dict[str, int] | None = None) -> list[O
     limits = limits or {}
     outs: list[Output | JobError | None] = [None] * len(jobs)
     images, idx = [], []
+    cuts: dict[int, tuple[np.ndarray, str, list[dict[str, str]]]] = {}  # mask used, source, warnings
     for i, job in enumerate(jobs):
         try:
             data = job.blobs.get("image")
@@ -129,7 +161,12 @@ def reconstruct(jobs: list[Job], limits: dict[str, int] | None = None) -> list[O
             img = decode_image(data, max_pixels=limits.get("max_pixels", DEFAULT_MAX_PIXELS),
                                max_bytes=limits.get("max_image_bytes", 64 << 20), name="image")
             _max_points(job)
-            x = _preprocess(img)
+            mask = job.blobs.get("mask")
+            if mask is not None and not isinstance(mask, (bytes, memoryview)):
+                raise JobError("BAD_INPUT", "'mask' must be an encoded image blob (PNG)")
+            alpha, source, warns = cut_out(img, mask, _strict(job), limits)
+            x = _preprocess(img, alpha)
+            cuts[i] = (np.round(alpha * 255).astype(np.uint8), source, warns)
             job.check_cancel()
             images.append(x)
             idx.append(i)
@@ -153,8 +190,9 @@ def reconstruct(jobs: list[Job], limits: dict[str, int] | None = None) -> list[O
                 meta = {"frame": FRAME, "units": "unit ball (max surface distance 1)",
                         "count": int(len(xyz)), "model": model.info.get("name", "?"),
                         "model_sha256": str(model.info.get("sha256", ""))[:16],
-                        "image_sha256": digest, "batch": len(idx), "model_seconds": round(dt, 4)}
-                outs[i] = Output(meta, {"xyz": xyz, "rgb": rgb})
+                        "image_sha256": digest, "batch": len(idx), "model_seconds": round(dt, 4),
+                        "mask_source": cuts[i][1], "warnings": cuts[i][2]}
+                outs[i] = Output(meta, {"xyz": xyz, "rgb": rgb, "mask": cuts[i][0]})
             except JobError as exc:
                 outs[i] = exc
     return [o for o in outs if o is not None]

@@ -78,8 +78,19 @@ def grabcut(rgb: np.ndarray, iterations: int = ITERATIONS, side: int = SEG_SIDE)
 
 
 def segment(rgb: np.ndarray) -> np.ndarray:
-    """The automatic foreground used for images without a usable alpha channel."""
-    return grabcut(rgb)
+    """The automatic foreground used for images without a usable alpha channel.
+
+    When GrabCut finds (next to) nothing, e.g. the object runs into the frame so the border
+    colours include its own, the border rule's cut is used instead: a reconstruction the artist
+    can judge, flagged by ``cut_warnings``, rather than a refusal."""
+    fg = grabcut(rgb)
+    if fg.mean() < MIN_COVER:
+        from backend.model.preprocess import estimate_alpha
+
+        rule = estimate_alpha(rgb[..., :3])
+        if rule.mean() > fg.mean():
+            return rule
+    return fg
 
 
 # -- does the cut look right? -------------------------------------------------------------------

@@ -72,3 +72,18 @@ def photo_like(h: int, w: int, seed: int = 0) -> np.ndarray:
     img[..., 2] = 140
     img[inside] = (200, 90, 40)
     return img
+
+
+def photo_mask(h: int, w: int) -> np.ndarray:
+    """The true object mask of ``photo_like(h, w)`` (bool)."""
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    return ((xx - w / 2) / (0.25 * w)) ** 2 + ((yy - h / 2) / (0.3 * h)) ** 2 < 1
+
+
+def inseparable_photo(h: int = 240, w: int = 320, seed: int = 0) -> np.ndarray:
+    """A close-up whose textured 'object' runs to a thin frame on every side: no cut can tell the
+    object from the background, as with a motorcycle photographed filling the frame."""
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), 120, np.uint8)
+    img[6:-6, 6:-6] = np.clip(rng.random((h - 12, w - 12, 1)) * 60 + np.array([190, 110, 50]), 0, 255)
+    return img
