@@ -441,7 +441,7 @@ def endpoint_error(endpoint: str) -> str:
     return ""
 
 
-SUPPORTED_MEDIA = ("image/png", "image/jpeg", "image/webp", "image/tiff")  # what the backend decodes
+SUPPORTED_MEDIA = ("image/png", "image/jpeg", "image/webp")  # what the backend decodes
 
 
 def guess_media(data: bytes) -> str:

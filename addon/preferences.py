@@ -39,6 +39,7 @@ class Settings:
     server_key_file: str = ""
     client_key_file: str = ""
     local_command: str = "image2points serve"
+    strict_cut: bool = False
 
 
 class IMAGE2POINTS_AP_preferences(bpy.types.AddonPreferences):
@@ -65,6 +66,9 @@ class IMAGE2POINTS_AP_preferences(bpy.types.AddonPreferences):
     local_command: StringProperty(  # type: ignore[valid-type]
         name="Local Backend Command", default="image2points serve",
         description="Command line that starts a backend on this machine (run as a subprocess)")
+    strict_cut: BoolProperty(  # type: ignore[valid-type]
+        name="Refuse Doubtful Cut-outs", default=False,
+        description="Fail a reconstruction whose automatic cut-out looks wrong, instead of warning")
     show_advanced: BoolProperty(name="Advanced", default=False)  # type: ignore[valid-type]
 
     def draw(self, context: Any) -> None:
@@ -74,6 +78,7 @@ class IMAGE2POINTS_AP_preferences(bpy.types.AddonPreferences):
         col.prop(self, "connect_timeout")
         col.prop(self, "job_timeout")
         col.prop(self, "stall_timeout")
+        col.prop(self, "strict_cut")
         ok, why = endpoint_allowed(self.endpoint)
         if not ok:
             col.label(text=why, icon="ERROR")
@@ -103,7 +108,7 @@ def settings(context: Any = None) -> Settings:
         return Settings()
     return Settings(str(p.endpoint), float(p.connect_timeout), float(p.job_timeout),
                     float(p.stall_timeout), str(p.server_key_file), str(p.client_key_file),
-                    str(p.local_command))
+                    str(p.local_command), bool(getattr(p, "strict_cut", False)))
 
 
 def is_loopback(endpoint: str) -> bool:

@@ -32,6 +32,8 @@ class IMAGE2POINTS_PG_job(bpy.types.PropertyGroup):
     backend_status: StringProperty(name="Backend", default="")  # type: ignore[valid-type]
     backend_ok: BoolProperty(name="Backend reachable", default=False)  # type: ignore[valid-type]
     last_object: StringProperty(name="Last result", default="")  # type: ignore[valid-type]
+    warning: StringProperty(name="Warning", default="")  # type: ignore[valid-type]
+    cutout: StringProperty(name="Cut-out preview image", default="")  # type: ignore[valid-type]
     # NeRF (issue 6): its own job state, so a fit and a reconstruction never share a progress bar
     nerf_running: BoolProperty(name="NeRF running", default=False)  # type: ignore[valid-type]
     nerf_progress: FloatProperty(name="NeRF progress", default=0.0, min=0.0, max=1.0,  # type: ignore[valid-type]
@@ -81,6 +83,10 @@ class IMAGE2POINTS_PG_settings(bpy.types.PropertyGroup):
     source: EnumProperty(name="Source", items=SOURCES, default="IMAGE")  # type: ignore[valid-type]
     image: PointerProperty(name="Image", type=bpy.types.Image)  # type: ignore[valid-type]
     filepath: StringProperty(name="File", subtype="FILE_PATH", default="")  # type: ignore[valid-type]
+    mask_image: PointerProperty(  # type: ignore[valid-type]
+        name="Mask", type=bpy.types.Image,
+        description="Optional object mask (white or opaque = object), used instead of the image's "
+                    "alpha or the automatic cut-out")
     size: FloatProperty(name="Size", default=2.0, min=0.001, soft_max=100.0, unit="LENGTH",  # type: ignore[valid-type]
                         description="Size of the imported object (its largest radius is half this)")
     radius: FloatProperty(name="Point Radius", default=0.012, min=0.0, soft_max=0.2,  # type: ignore[valid-type]

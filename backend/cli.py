@@ -21,6 +21,7 @@ PLUGINS = {
     "make-data": "backend.data.make",
     "train": "backend.train",
     "eval": "backend.evaluate",
+    "eval-mask": "backend.eval_mask",
     "pipeline": "backend.pipeline",
     "nerf": "backend.nerf_cli",
     "bench": "bench.__main__",

@@ -77,13 +77,69 @@ def grabcut(rgb: np.ndarray, iterations: int = ITERATIONS, side: int = SEG_SIDE)
     return (up > 0.5).astype(np.float32)
 
 
+_net: list = []  # the loaded SegNet, once (None when no weights are installed)
+
+
+def _segnet():
+    if not _net:
+        from .model import segnet
+
+        try:
+            _net.append(segnet.load())
+        except FileNotFoundError:
+            _net.append(None)
+    return _net[0]
+
+
+def net_probability(rgb: np.ndarray) -> np.ndarray | None:
+    """Foreground probability (H,W) float32 from the trained net; None without its weights."""
+    net = _segnet()
+    if net is None:
+        return None
+    import torch
+
+    from .model import segnet
+
+    with torch.inference_mode():
+        p = torch.sigmoid(net(segnet.to_input(rgb)))[0, 0].numpy()
+    h, w = rgb.shape[:2]
+    return _cv2().resize(p, (w, h), interpolation=_cv2().INTER_LINEAR)
+
+
+def net_cut(rgb: np.ndarray, refine: bool = False) -> np.ndarray:
+    """The net's mask (kept pieces, holes filled); ``refine``: GrabCut on its trimap (sure where
+    the net is confident) for sharper edges. Falls back to ``grabcut`` without weights."""
+    p = net_probability(rgb)
+    if p is None:
+        return grabcut(rgb)
+    if not refine:
+        return _clean(p > 0.5).astype(np.float32)
+    cv2 = _cv2()
+    h, w = p.shape
+    s = min(1.0, SEG_SIDE / max(h, w))
+    sh, sw = max(8, round(h * s)), max(8, round(w * s))
+    small = cv2.resize(np.ascontiguousarray(rgb[..., :3]), (sw, sh), interpolation=cv2.INTER_AREA)
+    ps = cv2.resize(p, (sw, sh), interpolation=cv2.INTER_AREA)
+    gc = np.select([ps > 0.95, ps > 0.5, ps > 0.05], [cv2.GC_FGD, cv2.GC_PR_FGD, cv2.GC_PR_BGD],
+                   cv2.GC_BGD).astype(np.uint8)
+    if (gc == cv2.GC_FGD).any() and (gc == cv2.GC_BGD).any():
+        try:
+            cv2.grabCut(small[..., ::-1].copy(), gc, None, np.zeros((1, 65)), np.zeros((1, 65)), 2,
+                        cv2.GC_INIT_WITH_MASK)
+        except cv2.error:
+            pass
+    fg = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
+    up = cv2.resize(fg.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return _clean(up > 0.5).astype(np.float32)
+
+
 def segment(rgb: np.ndarray) -> np.ndarray:
     """The automatic foreground used for images without a usable alpha channel.
 
     When GrabCut finds (next to) nothing, e.g. the object runs into the frame so the border
     colours include its own, the border rule's cut is used instead: a reconstruction the artist
     can judge, flagged by ``cut_warnings``, rather than a refusal."""
-    fg = grabcut(rgb)
+    fg = net_cut(rgb)
     if fg.mean() < MIN_COVER:
         from backend.model.preprocess import estimate_alpha
 
