@@ -26,7 +26,7 @@ def methods() -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     from .model.preprocess import estimate_alpha
     from .segment import grabcut, net_cut, segment
 
-    return {"segment (shipped)": segment, "net + grabcut": lambda im: net_cut(im, refine=True),
+    return {"segment (shipped)": segment, "net alone": lambda im: net_cut(im, refine=False),
             "grabcut (prior)": grabcut, "border rule (old)": estimate_alpha}
 
 

@@ -64,7 +64,7 @@ def train(x: np.ndarray, y: np.ndarray, minutes: float, batch: int = 16, lr: flo
         loss.backward()
         opt.step()
         step += 1
-        loss_ema = float(loss) if loss_ema is None else 0.95 * loss_ema + 0.05 * float(loss)
+        loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
         if step % log_every == 0:
             print(f"step {step} loss {loss_ema:.4f} ({el / 60:.1f} min)", flush=True)
     return net.eval(), {"steps": step, "minutes": round((time.perf_counter() - t0) / 60, 2),
