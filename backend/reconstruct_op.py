@@ -133,7 +133,8 @@ def cut_out(img: np.ndarray, mask: bytes | memoryview | None = None, strict: boo
         alpha, source = object_mask(img)
     except ValueError as exc:
         raise JobError("BAD_INPUT", str(exc)) from None
-    warns = cut_warnings(alpha) if source == "auto" else []
+    # an empty cut is no doubt but a refusal, which preprocess words ("no object found")
+    warns = cut_warnings(alpha) if source == "auto" and (alpha > 0.5).any() else []
     if warns and strict:
         raise JobError("BAD_INPUT", warns[0]["message"] + " (strict mode refuses a doubtful cut)")
     return alpha, source, warns
