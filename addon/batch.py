@@ -31,6 +31,8 @@ if __name__ == "__main__" and not __package__:  # run as a file by `blender -P a
 
     sys.exit(_main())
 
+import numpy as np
+
 from .client import DEFAULT_ENDPOINT, BackendError, Client, JobResult, guess_media, points_from_result
 
 # PNG, JPEG and WebP go to the backend as they are; the others are decoded by Blender first
@@ -82,6 +84,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also make a watertight coloured mesh object and export <name>_mesh.<fmt> "
                         "next to the .blend")
     p.add_argument("--mesh-format", choices=["glb", "ply", "obj"], default="glb")
+    p.add_argument("--mask", default=None, metavar="FILE",
+                   help="object mask for the one --image (white or opaque = object); default: the "
+                        "image's alpha, else the automatic cut. <name>_mask.png is always written")
+    p.add_argument("--strict", action="store_true",
+                   help="fail an image whose automatic cut looks wrong, instead of warning")
     p.add_argument("--keep-scene", action="store_true",
                    help="add to the open scene instead of starting from an empty one "
                         "(one image, or --layout collections)")
@@ -107,6 +114,10 @@ def plan(args: argparse.Namespace) -> tuple[str, list[Item]]:
             "per-file" if args.out_dir else "collections" if args.out else "")
     if not layout:
         raise UsageError("say where to write: --out FILE.blend or --out-dir FOLDER")
+    if args.mask and len(images) > 1:
+        raise UsageError("--mask goes with one --image")
+    if args.mask and not os.path.isfile(args.mask):
+        raise UsageError(f"mask not found: {args.mask}")
     if args.ply and len(images) > 1:
         raise UsageError("--ply names one file; with several images PLYs go next to the .blend(s)")
     names: list[str] = []
@@ -139,17 +150,23 @@ def plan(args: argparse.Namespace) -> tuple[str, list[Item]]:
 
 
 def reconstruct_file(client: Client, path: str, max_points: int | None, timeout: float,
-                     density: int | None = None) -> tuple[JobResult, bytes]:
+                     density: int | None = None, mask: str | None = None,
+                     strict: bool = False) -> tuple[JobResult, bytes]:
     from .operators import file_bytes_for_backend  # needs bpy: any format Blender opens
 
     data = file_bytes_for_backend(path)
+    blobs, media = {"image": data}, {"image": guess_media(data)}
+    if mask:
+        blobs["mask"] = file_bytes_for_backend(mask)
+        media["mask"] = guess_media(blobs["mask"])
     params: dict[str, Any] = {}
     if density is not None:
         params["density"] = density
     if max_points is not None:
         params["max_points"] = max_points
-    job = client.submit("reconstruct", params, {"image": data},
-                        {"image": guess_media(data)})
+    if strict:
+        params["strict"] = True
+    job = client.submit("reconstruct", params, blobs, media)
 
     def show(value: float, stage: str, _msg: object) -> None:
         print(f"  {os.path.basename(path)}: {value * 100:5.1f}% {stage}", flush=True)
@@ -177,9 +194,20 @@ def import_one(args: argparse.Namespace, item: Item, info: dict[str, Any], resul
             "model": str(result.meta.get("model", "")),
             "model_sha256": str(result.meta.get("model_sha256", "")),
             "job": result.job,
+            "mask_source": str(result.meta.get("mask_source", "")),
+            "warnings": "; ".join(f"{w.get('code')}: {w['message']}" for w in result.warnings),
         })
     points.set_colour_mode(args.colours)
     print(f"imported {len(xyz)} points as '{obj.name}'", flush=True)
+    mask = result.mask
+    if mask is not None:
+        from .operators import encode_png
+
+        path = os.path.join(item.out_dir, f"{item.name}_mask.png")
+        rgba = np.dstack([mask, mask, mask, np.full_like(mask, 255)])
+        with open(path, "wb") as f:
+            f.write(encode_png(rgba))
+        print(f"saved {path} (mask: {result.meta.get('mask_source', '?')})", flush=True)
     if args.views > 0:
         render.configure_render(scene, "CYCLES", args.samples, args.resolution)
         render.ensure_lighting(scene)
@@ -217,25 +245,16 @@ def mesh_one(args: argparse.Namespace, client: Client, item: Item, obj: Any) -> 
 
 
 def write_sheet(image: str, result: JobResult, views: list[str], out_path: str, size: int) -> None:
-    """input | cut-out | views in one row. The cut-out is the mask the backend used when it sends
-    one (blob "mask"), else the input's alpha, on grey."""
+    """input | cut-out | views in one row. The cut-out is the mask the backend used (the input with
+    its background dimmed, as the panel shows it), else the input's alpha."""
     import numpy as np
 
+    from .cutout import dimmed
     from .operators import contact_sheet, image_pixels_u8, load_image
 
     rgba = image_pixels_u8(load_image(image))
-    mask = rgba[..., 3] > 127
-    m = result.blobs.get("mask") if hasattr(result, "blobs") else None
-    if m is not None:
-        try:
-            arr = np.frombuffer(bytes(m), np.uint8)
-            if arr.size == mask.size:
-                mask = arr.reshape(mask.shape) > 127
-        except (TypeError, ValueError):
-            pass
-    cut = rgba.copy()
-    cut[~mask, :3] = 160
-    cut[..., 3] = 255
+    mask = result.mask
+    cut = dimmed(mask if mask is not None else rgba[..., 3], rgba, side=max(rgba.shape[:2]))
     photo = rgba.copy()
     photo[..., :3] = np.where(rgba[..., 3:] > 0, rgba[..., :3], 255)  # transparent shows white
     photo[..., 3] = 255
@@ -292,8 +311,10 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             try:
                 result, data = reconstruct_file(client, item.image, args.max_points, args.timeout,
-                                                args.density)
+                                                args.density, args.mask, args.strict)
                 points_from_result(result)  # a malformed result fails here, before any scene work
+                for w in result.warnings:
+                    print(f"{tag}: warning {w.get('code')}: {w['message']}", flush=True)
             except (BackendError, OSError) as exc:
                 failed += 1
                 print(f"error: {exc}", file=sys.stderr)

@@ -88,6 +88,24 @@ class JobResult:
     blobs: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def mask(self) -> np.ndarray | None:
+        """The object mask the backend used (uint8 HxW, 255 = object, at the decoded image's size),
+        or None when the result carries none; a malformed one is a BackendError."""
+        if "mask" not in self.blobs:
+            return None
+        try:
+            return protocol.require_array(Message(self.header, self.blobs), "mask", "|u1", (None, None))
+        except ProtocolError as exc:
+            raise BackendError(exc.code, f"malformed result: {exc.message}", self.job) from None
+
+    @property
+    def warnings(self) -> list[dict[str, str]]:
+        """Coded warnings ({"code", "message"}) about the result, e.g. MASK_SUSPECT; [] if none."""
+        w = self.meta.get("warnings")
+        return [d for d in w if isinstance(d, dict) and isinstance(d.get("message"), str)] \
+            if isinstance(w, list) else []
+
 
 @dataclass
 class Event:
@@ -440,4 +458,6 @@ def guess_media(data: bytes) -> str:
         return "image/jpeg"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image/tiff"
     return "application/octet-stream"

@@ -201,6 +201,25 @@ def read_source(context: Any) -> tuple[str, bytes]:
     return str(img.name), image_datablock_bytes(img)
 
 
+def read_mask(context: Any) -> bytes | None:
+    """The panel's optional mask image as bytes for the backend's 'mask' blob (None if unset)."""
+    s = props.scene_settings(context)
+    img = getattr(s, "mask_image", None) if s is not None else None
+    return image_datablock_bytes(img) if img is not None else None
+
+
+def source_pixels(context: Any) -> np.ndarray | None:
+    """The input's pixels for the cut-out preview (None when they cannot be had cheaply)."""
+    s = props.scene_settings(context)
+    try:
+        if s is None or s.source == "FILE":
+            return None
+        img = s.image if s.source == "IMAGE" else editor_image(context)
+        return image_pixels_u8(img) if img is not None else None
+    except (BackendError, RuntimeError, AttributeError, ValueError):
+        return None
+
+
 # -- reconstruction --------------------------------------------------------------------------------
 
 class ReconstructTask:
@@ -209,6 +228,7 @@ class ReconstructTask:
     def __init__(self, context: Any, cfg: preferences.Settings):
         self.cfg = cfg
         self.name, self.data = read_source(context)
+        self.mask = read_mask(context)
         self.sha256 = hashlib.sha256(self.data).hexdigest()
         self.client = new_client(cfg)  # its own socket, closed when the task ends (end_client)
         self.info: dict[str, Any] = {}
@@ -216,6 +236,7 @@ class ReconstructTask:
         self.cancel_requested = False
         self.outcome: set[str] = set()
         self.result_object: Any = None
+        self.warnings: list[str] = []
         self.error: BackendError | None = None
         self.t0 = time.monotonic()
         self.deadline = self.t0 + cfg.job_timeout
@@ -229,16 +250,20 @@ class ReconstructTask:
         if _active is not None:
             raise BackendError("BUSY", "a reconstruction is already running; cancel it first")
         set_state(context, running=False, error_code="", error_message="", progress=0.0,
-                  stage="", status="Connecting...", job_id="")
+                  stage="", status="Connecting...", job_id="", warning="")
         task = None
         try:
             task = cls(context, cfg)
             task.info = task.client.hello(timeout=cfg.connect_timeout)
             set_state(context, backend_status=describe_backend(task.info), backend_ok=True)
             s = props.scene_settings(context)
-            params = {"density": int(s.density)} if s is not None else {}
-            task.job = task.client.submit("reconstruct", params, {"image": task.data},
-                                          {"image": guess_media(task.data)})
+            params: dict[str, Any] = {"density": int(s.density)} if s is not None else {}
+            blobs, media = {"image": task.data}, {"image": guess_media(task.data)}
+            if task.mask is not None:
+                blobs["mask"], media["mask"] = task.mask, guess_media(task.mask)
+            if cfg.strict_cut:
+                params["strict"] = True
+            task.job = task.client.submit("reconstruct", params, blobs, media)
         except BackendError as exc:
             if task is not None:
                 end_client(task.client)
@@ -318,6 +343,15 @@ class ReconstructTask:
                 raise BackendError("VERSION", f"result frame '{frame}' is not {VIEWER_FRAME}; "
                                    "update the add-on or the backend", self.job)
             self.result_object = import_result(context, self, xyz, rgb, res)
+            self.warnings = [w["message"] for w in res.warnings]
+            mask = res.mask
+            if mask is not None:
+                from .cutout import show_cutout
+
+                try:
+                    set_state(context, cutout=show_cutout(mask, source_pixels(context)).name)
+                except (RuntimeError, ValueError, AttributeError):  # a preview is not worth a failure
+                    set_state(context, cutout="")
         except BackendError as exc:
             return self.fail(context, exc)
         except Exception as exc:  # noqa: BLE001
@@ -327,7 +361,7 @@ class ReconstructTask:
             end_client(self.client)
         n = int(self.result_object["i2p_point_count"])
         set_state(context, running=False, progress=1.0, stage="done", job_id="",
-                  last_object=self.result_object.name,
+                  last_object=self.result_object.name, warning="; ".join(self.warnings),
                   status=f"Imported {n} points as '{self.result_object.name}' "
                          f"({time.monotonic() - self.t0:.1f} s)")
         self.outcome = {"FINISHED"}
@@ -397,6 +431,8 @@ def import_result(context: Any, task: ReconstructTask, xyz: np.ndarray, rgb: np.
         "model": str(res.meta.get("model", "") or (model.get("name", "") if isinstance(model, dict) else "")),
         "model_sha256": str(res.meta.get("model_sha256", "")),
         "job": res.job,
+        "mask_source": str(res.meta.get("mask_source", "")),
+        "warnings": "; ".join(f"{w.get('code')}: {w['message']}" for w in res.warnings),
         "imported_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     stem = os.path.splitext(task.name)[0] or "Image2Points"
@@ -428,6 +464,8 @@ def report_outcome(report: Report, task: ReconstructTask) -> None:
     if task.outcome == {"FINISHED"} and task.result_object is not None:
         report({"INFO"}, f"Image2Points: imported {task.result_object['i2p_point_count']} points "
                          f"as '{task.result_object.name}'")
+        for w in task.warnings:
+            report({"WARNING"}, f"Image2Points: {w}")
     elif task.error is not None:
         level = "WARNING" if task.error.code == "CANCELLED" else "ERROR"
         report({level}, f"Image2Points: {error_text(task.error)}")

@@ -47,6 +47,7 @@ class Settings:
     backend_package: str = "image2points"
     backend_torch: str = "CPU"
     backend_pip_args: str = ""
+    strict_cut: bool = False
 
 
 class IMAGE2POINTS_AP_preferences(bpy.types.AddonPreferences):
@@ -87,6 +88,9 @@ class IMAGE2POINTS_AP_preferences(bpy.types.AddonPreferences):
         name="Extra pip Options", default="",
         description="Added to every pip command of Install Backend, e.g. --no-index --find-links "
                     "/path/to/wheels for an offline install")
+    strict_cut: BoolProperty(  # type: ignore[valid-type]
+        name="Refuse Doubtful Cut-outs", default=False,
+        description="Fail a reconstruction whose automatic cut-out looks wrong, instead of warning")
     show_advanced: BoolProperty(  # type: ignore[valid-type]
         name="Advanced", default=False,
         description="Show the timeouts, the CurveZMQ encryption settings and extra pip options")
@@ -99,6 +103,7 @@ class IMAGE2POINTS_AP_preferences(bpy.types.AddonPreferences):
         why = endpoint_error(endpoint) or endpoint_allowed(endpoint)[1]
         if why:
             col.label(text=why, icon="ERROR")
+        col.prop(self, "strict_cut")
         layout.prop(self, "show_advanced", icon="TRIA_DOWN" if self.show_advanced else "TRIA_RIGHT",
                     emboss=False)
         if self.show_advanced:
@@ -148,7 +153,7 @@ def settings(context: Any = None) -> Settings:
     return Settings(str(p.endpoint).strip(), float(p.connect_timeout), float(p.job_timeout),
                     float(p.stall_timeout), str(p.server_key_file), str(p.client_key_file),
                     str(p.local_command), str(p.backend_package), str(p.backend_torch),
-                    str(p.backend_pip_args))
+                    str(p.backend_pip_args), bool(getattr(p, "strict_cut", False)))
 
 
 def is_loopback(endpoint: str) -> bool:

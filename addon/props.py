@@ -41,6 +41,10 @@ class IMAGE2POINTS_PG_job(bpy.types.PropertyGroup):
                              description="The last check reached the backend")
     last_object: StringProperty(name="Last result", default="",  # type: ignore[valid-type]
                                 description="Name of the last imported object")
+    warning: StringProperty(name="Warning", default="",  # type: ignore[valid-type]
+                            description="The last result's warning (e.g. a doubtful cut-out)")
+    cutout: StringProperty(name="Cut-out preview image", default="",  # type: ignore[valid-type]
+                           description="Name of the image showing the last cut-out")
     # NeRF (issue 6): its own job state, so a fit and a reconstruction never share a progress bar
     nerf_running: BoolProperty(name="NeRF running", default=False,  # type: ignore[valid-type]
                                description="A NeRF capture or fit is in progress")
@@ -120,6 +124,10 @@ class IMAGE2POINTS_PG_settings(bpy.types.PropertyGroup):
                            description="The picture to reconstruct (any format Blender opens)")
     filepath: StringProperty(name="File", subtype="FILE_PATH", default="",  # type: ignore[valid-type]
                              description="Image file to reconstruct (any format Blender opens)")
+    mask_image: PointerProperty(  # type: ignore[valid-type]
+        name="Mask", type=bpy.types.Image,
+        description="Optional object mask (white or opaque = object), used instead of the image's "
+                    "alpha or the automatic cut-out")
     size: FloatProperty(name="Size", default=2.0, min=0.001, soft_max=100.0, unit="LENGTH",  # type: ignore[valid-type]
                         description="Size of the imported object in metres (its largest radius is half this)")
     radius: FloatProperty(name="Point Radius", default=0.012, min=0.0, soft_max=0.2,  # type: ignore[valid-type]

@@ -50,7 +50,7 @@ DTYPES: dict[str, np.dtype] = {
     "<u2": np.dtype("<u2"),
     "<i4": np.dtype("<i4"),
 }
-MEDIA_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "application/octet-stream"})
+MEDIA_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/tiff", "application/octet-stream"})
 
 MAX_HEADER_BYTES = 1 << 20
 DEFAULT_MAX_MESSAGE_BYTES = 256 << 20  # a backend's default limit on one request

@@ -92,6 +92,8 @@ class IMAGE2POINTS_PT_main(_SidebarPanel, bpy.types.Panel):
             col.prop(s, "filepath", text="")
         else:
             col.label(text="Uses the image shown in an Image Editor", icon="IMAGE_DATA")
+        col.label(text="Mask (optional; else alpha or automatic cut-out):")
+        col.template_ID(s, "mask_image", open="image.open")
 
         box = layout.box()
         icon = "CHECKMARK" if state.backend_ok else ("ERROR" if state.backend_status else "QUESTION")
@@ -113,6 +115,12 @@ class IMAGE2POINTS_PT_main(_SidebarPanel, bpy.types.Panel):
             wrapped_label(layout, state.status, icon="INFO")
         if state.error_code:
             wrapped_label(layout, f"[{state.error_code}] {state.error_message}", icon="ERROR")
+        if state.warning:
+            wrapped_label(layout, state.warning, icon="ERROR")
+        cut = bpy.data.images.get(state.cutout) if state.cutout else None
+        if cut is not None and cut.preview is not None:
+            layout.label(text="Cut-out used (background dimmed):")
+            layout.template_icon(icon_value=cut.preview.icon_id, scale=8.0)
 
 
 class IMAGE2POINTS_PT_points(_SubPanel, bpy.types.Panel):

@@ -21,6 +21,7 @@ PLUGINS = {
     "make-data": "backend.data.make",
     "train": "backend.train",
     "eval": "backend.evaluate",
+    "eval-mask": "backend.eval_mask",
     "pipeline": "backend.pipeline",
     "nerf": "backend.nerf_cli",
     "bench": "bench.__main__",
@@ -80,11 +81,13 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     _quiet_threads_env()
+    import numpy as np
+
     from addon.plyio import write_ply
 
     from .images import decode_image
     from .ops import JobError
-    from .reconstruct_op import FRAME
+    from .reconstruct_op import FRAME, cut_out
 
     if args.mesh and not args.mesh.lower().endswith((".glb", ".ply", ".obj")):
         print(f"image2points reconstruct: --mesh {args.mesh}: use a .glb, .ply or .obj name",
@@ -92,15 +95,31 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         return 2
     try:
         with open(args.image, "rb") as f:
-            img = decode_image(f.read())
+            img = decode_image(f.read(), name=args.image)
+        mask = None
+        if args.mask:
+            with open(args.mask, "rb") as f:
+                mask = f.read()
+        alpha, source, warns = cut_out(img, mask, args.strict)
+        for w in warns:
+            print(f"image2points reconstruct: warning {w['code']}: {args.image}: {w['message']}",
+                  file=sys.stderr)
+        if args.save_mask:
+            from PIL import Image
+
+            Image.fromarray(np.round(alpha * 255).astype(np.uint8)).save(args.save_mask)
+            print(f"wrote the mask ({source}) to {args.save_mask}")
         from .model.reconstruct import Reconstructor
 
         model = Reconstructor.load(args.checkpoint, device=args.device)
-    except (OSError, JobError, ValueError) as exc:
+    except JobError as exc:
+        print(f"image2points reconstruct: {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
         print(f"image2points reconstruct: {exc}", file=sys.stderr)
         return 2
     try:
-        cloud = model.reconstruct([img], density=args.density)[0]
+        cloud = model.reconstruct([img], density=args.density, alphas=[alpha])[0]
     except ValueError as exc:  # preprocess: blank, fully transparent or 1x1 image
         print(f"image2points reconstruct: {args.image}: {exc}", file=sys.stderr)
         return 2
@@ -219,6 +238,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.add_argument("--density", type=_density_arg, default=None,
                    help="points in the cloud, 10000-1000000 (default ~100k for a >= 256 px image)")
+    s.add_argument("--mask", default=None, metavar="FILE",
+                   help="object mask image (white or opaque = object), instead of the image's "
+                        "alpha or the automatic cut")
+    s.add_argument("--save-mask", default=None, metavar="OUT.png", help="write the mask that was used")
+    s.add_argument("--strict", action="store_true",
+                   help="refuse (exit 2) when the automatic cut looks wrong, instead of warning")
     s.set_defaults(func=cmd_reconstruct)
 
     s = sub.add_parser("keys", help="CurveZMQ key pairs")

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .images import decode_image
+from .images import DEFAULT_MAX_PIXELS, decode_image
 from .ops import Job, JobError, Output, register_op
 
 FRAME = "viewer-unit-ball/v1"
@@ -117,16 +117,48 @@ def _density(job: Job) -> int | None:
     return n
 
 
-def _preprocess(img: np.ndarray) -> np.ndarray:
+def _preprocess(img: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
     """Per job, so an image with no object (blank, fully transparent, 1x1) fails alone as the
     sender's BAD_INPUT instead of failing every job batched with it as a MODEL error."""
     from .model.preprocess import preprocess
 
     try:
-        return preprocess(img)
+        return preprocess(img, alpha=alpha)
     except ValueError as exc:
         raise JobError("BAD_INPUT", f"{exc}; send an image with one object on a plain or "
-                       "transparent background") from None
+                       "transparent background, or a mask") from None
+
+
+def cut_out(img: np.ndarray, mask: bytes | memoryview | None = None, strict: bool = False,
+            limits: dict[str, int] | None = None) -> tuple[np.ndarray, str, list[dict[str, str]]]:
+    """(alpha, source, warnings) for one decoded image: the user's mask (source "mask"), else its
+    alpha ("alpha"), else the automatic cut ("auto"), which is checked; ``strict`` turns a warning
+    into BAD_INPUT. Shared by the server op and the in-process CLI."""
+    from .images import decode_mask
+    from .model.preprocess import object_mask
+    from .segment import cut_warnings
+
+    if mask is not None:
+        lim = limits or {}
+        alpha = decode_mask(mask, img.shape[:2], max_pixels=lim.get("max_pixels", DEFAULT_MAX_PIXELS),
+                            max_bytes=lim.get("max_image_bytes", 64 << 20))
+        return alpha, "mask", []
+    try:
+        alpha, source = object_mask(img)
+    except ValueError as exc:
+        raise JobError("BAD_INPUT", str(exc)) from None
+    # an empty cut is no doubt but a refusal, which preprocess words ("no object found")
+    warns = cut_warnings(alpha) if source == "auto" and (alpha > 0.5).any() else []
+    if warns and strict:
+        raise JobError("BAD_INPUT", warns[0]["message"] + " (strict mode refuses a doubtful cut)")
+    return alpha, source, warns
+
+
+def _strict(job: Job) -> bool:
+    v = job.params.get("strict", False)
+    if not isinstance(v, bool):
+        raise JobError("BAD_INPUT", "strict must be true or false")
+    return v
 
 
 @register_op("reconstruct", batch=True, requires=("image",))
@@ -136,21 +168,27 @@ def reconstruct(jobs: list[Job], limits: dict[str, int] | None = None) -> list[O
     images, idx = [], []
     sources: list[Any] = []
     densities: list[int | None] = []
+    cuts: dict[int, tuple[np.ndarray, str, list[dict[str, str]]]] = {}  # mask used, source, warnings
     for i, job in enumerate(jobs):
         try:
             data = job.blobs.get("image")
             if not isinstance(data, (bytes, memoryview)):
                 raise JobError("BAD_INPUT", "reconstruct needs an encoded image blob named 'image'")
             job.progress(0.05, "decoding image")
-            img = decode_image(data, max_pixels=limits.get("max_pixels", 4096 * 4096),
-                               max_bytes=limits.get("max_image_bytes", 64 << 20))
+            img = decode_image(data, max_pixels=limits.get("max_pixels", DEFAULT_MAX_PIXELS),
+                               max_bytes=limits.get("max_image_bytes", 64 << 20), name="image")
             _max_points(job)
             dens = _density(job)
-            x = _preprocess(img)
+            mask = job.blobs.get("mask")
+            if mask is not None and not isinstance(mask, (bytes, memoryview)):
+                raise JobError("BAD_INPUT", "'mask' must be an encoded image blob (PNG)")
+            alpha, source, warns = cut_out(img, mask, _strict(job), limits)
+            x = _preprocess(img, alpha)
+            cuts[i] = (np.round(alpha * 255).astype(np.uint8), source, warns)
             job.check_cancel()
             images.append(x)
             idx.append(i)
-            sources.append((img, _object_alpha(img)))
+            sources.append((img, alpha))
             if "max_points" in job.params:  # a cap: no point lifting more than is sent
                 from .model.lift import default_density
 
@@ -177,17 +215,12 @@ def reconstruct(jobs: list[Job], limits: dict[str, int] | None = None) -> list[O
                         "count": int(len(xyz)), "model": model.info.get("name", "?"),
                         "model_sha256": str(model.info.get("sha256", ""))[:16],
                         "image_sha256": digest, "batch": len(idx), "model_seconds": round(dt, 4),
-                        "visible_points": int(cloud.meta.get("visible", 0))}
-                outs[i] = Output(meta, {"xyz": xyz, "rgb": rgb})
+                        "visible_points": int(cloud.meta.get("visible", 0)),
+                        "mask_source": cuts[i][1], "warnings": cuts[i][2]}
+                outs[i] = Output(meta, {"xyz": xyz, "rgb": rgb, "mask": cuts[i][0]})
             except JobError as exc:
                 outs[i] = exc
     return [o for o in outs if o is not None]
-
-
-def _object_alpha(img: np.ndarray) -> np.ndarray:
-    from .model.preprocess import object_alpha
-
-    return object_alpha(img)
 
 
 def _subsample(xyz: np.ndarray, rgb: np.ndarray, n: int, seed: str) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,25 @@ from backend.model.generator import StructureGenerator, n_params
 from bench.timing import measure, table
 
 
+def seg_rows(res: dict, rows: list, forward_ms: float, reps: int) -> None:
+    """Foreground cut of a 1-megapixel RGB photo (no alpha), per megapixel, beside the forward."""
+    import numpy as np
+
+    from backend.model.preprocess import estimate_alpha
+    from backend.segment import grabcut, segment
+
+    yy, xx = np.mgrid[:1000, :1000].astype(np.float32)
+    img = np.stack([60 + 40 * yy / 1000, 90 + 30 * xx / 1000, np.full_like(xx, 140)], -1)
+    img[((xx - 500) / 250) ** 2 + ((yy - 500) / 300) ** 2 < 1] = (200, 90, 40)
+    img = img.astype(np.uint8)
+    for key, label, fn in (("segment", "foreground cut (shipped), 1 Mpx photo", segment),
+                           ("grabcut", "  GrabCut prior alone", grabcut),
+                           ("border", "  border rule (old baseline)", estimate_alpha)):
+        s = measure(lambda fn=fn: fn(img), repeats=reps)
+        res[f"seg_{key}_ms_per_mpx"] = s.median * 1e3
+        rows.append((label, s.ms(), f"{s.median * 1e3 / forward_ms:.1f}x the forward (b1)"))
+
+
 def run(quick: bool) -> dict:
     torch.manual_seed(0)
     reps = 5
@@ -34,6 +53,7 @@ def run(quick: bool) -> dict:
             rows.append((f"generator forward, batch {b}", s.ms(), f"{b / s.median:.1f} img/s"))
             rows.append(("  same, NCHW weights (baseline)", base.ms(),
                          f"NHWC is {base.median / s.median:.2f}x faster"))
+        seg_rows(res, rows, res["forward_b1_ms"], reps)
         out = net(torch.rand(16, 4, 64, 64))
         s = measure(lambda: geometry.fuse3d(out["depth"], R, t), repeats=reps)
         res["fuse3d_b16_ms"] = s.median * 1e3

@@ -53,8 +53,9 @@ def test_folder_per_file_reports_each_image_and_fails_on_a_bad_one(backend, tmp_
     assert "[3/4] green.tif: ok" in res.stdout
     assert "[2/4] broken.png: FAILED [BAD_INPUT]" in res.stdout
     assert "3/4 images succeeded" in res.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["blue.blend", "blue.ply", "green.blend", "green.ply",
-                                                     "red.blend", "red.ply"]
+    assert sorted(p.name for p in out.iterdir()) == ["blue.blend", "blue.ply", "blue_mask.png", "green.blend",
+                                                     "green.ply", "green_mask.png", "red.blend", "red.ply",
+                                                     "red_mask.png"]
     info = reopen(out / "red.blend")
     assert list(info["objects"]) == ["red"] and info["objects"]["red"][1] == "red.png"
 
@@ -89,3 +90,35 @@ def test_bad_arguments_exit_2(tmp_path, args):
     img.write_bytes(png_bytes(disc_rgba(16)))
     res = batch(*[a.format(img=img, tmp=tmp_path) for a in args])
     assert res.returncode == 2 and "error:" in res.stderr
+
+
+def test_photos_warn_save_their_masks_and_take_a_given_mask(backend, tmp_path):
+    import numpy as np
+    from images import encoded, inseparable_photo, photo_like
+    from PIL import Image
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "photo.jpg").write_bytes(encoded(photo_like(240, 320), "JPEG", quality=90))
+    (src / "closeup.jpg").write_bytes(encoded(inseparable_photo(), "JPEG", quality=90))
+    out = tmp_path / "out"
+    res = batch("--images", str(src), "--out-dir", str(out), "--endpoint", backend.endpoint,
+                "--views", "0", "--max-points", "2000")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "[1/2] closeup.jpg: warning MASK_SUSPECT: the object could not be separated" in res.stdout
+    assert "photo.jpg: warning" not in res.stdout
+    auto = np.asarray(Image.open(out / "photo_mask.png").convert("L"))
+    assert auto.shape == (240, 320) and 0.1 < (auto > 127).mean() < 0.4
+    info = json.loads(subprocess.run([sys.executable, "-c", REOPEN.replace(
+        'o.get("i2p_job", "")', 'o.get("i2p_warnings", "")'), str(out / "closeup.blend")],
+        capture_output=True, text=True, timeout=300).stdout.strip().splitlines()[-1])
+    assert "MASK_SUSPECT" in info["objects"]["closeup"][2]  # on the object's provenance
+
+    m = np.zeros((240, 320), np.uint8)
+    m[60:180, 100:220] = 255
+    (tmp_path / "m.png").write_bytes(encoded(m))
+    res = batch("--image", str(src / "closeup.jpg"), "--mask", str(tmp_path / "m.png"), "--strict",
+                "--out", str(tmp_path / "given" / "c.blend"), "--endpoint", backend.endpoint, "--views", "0",
+                "--max-points", "2000")
+    assert res.returncode == 0 and "warning" not in res.stdout, res.stdout + res.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "given" / "closeup_mask.png").convert("L")), m)

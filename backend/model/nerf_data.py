@@ -19,7 +19,6 @@ in world units); ``near``/``far`` are accepted but the sampler prefers the box.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -206,15 +205,18 @@ def decode_image(data: bytes | np.ndarray | Image.Image, where: str) -> np.ndarr
         if arr.shape[2] == 3:
             arr = np.concatenate([arr, np.ones_like(arr[..., :1])], axis=2)
         return np.clip(arr, 0.0, 1.0)
-    try:
-        img = data if isinstance(data, Image.Image) else Image.open(io.BytesIO(data))
+    if isinstance(data, Image.Image):
+        img = data
         if img.width * img.height > MAX_PIXELS:
             raise NerfDataError(f"{where}: image is {img.width} x {img.height}, more than the {MAX_PIXELS} pixel limit")
-        img.load()
-    except NerfDataError:
-        raise
-    except Exception as e:  # Pillow raises many types for bad files
-        raise NerfDataError(f"{where}: cannot decode image ({e})") from e
+    else:  # the project's one decoder (orientation, formats, limits); no rescaling: poses need the size
+        from backend.images import open_image
+        from backend.ops import JobError
+
+        try:
+            img = open_image(data, where, MAX_PIXELS, max_bytes=1 << 31, max_side=None)
+        except JobError as e:
+            raise NerfDataError(f"cannot decode image: {e.message}") from None
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         g = np.asarray(img, dtype=np.float32)
         g = g / (65535.0 if img.mode.startswith("I;16") else max(1.0, float(g.max())))
@@ -319,8 +321,7 @@ def load_transforms(path: str | os.PathLike, split: str = "train") -> NerfDatase
             raise NerfDataError(f"{tf}: frames[{i}] has no 'file_path'")
         img_path = _find_image(base, fp, f"{tf}: frames[{i}]")
         try:
-            with Image.open(img_path) as im:
-                return decode_image(im, str(img_path))
+            return decode_image(img_path.read_bytes(), str(img_path))
         except NerfDataError:
             raise
         except Exception as e:

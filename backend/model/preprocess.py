@@ -1,8 +1,7 @@
 """Image -> network input. Training images and user images go through exactly this function.
 
-Steps: (1) object mask = alpha channel if present (and not fully opaque), else estimated from the
-image border: the median border colour is the background, pixels far from it are the object,
-keeping connected components that are large and filling holes; (2) crop a square centred on the
+Steps: (1) object mask = alpha channel if present (and not fully opaque), else the automatic
+foreground of ``backend.segment`` (``estimate_alpha``, the border rule, is kept as its baseline); (2) crop a square centred on the
 mask's bounding box with a margin (``MARGIN`` of the box's larger side each way), padding with
 background; (3) resize to ``SIZE`` x ``SIZE`` with antialiasing. Output: float32 (4, SIZE, SIZE) —
 RGB premultiplied by alpha (black background) and alpha — quantised to multiples of 1/255 so a
@@ -35,15 +34,23 @@ def estimate_alpha(rgb: np.ndarray) -> np.ndarray:
     return fg.astype(np.float32)
 
 
-def object_alpha(image: np.ndarray) -> np.ndarray:
-    """Alpha (H,W) float32 in [0,1]: the alpha channel when it carries a mask, else border estimate."""
+def object_mask(image: np.ndarray) -> tuple[np.ndarray, str]:
+    """(alpha (H,W) float32 in [0,1], source): the alpha channel when it carries a mask
+    (source "alpha"), else the automatic foreground of ``backend.segment`` (source "auto")."""
     if image.ndim != 3 or image.shape[2] not in (3, 4):
         raise ValueError(f"expected an HxWx3 or HxWx4 image, got shape {image.shape}")
     if image.shape[2] == 4:
         a = image[..., 3].astype(np.float32) / 255.0
-        if a.min() < 0.99:  # a real mask; fully opaque RGBA falls back to the border estimate
-            return a
-    return estimate_alpha(image[..., :3])
+        if a.min() < 0.99:  # a real mask; fully opaque RGBA falls back to the automatic cut
+            return a, "alpha"
+    from backend.segment import segment
+
+    return segment(image[..., :3]), "auto"
+
+
+def object_alpha(image: np.ndarray) -> np.ndarray:
+    """Alpha (H,W) float32 in [0,1] of ``object_mask``."""
+    return object_mask(image)[0]
 
 
 def crop_box(alpha: np.ndarray, margin: float = MARGIN) -> tuple[int, int, int]:
@@ -57,12 +64,15 @@ def crop_box(alpha: np.ndarray, margin: float = MARGIN) -> tuple[int, int, int]:
     return int(round(cy - side / 2)), int(round(cx - side / 2)), side
 
 
-def preprocess(image: np.ndarray, size: int = SIZE) -> np.ndarray:
-    """HxWx3/4 uint8 image -> (4, size, size) float32 network input (see module docstring)."""
+def preprocess(image: np.ndarray, size: int = SIZE, alpha: np.ndarray | None = None) -> np.ndarray:
+    """HxWx3/4 uint8 image -> (4, size, size) float32 network input (see module docstring);
+    ``alpha`` (H,W) in [0,1], when given, is the object mask instead of ``object_alpha``."""
     image = np.asarray(image)
     if image.dtype != np.uint8:
         raise ValueError(f"expected uint8 pixels, got {image.dtype}")
-    a = object_alpha(image)
+    if alpha is not None and alpha.shape != image.shape[:2]:
+        raise ValueError(f"mask shape {alpha.shape} differs from the image's {image.shape[:2]}")
+    a = object_alpha(image) if alpha is None else np.asarray(alpha, np.float32)
     top, left, side = crop_box(a)
     rgba = np.concatenate([image[..., :3].astype(np.float32) / 255.0 * a[..., None], a[..., None]], -1)
     h, w = a.shape

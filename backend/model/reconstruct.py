@@ -50,18 +50,24 @@ class Reconstructor:
         model, card = checkpoint.load(path or default_checkpoint_path(), device)
         return cls(model, card, device)
 
-    def preprocess(self, images: list[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.stack([preprocess(im) for im in images])).to(self.device)
+    def preprocess(self, images: list[np.ndarray],
+                   alphas: list[np.ndarray] | list[None] | None = None) -> torch.Tensor:
+        alphas = alphas if alphas is not None else [None] * len(images)
+        return torch.from_numpy(np.stack([preprocess(im, alpha=a) for im, a in zip(images, alphas)])
+                                ).to(self.device)
 
     def reconstruct(self, images: list[np.ndarray], max_points: int | None = None,
-                    density: int | None = None, lift: bool = True) -> list[PointCloud]:
+                    density: int | None = None, lift: bool = True,
+                    alphas: list[np.ndarray] | None = None) -> list[PointCloud]:
         """HxWx3/4 uint8 images -> one cloud each, from ONE batched forward pass. ``lift``: the
         input view is the picture (``density`` points, default ``lift.default_density``);
-        otherwise the model's fused cloud. ``max_points`` caps either."""
+        otherwise the model's fused cloud. ``max_points`` caps either. ``alphas``: the object
+        masks (default: each image's own, ``object_alpha``), computed once for both uses."""
         if not images:
             return []
-        sources = [(im, object_alpha(im)) for im in images] if lift else None
-        return self.reconstruct_inputs(self.preprocess(images), max_points, sources, density)
+        alphas = alphas if alphas is not None else [object_alpha(im) for im in images]
+        sources = list(zip(images, alphas)) if lift else None
+        return self.reconstruct_inputs(self.preprocess(images, alphas), max_points, sources, density)
 
     @torch.inference_mode()
     def reconstruct_inputs(self, x: np.ndarray | torch.Tensor, max_points: int | None = None,

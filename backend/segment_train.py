@@ -1,0 +1,97 @@
+"""Train the foreground net (``backend.model.segnet``) on photo-like composites, on a CPU.
+
+    python -m backend.segment_train --make 4000 --data runs/seg/train.npz   # ~8 min, 1 core
+    python -m backend.segment_train --data runs/seg/train.npz --minutes 15 --out backend/weights/segnet.pt
+
+The composites come from the ``train`` split of ``backend.data.photos`` (its own seeds and the left
+half of each panorama; the eval split uses neither, and its new shape families not at all).
+Time-based cosine learning rate, BCE + soft Dice, flips and colour jitter; one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .model import segnet
+
+
+def make_arrays(n: int, size: tuple[int, int] = (96, 128), start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` train-split composites resized to the net's square input: (n,S,S,3) and (n,S,S) uint8."""
+    import cv2
+
+    from .data.photos import make_photo
+
+    s = segnet.NET_SIZE
+    x = np.zeros((n, s, s, 3), np.uint8)
+    y = np.zeros((n, s, s), np.uint8)
+    for j in range(n):
+        p = make_photo("train", start + j, size)
+        x[j] = cv2.resize(p.image, (s, s), interpolation=cv2.INTER_AREA)
+        y[j] = cv2.resize(p.mask.astype(np.uint8) * 255, (s, s), interpolation=cv2.INTER_AREA)
+    return x, y
+
+
+def train(x: np.ndarray, y: np.ndarray, minutes: float, batch: int = 16, lr: float = 3e-3,
+          seed: int = 0, log_every: int = 50) -> tuple[segnet.SegNet, dict[str, float]]:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = segnet.SegNet().train()
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    xt = torch.from_numpy(x).permute(0, 3, 1, 2)
+    yt = torch.from_numpy(y)[:, None]
+    budget, t0, step, loss_ema = minutes * 60.0, time.perf_counter(), 0, None
+    while (el := time.perf_counter() - t0) < budget:
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * el / budget))
+        idx = torch.from_numpy(rng.integers(0, len(x), batch))
+        xb = xt[idx].float() / 255.0
+        yb = (yt[idx].float() / 255.0 > 0.5).float()
+        if rng.random() < 0.5:
+            xb, yb = xb.flip(-1), yb.flip(-1)
+        xb = (xb * torch.empty(batch, 3, 1, 1).uniform_(0.85, 1.15)
+              + torch.empty(batch, 1, 1, 1).uniform_(-0.08, 0.08)).clamp(0, 1)
+        logit = net(xb)
+        p = torch.sigmoid(logit)
+        dice = 1 - (2 * (p * yb).sum((1, 2, 3)) + 1) / (p.sum((1, 2, 3)) + yb.sum((1, 2, 3)) + 1)
+        loss = F.binary_cross_entropy_with_logits(logit, yb) + dice.mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
+        if step % log_every == 0:
+            print(f"step {step} loss {loss_ema:.4f} ({el / 60:.1f} min)", flush=True)
+    return net.eval(), {"steps": step, "minutes": round((time.perf_counter() - t0) / 60, 2),
+                        "final_loss": round(loss_ema or 0.0, 4), "images": len(x), "batch": batch}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m backend.segment_train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help=".npz of composites (written by --make)")
+    p.add_argument("--make", type=int, default=0, help="make this many composites into --data and stop")
+    p.add_argument("--minutes", type=float, default=15.0)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--out", default=str(segnet.default_path()))
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    if a.make:
+        x, y = make_arrays(a.make)
+        np.savez_compressed(a.data, x=x, y=y)
+        print(f"wrote {a.make} composites to {a.data}")
+        return 0
+    d = np.load(a.data)
+    net, info = train(d["x"], d["y"], a.minutes, a.batch)
+    segnet.save(net, a.out, {**info, "data": "backend.data.photos train split, seeds 6_000_000+"})
+    print(f"saved {a.out}: {info}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
