@@ -834,8 +834,7 @@ def asset_targets(context: Any) -> list[Any]:
 
 
 class IMAGE2POINTS_OT_mark_asset(bpy.types.Operator):
-    """Mark the selected point objects or meshes as assets: provenance in the description, a
-    preview rendered from the input image's direction"""
+    """Mark the selected point objects or meshes as assets, with provenance and a preview from the input's direction"""
 
     bl_idname = "image2points.mark_asset"
     bl_label = "Mark as Asset"

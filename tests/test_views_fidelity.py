@@ -100,7 +100,7 @@ def test_cycles_render_from_the_input_direction_shows_the_input(bpy_scene):
 def test_panel_density_colour_mode_and_view_colours(tmp_path, capfd):
     bpy = pytest.importorskip("bpy", reason="needs the bpy wheel")
     import addon
-    from addon import operators, points
+    from addon import operators, points, props
 
     addon.register()
     try:
@@ -110,9 +110,13 @@ def test_panel_density_colour_mode_and_view_colours(tmp_path, capfd):
         assert (s.density, s.colour_mode, s.view_resolution, s.view_colour) == (100_000, "PHOTO", 512, "STANDARD")
         xyz = box_points((1.0, 0.2, 0.6)).astype(np.float32)
         obj = points.import_reconstruction("box", xyz, np.full((len(xyz), 3), 200, np.uint8), radius=0.05)
-        s.colour_mode = "LIT"  # the panel's switch restyles the shared material
+        # the panel's switch restyles the shared material; the message bus that calls
+        # colour_mode_changed never fires in the bpy module, so call it as Blender would
+        s.colour_mode = "LIT"
+        props.colour_mode_changed(bpy.context)
         assert points.colour_mode() == "LIT"
         s.colour_mode = "PHOTO"
+        props.colour_mode_changed(bpy.context)
         assert points.colour_mode() == "PHOTO"
         scene.view_settings.view_transform = "AgX"
         s.view_count, s.view_resolution, s.view_samples, s.view_engine = 2, 32, 1, "CYCLES"
