@@ -35,8 +35,9 @@ DEFAULT_DENSITY = 100_000
 MIN_DENSITY, MAX_DENSITY = 10_000, 1_000_000
 CARVE_TOL_PX = 1         # model points may project this far outside the mask (working pixels)
 FRONT_TOL = 0.06         # model points nearer than lifted depth + this are "seen": dropped
-VISIBLE_SHARE = (0.35, 0.7)
+VISIBLE_SHARE = (0.2, 0.7)
 DEPTH_JUMP: float | None = 0.1  # a bilinear depth this far from its cell's own is a depth edge
+NEAR_KEEP = True  # other views' points on the lifted surface stay, in the picture's colour
 
 
 def default_density(h: int, w: int) -> int:
@@ -317,8 +318,9 @@ def lift(image: np.ndarray, alpha: np.ndarray, depth_q: np.ndarray, logit: np.nd
     # 2. hidden surface from the model, carved by the mask and by the lifted surface
     n_back = density - len(vis_xyz)
     carve_mask = ndimage.binary_dilation(wmask, iterations=CARVE_TOL_PX) if CARVE_TOL_PX else wmask
-    back_xyz, back_rgb = _hidden_points(depth_q, logit, rgb, R, t, cen, behind, dfront,
-                                        view, carve_mask, n_back, rng, s, wmask)
+    alive = _behind(cen.cam, dfront, s, -FRONT_TOL) if NEAR_KEEP else behind
+    back_xyz, back_rgb, near = _hidden_points(depth_q, logit, rgb, R, t, cen, alive, dfront,
+                                              view, carve_mask, n_back, rng, s, wmask, wrgb)
     if len(back_xyz) < n_back:  # not enough hidden surface: the density goes to the visible side
         extra = rng.integers(0, len(rows), n_back - len(back_xyz))
         xe, ye, de = view.lift(cols[extra] + rng.random(len(extra)), rows[extra] + rng.random(len(extra)),
@@ -329,7 +331,8 @@ def lift(image: np.ndarray, alpha: np.ndarray, depth_q: np.ndarray, logit: np.nd
     if len(back_rgb):  # the statistics of a regular subset (~8k points) are the same
         sub = slice(None, None, max(1, len(x) // 8192))
         model_front = sample_map(filled(rgb[front], fmask), x[sub], y[sub], s).T * 255
-        back_rgb = tone_match(model_front, vis_rgb[:len(x)][sub].astype(np.float64), back_rgb * 255)
+        back_rgb = back_rgb * 255
+        back_rgb[~near] = tone_match(model_front, vis_rgb[:len(x)][sub].astype(np.float64), back_rgb[~near])
     xyz = np.concatenate([vis_xyz, back_xyz]).astype(np.float32)
     col = np.concatenate([vis_rgb, np.round(back_rgb).astype(np.uint8).reshape(-1, 3)])
     info = {"view": view, "scale": scale, "visible": len(vis_xyz), "hidden": len(back_xyz)}
@@ -364,9 +367,9 @@ def snap_inside(p: np.ndarray, view: InputView, mask: np.ndarray, Rf: np.ndarray
     return q
 
 
-def _behind(cam: np.ndarray, dfront: np.ndarray, s: float) -> np.ndarray:
-    """Front-camera points farther than the lifted surface (+ ``FRONT_TOL``): not seen."""
-    return -cam[:, 2] > sample_map(dfront, cam[:, 0], cam[:, 1], s) + FRONT_TOL
+def _behind(cam: np.ndarray, dfront: np.ndarray, s: float, tol: float = FRONT_TOL) -> np.ndarray:
+    """Front-camera points farther than the lifted surface (+ ``tol``): not seen."""
+    return -cam[:, 2] > sample_map(dfront, cam[:, 0], cam[:, 1], s) + tol
 
 
 def _in_mask(cam: np.ndarray, view: InputView, carve_mask: np.ndarray
@@ -381,7 +384,8 @@ def _in_mask(cam: np.ndarray, view: InputView, carve_mask: np.ndarray
 
 
 def _hidden_points(depth_q, logit, rgb, R, t, cen: Centres, behind: np.ndarray, dfront, view,
-                   carve_mask, n, rng, s, mask=None) -> tuple[np.ndarray, np.ndarray]:
+                   carve_mask, n, rng, s, mask=None, wrgb=None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` points (or fewer when the model has none) drawn at jittered sub-pixel positions of
     the back views' masked cells (bilinear depth/colour, no curtains over depth edges), kept
     inside the carving mask and behind the lifted surface.
@@ -389,8 +393,9 @@ def _hidden_points(depth_q, logit, rgb, R, t, cen: Centres, behind: np.ndarray, 
     All views are sampled in one pass: their maps (Q depths + 3 colours, nearest-filled outside
     the mask, one pixel of edge padding, which is grid_sample's border mode) are stacked into
     one tall image, so a point's bilinear look-up is one ``grid_sample`` call for all of them."""
+    empty = np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32), np.zeros(0, bool)
     if n <= 0 or not cen.views:
-        return np.zeros((0, 3), np.float32), np.zeros((0, 3))
+        return empty
     front = int(np.argmax(R[:, 2, 2]))
     Rf, tf = R[front], t[front]
     v, q, h, w = depth_q.shape
@@ -404,7 +409,7 @@ def _hidden_points(depth_q, logit, rgb, R, t, cen: Centres, behind: np.ndarray, 
         if live.any():
             cells.append((k, np.flatnonzero(live)))
     if not cells:
-        return np.zeros((0, 3), np.float32), np.zeros((0, 3))
+        return empty
     sizes = np.array([len(c) for _, c in cells], np.float64)
     stack = np.stack([filled(np.concatenate([depth_q[k], rgb[k]]), logit[k] > 0) for k, _ in cells])
     nv, nc = len(cells), q + 3
@@ -415,7 +420,8 @@ def _hidden_points(depth_q, logit, rgb, R, t, cen: Centres, behind: np.ndarray, 
     Rf64, tf64 = Rf.astype(np.float64), tf.astype(np.float64)
     aff = [(R[k].astype(np.float64) @ Rf64.T, tf64 - t[k].astype(np.float64) @ R[k] @ Rf64.T)
            for k, _ in cells]
-    xyz_parts, rgb_parts, got, want = [], [], 0, n * 1.15
+    xyz_parts, rgb_parts, near_parts, got, want = [], [], [], 0, n * 1.15
+    near_ok = NEAR_KEEP and mask is not None and wrgb is not None
     for _ in range(4):
         counts = rng.multinomial(int(want), sizes / sizes.sum())
         m = int(counts.sum())
@@ -443,7 +449,13 @@ def _hidden_points(depth_q, logit, rgb, R, t, cen: Centres, behind: np.ndarray, 
             sl = slice(bounds[j], bounds[j + 1])
             fc[sl] = matmul(cam[sl], A) + b
         ok, pix = _in_mask(fc, view, carve_mask)
-        ok[ok] = _behind(fc[ok], dfront, s)
+        gap = -fc[ok, 2] - sample_map(dfront, fc[ok, 0], fc[ok, 1], s)  # behind the lifted surface
+        near = np.zeros(m, bool)
+        if near_ok:  # on the lifted surface (within FRONT_TOL): kept where the picture has it
+            near[ok] = gap <= FRONT_TOL
+            ok[ok] = (gap > -FRONT_TOL) & ((gap > FRONT_TOL) | mask.ravel()[pix[ok]])
+        else:
+            ok[ok] = gap > FRONT_TOL
         idx = np.flatnonzero(ok)
         if got + len(idx) > n:  # a uniform subset (samples come view by view: no truncation)
             drop = np.zeros(len(idx), bool)
@@ -455,7 +467,12 @@ def _hidden_points(depth_q, logit, rgb, R, t, cen: Centres, behind: np.ndarray, 
             if out.any():
                 p[out] = snap_inside(p[out], view, mask, Rf, tf)
         xyz_parts.append(p)
-        rgb_parts.append(vals[q:q + 3, idx].T)
+        col = vals[q:q + 3, idx].T
+        nr = near[idx]
+        if nr.any():  # seen by the camera: the picture's colour (0-1 like the model's)
+            col[nr] = wrgb.reshape(-1, 3)[pix[idx[nr]]] / np.float32(255)
+        rgb_parts.append(col)
+        near_parts.append(nr)
         got += len(p)
         if got >= n:
             break
@@ -463,6 +480,6 @@ def _hidden_points(depth_q, logit, rgb, R, t, cen: Centres, behind: np.ndarray, 
         if rate < 1e-3:
             break
         want = (n - got) / rate * 1.2
-    xyz = np.concatenate(xyz_parts) if xyz_parts else np.zeros((0, 3), np.float32)
-    col = np.concatenate(rgb_parts) if rgb_parts else np.zeros((0, 3))
-    return xyz, col
+    if not xyz_parts:
+        return empty
+    return np.concatenate(xyz_parts), np.concatenate(rgb_parts), np.concatenate(near_parts)
