@@ -34,10 +34,13 @@ WORK_SIZE = 512          # long side of the working image (full resolution when 
 DEFAULT_DENSITY = 100_000
 MIN_DENSITY, MAX_DENSITY = 10_000, 1_000_000
 CARVE_TOL_PX = 1         # model points may project this far outside the mask (working pixels)
-FRONT_TOL = 0.06         # model points nearer than lifted depth + this are "seen": dropped
+FRONT_TOL = 0.06         # model points within this of the lifted depth are on it; nearer: dropped
 VISIBLE_SHARE = (0.2, 0.7)
 DEPTH_JUMP: float | None = 0.1  # a bilinear depth this far from its cell's own is a depth edge
-NEAR_KEEP = True  # other views' points on the lifted surface stay, in the picture's colour
+# Other views' points on the lifted surface (within FRONT_TOL, inside the mask) stay, in their
+# pixel's colour. Why: the front map is the model's least accurate (its points lie farther from
+# the true surface than the other views'); the others' estimates of the same surface cover it.
+NEAR_KEEP = True
 
 
 def default_density(h: int, w: int) -> int:
@@ -388,7 +391,8 @@ def _hidden_points(depth_q, logit, rgb, R, t, cen: Centres, behind: np.ndarray, 
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` points (or fewer when the model has none) drawn at jittered sub-pixel positions of
     the back views' masked cells (bilinear depth/colour, no curtains over depth edges), kept
-    inside the carving mask and behind the lifted surface.
+    inside the carving mask and behind the lifted surface, or on it (``NEAR_KEEP``: inside the
+    mask, the picture's colour; ``near`` marks them).
 
     All views are sampled in one pass: their maps (Q depths + 3 colours, nearest-filled outside
     the mask, one pixel of edge padding, which is grid_sample's border mode) are stacked into
