@@ -63,7 +63,7 @@ class InputView:
     k: float = 0.0
 
     def g(self, d: np.ndarray | float) -> np.ndarray:
-        return np.maximum(1.0 + self.k * (np.asarray(d, np.float64) - CAM_DIST), 1e-3)
+        return np.maximum(1.0 + self.k * (np.asarray(d) - CAM_DIST), 1e-3)  # float32 stays float32
 
     def to_plane(self, col: np.ndarray, row: np.ndarray, d: np.ndarray | float = CAM_DIST
                  ) -> tuple[np.ndarray, np.ndarray]:
@@ -441,7 +441,7 @@ def _hidden_points(depth_q, logit, rgb, R, t, cen: Centres, behind: np.ndarray, 
                              padding_mode="border", align_corners=False)[0, :, 0].numpy()
         d = vals[rng.integers(0, q, m), np.arange(m)] if q > 1 else vals[0]
         if DEPTH_JUMP is not None:  # across a depth edge, the cell's own depth (no curtain)
-            own = stack[slot, q // 2, r, cc]
+            own = stack[:, q // 2].reshape(-1)[slot * (h * w) + flat]
             d = np.where(np.abs(d - own) > DEPTH_JUMP, own, d)
         cam = np.empty((m, 3), np.float32)
         cam[:, 0] = u * (2 * s / w) - s
