@@ -334,8 +334,9 @@ def lift(image: np.ndarray, alpha: np.ndarray, depth_q: np.ndarray, logit: np.nd
     if len(back_rgb):  # the statistics of a regular subset (~8k points) are the same
         sub = slice(None, None, max(1, len(x) // 8192))
         model_front = sample_map(filled(rgb[front], fmask), x[sub], y[sub], s).T * 255
-        back_rgb = back_rgb * 255
-        back_rgb[~near] = tone_match(model_front, vis_rgb[:len(x)][sub].astype(np.float64), back_rgb[~near])
+        seen = back_rgb[near] * 255  # the picture's own colours: not toned
+        back_rgb = tone_match(model_front, vis_rgb[:len(x)][sub].astype(np.float64), back_rgb * 255)
+        back_rgb[near] = seen
     xyz = np.concatenate([vis_xyz, back_xyz]).astype(np.float32)
     col = np.concatenate([vis_rgb, np.round(back_rgb).astype(np.uint8).reshape(-1, 3)])
     info = {"view": view, "scale": scale, "visible": len(vis_xyz), "hidden": len(back_xyz)}
