@@ -64,6 +64,23 @@ def test_model_points_in_front_of_the_picture_are_dropped():
     assert info["hidden"] == 0 and len(xyz) == 20_000  # the density goes to the visible side
 
 
+def test_other_views_points_on_the_lifted_surface_carry_their_pixels_colours():
+    img, mask = keyhole()
+    depth, logit, rgb, R, t = disc_maps(colour=0.1)
+    card = 2 * geometry.CAM_DIST - 1.8  # the back view's left half lies on the front surface
+    depth[1, 0, :, :32] = card
+    xyz, col, info = lift.lift(img, mask.astype(np.float32), depth, logit, rgb, R, t, density=30_000)
+    vis = info["visible"]
+    hid, hcol = xyz[vis:].astype(np.float64), col[vis:]
+    on = np.abs(hid[:, 2] - (geometry.CAM_DIST - 1.8)) < lift.FRONT_TOL
+    assert on.sum() > 1000 and (~on).sum() > 1000  # kept on the surface, and behind it
+    cam = hid[on] @ R[0].T + t[0]
+    c, r = info["view"].to_pixels(cam[:, 0], cam[:, 1], -cam[:, 2])
+    under = img[np.floor(r).astype(int), np.floor(c).astype(int), :3]
+    assert (hcol[on] == under).all(axis=1).mean() > 0.99  # the picture's colour, not the model's
+    assert np.abs(hcol[~on].astype(float) - 0.1 * 255).mean() > 20  # behind: toned model colour
+
+
 @pytest.mark.parametrize("density", [10_000, 37_000, 250_000])
 def test_density_is_exact_with_hand_made_maps(density):
     img, mask = keyhole()

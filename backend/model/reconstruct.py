@@ -82,7 +82,8 @@ class Reconstructor:
         if sources is not None and any(src is not None for src in sources):
             maps = {k: out[k].float().cpu().numpy() for k in ("depth_q", "mask_logit", "rgb")}
             R, t = self.R.cpu().numpy(), self.t.cpu().numpy()
-        pts, keep, rgb = fused_points(out, self.R, self.t)
+        if sources is None or any(src is None for src in sources):  # the model's own cloud
+            pts, keep, rgb = fused_points(out, self.R, self.t)
         clouds = []
         for i in range(b):
             src = sources[i] if sources is not None else None
