@@ -98,7 +98,10 @@ def solid_grid(xyz: np.ndarray, voxel: float, p: MeshParams) -> tuple[np.ndarray
         raise ValueError(f"grid {shape} too large: raise the voxel size")
     shell = np.zeros(shape, bool)
     shell[idx[:, 0], idx[:, 1], idx[:, 2]] = True
-    ball = ndimage.generate_binary_structure(3, 1)
+    # the closing's element is the full 3x3x3 cube: with the 6-neighbour one, a voxel missing from
+    # a one-voxel sheet (random samples, the lifted picture) is eroded again and stays a pit, which
+    # renders as dark speckle; the cube closes it (bench_mesh, lifted clouds: Chamfer 0.0802 -> 0.0799)
+    ball = ndimage.generate_binary_structure(3, 3)
     first: np.ndarray | None = None
     for r in radii:
         occ = ndimage.binary_dilation(shell, ball, iterations=r) if r else shell
