@@ -103,20 +103,26 @@ def solid_grid(xyz: np.ndarray, voxel: float, p: MeshParams) -> tuple[np.ndarray
     # renders as dark speckle; the cube closes it (bench_mesh, lifted clouds: Chamfer 0.0802 -> 0.0799)
     ball = ndimage.generate_binary_structure(3, 3)
     first: np.ndarray | None = None
+    first_r = 0
     for r in radii:
         occ = ndimage.binary_dilation(shell, ball, iterations=r) if r else shell
         if p.close_bottom:  # after the dilation, which seals a leaky rim first
             occ = close_bottom(occ, p.up)
         solid = ndimage.binary_fill_holes(occ)
+        # auto: the smallest closing whose shell encloses an inside (a sealed surface fills up;
+        # a leaky one stays a shell: sparse random samples need r = 1 or 2, a thin plate none).
+        # Judged before the erosion: what the closing bridges is no inside
+        inside = solid.sum() > AUTO_FILL_GAIN * occ.sum()
         if r:  # erode back what the dilation grew; the border stays empty (pad)
             solid = ndimage.binary_erosion(solid, ball, iterations=r, border_value=0) | shell
-        # auto: the smallest closing whose shell encloses an inside (a sealed surface fills up;
-        # a leaky one stays a shell: sparse random samples need r = 1 or 2, a thin plate none)
-        if len(radii) == 1 or solid.sum() > AUTO_FILL_GAIN * shell.sum():
+        if len(radii) == 1 or inside:
             return solid, lo, r
-        first = solid if first is None else first
+        if r <= 1:
+            first, first_r = solid, r
     assert first is not None
-    return first, lo, 0  # nothing encloses an inside (a sheet, a plate): the plain shell
+    # nothing encloses an inside (a sheet, a plate, a chair's open frame): a thin closed shell,
+    # with the one-voxel closing so its pits are shut (snapped back onto the points after)
+    return first, lo, first_r
 
 
 def close_bottom(occ: np.ndarray, axis: int, layers: int = 2) -> np.ndarray:
