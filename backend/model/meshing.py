@@ -34,7 +34,7 @@ class MeshParams:
     # closing radius in voxels (bridges gaps of ~2x this; the surface is snapped back onto the
     # points after). -1 = auto: the smallest radius (<= AUTO_FILL_MAX) that encloses an inside, so
     # the mesh is a solid; 0 = off: a leaky cloud then gives a thin closed shell with see-through
-    # gaps (bench/bench_mesh.py: Chamfer at the cloud's own, auto about 6% above it)
+    # gaps (bench/bench_mesh.py, lifted clouds: Chamfer at the cloud's own, auto about 4% above it)
     fill_holes: int = -1
     close_bottom: bool = False  # cap an open bottom (the lowest slices' enclosed area) before filling
     up: int = 1  # the vertical axis for close_bottom (1 = y in the viewer frame, 2 = z in Blender)
@@ -100,7 +100,7 @@ def solid_grid(xyz: np.ndarray, voxel: float, p: MeshParams) -> tuple[np.ndarray
     shell[idx[:, 0], idx[:, 1], idx[:, 2]] = True
     # the closing's element is the full 3x3x3 cube: with the 6-neighbour one, a voxel missing from
     # a one-voxel sheet (random samples, the lifted picture) is eroded again and stays a pit, which
-    # renders as dark speckle; the cube closes it (bench_mesh, lifted clouds: Chamfer 0.0802 -> 0.0799)
+    # renders as dark speckle (tools/mesh_picture.py); the cube closes it
     ball = ndimage.generate_binary_structure(3, 3)
     first: np.ndarray | None = None
     first_r = 0
