@@ -103,16 +103,18 @@ def chair_cloud(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
 
 
 def split_clouds(n_shapes: int) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    """(family, cloud xyz, cloud rgb, GT points) for one view of each of the first test shapes."""
+    """(family, cloud xyz, cloud rgb, GT points) for one view of each of the first test shapes: the
+    default pipeline's cloud (``Reconstructor.reconstruct`` on the RGBA render, the input view
+    lifted from the picture), which is what users mesh."""
     from backend.data.dataset import MakeConfig, make_samples, shape_seed
     from backend.model.reconstruct import Reconstructor
 
     model = Reconstructor.load()
-    cfg = MakeConfig(views=1, novel=1)
+    cfg = MakeConfig(views=1, novel=1, keep_raw=True)
     out = []
     for i in range(n_shapes):
         s = make_samples(shape_seed("test", i), cfg)
-        cloud = model.reconstruct_inputs(s["inp"].astype(np.float32) / 255.0)[0]
+        cloud = model.reconstruct([s["raw"][0]])[0]  # the default pipeline: input view lifted
         gt = s["surf"] @ s["R_in"][0].T
         out.append((str(s["family"]), cloud.xyz, cloud.rgb, gt.astype(np.float32)))
     return out
@@ -123,8 +125,9 @@ def third_party_clouds(per_object: int) -> list[tuple[str, np.ndarray, np.ndarra
     from backend.model.reconstruct import Reconstructor
 
     model = Reconstructor.load()
-    inp, gts, names = third_party_set(views=per_object)
-    clouds = model.reconstruct_inputs(inp.astype(np.float32) / 255.0)
+    raws: list[np.ndarray] = []
+    _, gts, names = third_party_set(views=per_object, raws=raws)
+    clouds = [model.reconstruct([raw])[0] for raw in raws]  # the default pipeline, as users mesh
     return [(n, c.xyz, c.rgb, g) for n, c, g in zip(names, clouds, gts)]
 
 

@@ -34,7 +34,7 @@ class MeshParams:
     # closing radius in voxels (bridges gaps of ~2x this; the surface is snapped back onto the
     # points after). -1 = auto: the smallest radius (<= AUTO_FILL_MAX) that encloses an inside, so
     # the mesh is a solid; 0 = off: a leaky cloud then gives a thin closed shell with see-through
-    # gaps (bench/bench_mesh.py: Chamfer at the cloud's own, auto about 6% above it)
+    # gaps (bench/bench_mesh.py, lifted clouds: Chamfer at the cloud's own, auto about 4% above it)
     fill_holes: int = -1
     close_bottom: bool = False  # cap an open bottom (the lowest slices' enclosed area) before filling
     up: int = 1  # the vertical axis for close_bottom (1 = y in the viewer frame, 2 = z in Blender)
@@ -98,22 +98,31 @@ def solid_grid(xyz: np.ndarray, voxel: float, p: MeshParams) -> tuple[np.ndarray
         raise ValueError(f"grid {shape} too large: raise the voxel size")
     shell = np.zeros(shape, bool)
     shell[idx[:, 0], idx[:, 1], idx[:, 2]] = True
-    ball = ndimage.generate_binary_structure(3, 1)
+    # the closing's element is the full 3x3x3 cube: with the 6-neighbour one, a voxel missing from
+    # a one-voxel sheet (random samples, the lifted picture) is eroded again and stays a pit, which
+    # renders as dark speckle (tools/mesh_picture.py); the cube closes it
+    ball = ndimage.generate_binary_structure(3, 3)
     first: np.ndarray | None = None
+    first_r = 0
     for r in radii:
         occ = ndimage.binary_dilation(shell, ball, iterations=r) if r else shell
         if p.close_bottom:  # after the dilation, which seals a leaky rim first
             occ = close_bottom(occ, p.up)
         solid = ndimage.binary_fill_holes(occ)
+        # auto: the smallest closing whose shell encloses an inside (a sealed surface fills up;
+        # a leaky one stays a shell: sparse random samples need r = 1 or 2, a thin plate none).
+        # Judged before the erosion: what the closing bridges is no inside
+        inside = solid.sum() > AUTO_FILL_GAIN * occ.sum()
         if r:  # erode back what the dilation grew; the border stays empty (pad)
             solid = ndimage.binary_erosion(solid, ball, iterations=r, border_value=0) | shell
-        # auto: the smallest closing whose shell encloses an inside (a sealed surface fills up;
-        # a leaky one stays a shell: sparse random samples need r = 1 or 2, a thin plate none)
-        if len(radii) == 1 or solid.sum() > AUTO_FILL_GAIN * shell.sum():
+        if len(radii) == 1 or inside:
             return solid, lo, r
-        first = solid if first is None else first
+        if r <= 1:
+            first, first_r = solid, r
     assert first is not None
-    return first, lo, 0  # nothing encloses an inside (a sheet, a plate): the plain shell
+    # nothing encloses an inside (a sheet, a plate, a chair's open frame): a thin closed shell,
+    # with the one-voxel closing so its pits are shut (snapped back onto the points after)
+    return first, lo, first_r
 
 
 def close_bottom(occ: np.ndarray, axis: int, layers: int = 2) -> np.ndarray:
