@@ -152,8 +152,8 @@ def write_cli_mesh(args: argparse.Namespace, xyz, rgb) -> int:  # type: ignore[n
         m = meshing.mesh_points(xyz, rgb)
         meshing.write_mesh(path, m)
     except ImportError as exc:
-        print(f"image2points reconstruct: --mesh needs the mesh extra ({exc}): "
-              "pip install 'image2points[mesh]'", file=sys.stderr)
+        print(f"image2points reconstruct: --mesh needs scipy, PyMCubes and trimesh ({exc}): "
+              "pip install scipy PyMCubes trimesh", file=sys.stderr)
         return 2
     except ValueError as exc:
         print(f"image2points reconstruct: --mesh: {exc}", file=sys.stderr)

@@ -66,7 +66,7 @@ def mesh(job: Job) -> Output:
         m = meshing.mesh_points(xyz, rgb, p)
     except ImportError as exc:  # scipy / PyMCubes are the mesh extra's; a bare backend lacks them
         raise JobError("MODEL", f"meshing is unavailable on this backend ({exc}); "
-                       "pip install 'image2points[mesh]'") from None
+                       "pip install scipy PyMCubes trimesh") from None
     except ValueError as exc:
         raise JobError("BAD_INPUT", str(exc)) from None
     except MemoryError:
