@@ -11,7 +11,6 @@ import pytest
 from conftest import ROOT, example_image
 
 pytestmark = pytest.mark.bpy
-pytest.importorskip("mcubes", reason="the backend's mesher needs PyMCubes")
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, example_image
 
-pytest.importorskip("mcubes", reason="needs PyMCubes: pip install 'image2points[mesh]'")
-
-from backend.model import meshing as M  # noqa: E402
+from backend.model import meshing as M
 
 
 def sphere_cloud(n: int = 20000, r: float = 0.8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +110,7 @@ def test_bad_input_is_a_value_error(bad, msg):
 
 @pytest.mark.parametrize("ext", ["glb", "ply", "obj"])
 def test_written_files_load_back_closed_and_coloured(tmp_path, ext):
-    trimesh = pytest.importorskip("trimesh")
+    import trimesh
     xyz, rgb = sphere_cloud(5000)
     m = M.mesh_points(xyz, rgb)
     path = str(tmp_path / f"s.{ext}")
@@ -147,7 +145,7 @@ def test_mesh_op_over_the_wire(backend):
 
 
 def test_cli_reconstruct_writes_a_watertight_glb(tmp_path):
-    trimesh = pytest.importorskip("trimesh")
+    import trimesh
     out = tmp_path / "chair.ply"
     res = subprocess.run([sys.executable, "-m", "backend.cli", "reconstruct", str(example_image()),
                           "-o", str(out), "--mesh"], cwd=ROOT, capture_output=True, text=True, timeout=300)
