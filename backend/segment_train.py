@@ -2,6 +2,12 @@
 
     python -m backend.segment_train --make 4000 --data runs/seg/train.npz   # ~8 min, 1 core
     python -m backend.segment_train --data runs/seg/train.npz --minutes 15 --out backend/weights/segnet.pt
+    python -m backend.segment_train --make 4000 --start 4000 --data runs/seg/more.npz
+    python -m backend.segment_train --data "runs/seg/*.npz" --init backend/weights/segnet.pt --lr 2e-3 --minutes 30
+
+The shipped weights: 16 min from scratch on composites 0-3999, then 30 min (lr 2e-3) and 9 min
+(lr 6e-4) resumed on composites 4000-7999 (each its own cosine schedule), chosen on the ``tune``
+split.
 
 The composites come from the ``train`` split of ``backend.data.photos`` (its own seeds and the left
 half of each panorama; the eval split uses neither, and its new shape families not at all).
