@@ -44,12 +44,19 @@ def _border_clusters(img: np.ndarray, band: int, k: int = 8) -> np.ndarray:
     return centres
 
 
-def _clean(fg: np.ndarray) -> np.ndarray:
+def _clean(fg: np.ndarray, p: np.ndarray | None = None) -> np.ndarray:
+    """Small pieces dropped, holes filled; with the net's probability ``p``, a hole the net sees
+    as background (a ring's or a handle's opening) stays open."""
     lab, n = ndimage.label(fg)
     if n > 1:
         sizes = ndimage.sum(fg, lab, index=np.arange(1, n + 1))
         fg = np.isin(lab, 1 + np.flatnonzero(sizes >= KEEP_FRACTION * sizes.max()))
-    return ndimage.binary_fill_holes(fg)
+    filled = ndimage.binary_fill_holes(fg)
+    if p is None or not (holes := filled & ~fg).any():
+        return filled
+    lab, n = ndimage.label(holes)
+    open_ = np.flatnonzero(ndimage.mean(p, lab, index=np.arange(1, n + 1)) < 0.5)
+    return filled & ~np.isin(lab, 1 + open_)
 
 
 def grabcut(rgb: np.ndarray, iterations: int = ITERATIONS, side: int = SEG_SIDE) -> np.ndarray:
@@ -119,7 +126,7 @@ def net_cut(rgb: np.ndarray, refine: bool = True) -> np.ndarray:
     if p is None:
         return grabcut(rgb)
     if not refine:
-        return _clean(p > 0.5).astype(np.float32)
+        return _clean(p > 0.5, p).astype(np.float32)
     cv2 = _cv2()
     h, w = p.shape
     s = min(1.0, REFINE_SIDE / max(h, w))
@@ -136,7 +143,7 @@ def net_cut(rgb: np.ndarray, refine: bool = True) -> np.ndarray:
             pass
     fg = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
     up = cv2.resize(fg.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    return _clean(up > 0.5).astype(np.float32)
+    return _clean(up > 0.5, p).astype(np.float32)
 
 
 PLAIN_SPREAD = 12.0  # 95th percentile colour distance (0-255) of the frame from its median colour
