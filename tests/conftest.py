@@ -75,6 +75,17 @@ def bpy_scene():
     yield bpy
 
 
+@pytest.fixture(scope="module")
+def i2p():
+    """The add-on registered on the real bpy wheel, once per test module."""
+    bpy = pytest.importorskip("bpy", reason="needs the bpy wheel: pip install bpy==4.2.23")
+    import addon
+
+    addon.register()
+    yield bpy
+    addon.unregister()
+
+
 def example_image(name: str = "chair.png") -> Path:
     return ROOT / "examples" / name
 

@@ -25,16 +25,6 @@ PROVENANCE = ("i2p_source_image", "i2p_source_sha256", "i2p_backend_version", "i
               "i2p_job", "i2p_frame", "i2p_point_count")
 
 
-@pytest.fixture(scope="module")
-def i2p():
-    bpy = pytest.importorskip("bpy", reason="needs the bpy wheel: pip install bpy==4.2.23")
-    import addon
-
-    addon.register()
-    yield bpy
-    addon.unregister()
-
-
 @pytest.fixture
 def scene(i2p, tmp_path):
     """An empty scene whose Image2Points source is a small PNG file."""
@@ -43,7 +33,7 @@ def scene(i2p, tmp_path):
     path = tmp_path / "disc.png"
     path.write_bytes(png_bytes(disc_rgba(96)))
     s = bpy.context.scene.image2points
-    s.source, s.filepath, s.max_points = "FILE", str(path), 4000
+    s.source, s.filepath, s.density = "FILE", str(path), 10_000
     s.output_dir = str(tmp_path / "out") + os.sep
     bpy.context.scene.cursor.location = (1.0, 2.0, 3.0)
     threads = threading.active_count()

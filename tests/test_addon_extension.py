@@ -349,7 +349,7 @@ bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
 prefs = bpy.context.preferences.addons["bl_ext.user_default.image2points"].preferences
 prefs.endpoint, prefs.connect_timeout = endpoint, 10.0
 s = bpy.context.scene.image2points
-s.max_points = 4000
+s.density = 10_000
 out = {}
 for path in paths:
     s.source, s.filepath = "FILE", path

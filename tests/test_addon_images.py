@@ -14,21 +14,11 @@ from PIL import Image
 pytestmark = pytest.mark.bpy
 
 
-@pytest.fixture(scope="module")
-def i2p():
-    bpy = pytest.importorskip("bpy", reason="needs the bpy wheel: pip install bpy==4.2.23")
-    import addon
-
-    addon.register()
-    yield bpy
-    addon.unregister()
-
-
 @pytest.fixture
 def scene(i2p, tmp_path):
     bpy = i2p
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    bpy.context.scene.image2points.max_points = 4000
+    bpy.context.scene.image2points.density = 10_000
     return bpy
 
 

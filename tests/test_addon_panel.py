@@ -8,16 +8,6 @@ import pytest
 pytestmark = pytest.mark.bpy
 
 
-@pytest.fixture(scope="module")
-def i2p():
-    bpy = pytest.importorskip("bpy", reason="needs the bpy wheel: pip install bpy==4.2.23")
-    import addon
-
-    addon.register()
-    yield bpy
-    addon.unregister()
-
-
 def addon_classes():
     import importlib
 

@@ -14,16 +14,6 @@ pytestmark = pytest.mark.bpy
 
 
 @pytest.fixture(scope="module")
-def i2p():
-    bpy = pytest.importorskip("bpy", reason="needs the bpy wheel: pip install bpy==4.2.23")
-    import addon
-
-    addon.register()
-    yield bpy
-    addon.unregister()
-
-
-@pytest.fixture(scope="module")
 def chair(i2p, backend, tmp_path_factory):
     """The demo result and its mesh, made once for the module (the slow part)."""
     bpy = i2p

@@ -564,7 +564,7 @@ def test_a_reconstruction_during_a_fit_both_finish(captured, backend, tmp_path):
     path = tmp_path / "disc.png"
     path.write_bytes(png_bytes(disc_rgba(96)))
     s = ctx.scene.image2points
-    s.source, s.filepath, s.max_points = "FILE", str(path), 4000
+    s.source, s.filepath, s.density = "FILE", str(path), 10_000
     n_before = len([o for o in bpy.data.objects if "i2p_point_count" in o])
     fit = FitStub(backend.endpoint, str(captured), minutes=0.25)
     rec = OperatorStub(operators.IMAGE2POINTS_OT_reconstruct, backend.endpoint, 240.0)

@@ -11,22 +11,12 @@ from images import encoded, inseparable_photo, photo_like
 pytestmark = pytest.mark.bpy
 
 
-@pytest.fixture(scope="module")
-def i2p():
-    bpy = pytest.importorskip("bpy", reason="needs the bpy wheel: pip install bpy==4.2.23")
-    import addon
-
-    addon.register()
-    yield bpy
-    addon.unregister()
-
-
 @pytest.fixture
 def scene(i2p, tmp_path):
     bpy = i2p
     bpy.ops.wm.read_factory_settings(use_empty=True)
     s = bpy.context.scene.image2points
-    s.source, s.max_points = "IMAGE", 3000
+    s.source, s.density = "IMAGE", 10_000
     return bpy
 
 
