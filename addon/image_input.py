@@ -52,15 +52,21 @@ def unreadable(img: Any, label: str) -> BackendError:
                         "(a damaged file, or a format Blender does not open)")
 
 
-def image_pixels_u8(img: Any, label: str = "") -> np.ndarray:
-    """(H, W, 4) uint8 straight-alpha display pixels of an Image datablock, top row first."""
-    label = label or str(img.name)
+def image_size(img: Any, label: str) -> tuple[int, int]:
+    """(w, h) of an Image datablock that has pixels; a coded error naming it otherwise."""
     try:
         w, h = int(img.size[0]), int(img.size[1])
     except (RuntimeError, ReferenceError) as exc:
         raise BackendError("BAD_INPUT", f"could not read image '{label}': {exc}") from None
     if w * h == 0:
         raise unreadable(img, label)
+    return w, h
+
+
+def image_pixels_u8(img: Any, label: str = "") -> np.ndarray:
+    """(H, W, 4) uint8 straight-alpha display pixels of an Image datablock, top row first."""
+    label = label or str(img.name)
+    w, h = image_size(img, label)
     px = np.empty(w * h * 4, np.float32)
     img.pixels.foreach_get(px)
     rgba = px.reshape(h, w, 4)[::-1].copy()
@@ -87,12 +93,7 @@ def image_png(img: Any, label: str = "", limit: int = WORKING_SIZE) -> bytes:
     """An Image datablock as the backend gets it: PNG of its pixels, at most ``limit`` px long.
     A larger picture is scaled on a temporary copy; the artist's Image is left as it was."""
     label = label or str(img.name)
-    try:
-        w, h = int(img.size[0]), int(img.size[1])
-    except (RuntimeError, ReferenceError) as exc:
-        raise BackendError("BAD_INPUT", f"could not read image '{label}': {exc}") from None
-    if w * h == 0:
-        raise unreadable(img, label)
+    w, h = image_size(img, label)
     tw, th = working_size(w, h, limit)
     if (tw, th) == (w, h):
         return for_backend(image_pixels_u8(img, label))
