@@ -102,8 +102,8 @@ def input_view_set(recon: Any, raws: np.ndarray) -> dict[str, Any]:
     rows: dict[str, list[dict[str, float]]] = {"lifted": [], "model": []}
     for raw in raws:
         alpha = object_alpha(raw)
-        lifted = recon.reconstruct([raw])[0]
-        plain = recon.reconstruct([raw], lift=False)[0]
+        lifted = recon.reconstruct([raw], alphas=[alpha])[0]
+        plain = recon.reconstruct([raw], lift=False, alphas=[alpha])[0]
         view = lifted.meta["input_view"]
         wrgb, wmask = lift.working_image(raw, alpha, lifted.meta.get("scale", 1.0))
         if wmask.shape != view.shape:
