@@ -163,17 +163,16 @@ def segment(rgb: np.ndarray) -> np.ndarray:
     When GrabCut finds (next to) nothing, e.g. the object runs into the frame so the border
     colours include its own, the border rule's cut is used instead: a reconstruction the artist
     can judge, flagged by ``cut_warnings``, rather than a refusal."""
-    if plain_background(rgb):  # studio shot: the border rule is exact there (the net never saw one)
-        from backend.model.preprocess import estimate_alpha
+    from backend.model.preprocess import estimate_alpha
 
+    rule = None
+    if plain_background(rgb):  # studio shot: the border rule is exact there (the net never saw one)
         rule = estimate_alpha(rgb[..., :3])
         if rule.mean() >= MIN_COVER:
             return rule
     fg = net_cut(rgb)
     if fg.mean() < MIN_COVER:
-        from backend.model.preprocess import estimate_alpha
-
-        rule = estimate_alpha(rgb[..., :3])
+        rule = estimate_alpha(rgb[..., :3]) if rule is None else rule  # computed at most once
         if rule.mean() > fg.mean():
             return rule
     return fg
