@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import json
 import logging
 import os
@@ -95,6 +96,7 @@ class BJob:
     final: list[Any] | None = None
     queued_at: float = field(default_factory=time.monotonic)
     owner: bytes = b""  # owner_of() its submit: only the owner may re-send or cancel it
+    digest: bytes = b""  # submit_digest() of its frames when the owner is an AUTO_ID
 
 
 class KeptFinals:
@@ -152,6 +154,34 @@ def owner_of(frames: list[Any], curve: bool) -> bytes:
         except (zmq.ZMQError, AttributeError):  # no metadata: fall back to the connection
             pass
     return b"id:" + bytes(frames[0])
+
+
+AUTO_ID = b"id:\x00"  # how owner_of() names a peer libzmq named itself (5 bytes, first 0)
+
+
+def submit_digest(frames: list[Any]) -> bytes:
+    """A fingerprint of a submit's frames, kept only for jobs whose owner is an AUTO_ID."""
+    h = hashlib.blake2b(digest_size=16)
+    for f in frames:
+        b = memoryview(f)
+        h.update(b.nbytes.to_bytes(8, "little"))
+        h.update(b)
+    return h.digest()
+
+
+def may_follow(kept_owner: bytes, kept_digest: bytes, owner: bytes, frames: list[Any]) -> bool:
+    """May this re-sent submit follow the job kept under the same id?
+
+    Its owner must match, with one exception. ROUTER_HANDOVER gives a reconnecting client's
+    routing id to its new connection at once and renames the old connection to an AUTO_ID, so a
+    submit still unread on the old connection arrives under that name. Such a job may be followed
+    by whoever re-sends byte-identical frames (its random job id and its whole content), which is
+    what the reconnected client does; a stranger knowing the job id alone cannot.
+    """
+    if kept_owner == owner:
+        return True
+    return kept_owner.startswith(AUTO_ID) and kept_digest != b"" and \
+        kept_digest == submit_digest(frames)
 
 
 def host_of(endpoint: str) -> str:
@@ -293,11 +323,11 @@ class Broker:
         if self.stopping:
             return self._error(ident, job_id, "SHUTDOWN", "the broker is shutting down")
         job = self.jobs.get(job_id)
-        if job is not None and job.owner != owner:  # as if there were no such job
-            return self._error(ident, job_id, "BAD_INPUT",
+        if job is not None and not may_follow(job.owner, job.digest, owner, msg_frames):
+            return self._error(ident, job_id, "BAD_INPUT",  # as if there were no such job
                                f"unknown job {job_id!r}; submit new work under a fresh job id")
         if job is not None:  # re-sent after a client reconnect: follow the job, don't run it twice
-            job.client = ident
+            job.client, job.owner = ident, owner
             if job.final is not None:
                 self._send(self.front, [ident, *job.final])
             else:
@@ -310,7 +340,9 @@ class Broker:
         if mine >= self.cfg.max_inflight_per_client:
             return self._error(ident, job_id, "BUSY", f"{mine} jobs of yours are already queued "
                                f"or running (limit {self.cfg.max_inflight_per_client})")
-        self.jobs[job_id] = BJob(job_id, ident, list(msg_frames), owner=owner)
+        self.jobs[job_id] = BJob(job_id, ident, list(msg_frames), owner=owner,
+                                 digest=submit_digest(msg_frames) if owner.startswith(AUTO_ID)
+                                 else b"")
         self.pending.append(job_id)
         log.debug("job=%s queued at the broker (%d waiting, %d workers)", job_id, len(self.pending),
                   len(self.workers), extra={"job": job_id})

@@ -43,8 +43,11 @@ from .broker import (  # noqa: E402
     W_READY,
     W_REPLY,
     W_REQUEST,
+    AUTO_ID,
     KeptFinals,
+    may_follow,
     owner_of,
+    submit_digest,
 )
 from .image_header import image_size  # noqa: E402
 from .logsafe import JsonFormatter, setup_logging  # noqa: E402,F401  (cli imports them from here)
@@ -92,6 +95,7 @@ class Record:
     final: list[Any] | None = None  # last frames, re-sent to a reconnecting client
     client_cancelled: bool = False
     owner: bytes = b""  # owner_of() its submit: only the owner may re-send or cancel it
+    digest: bytes = b""  # submit_digest() of its frames when the owner is an AUTO_ID
 
 
 @dataclass
@@ -304,7 +308,7 @@ class Server:
         elif t == "ping":
             self._reply(ident, {"type": "ping", "job": job, "time": time.time()})
         elif t == "submit":
-            self._submit(ident, msg, owner)
+            self._submit(ident, msg, owner, frames[1:])
         elif t == "cancel":
             self._cancel(job, owner)
         elif t == "unload":
@@ -342,7 +346,8 @@ class Server:
                                      "Scale it down first.")
         return None
 
-    def _submit(self, ident: bytes, msg: protocol.Message, owner: bytes) -> None:
+    def _submit(self, ident: bytes, msg: protocol.Message, owner: bytes,
+                frames: list[Any]) -> None:
         job_id, op = msg.job, msg.header.get("op")
         if not job_id:
             return self._error(ident, "", "BAD_INPUT", "submit needs a job id")
@@ -350,11 +355,11 @@ class Server:
             return self._error(ident, job_id, "SHUTDOWN", "the backend is shutting down; "
                                "resubmit later")
         rec = self.records.get(job_id)
-        if rec is not None and rec.owner != owner:  # as if there were no such job
-            return self._error(ident, job_id, "BAD_INPUT",
+        if rec is not None and not may_follow(rec.owner, rec.digest, owner, frames):
+            return self._error(ident, job_id, "BAD_INPUT",  # as if there were no such job
                                f"unknown job {job_id!r}; submit new work under a fresh job id")
         if rec is not None:  # a re-sent job (client reconnected): follow it, don't run it twice
-            rec.job.client = ident
+            rec.job.client, rec.owner = ident, owner
             log.debug("job=%s re-sent by its client; following it (%s)", job_id, rec.state,
                       extra={"job": job_id})
             if rec.final is not None:
@@ -376,14 +381,16 @@ class Server:
         job = Job(id=job_id, op=op, params=dict(msg.header.get("params", {})),
                   blobs=dict(msg.blobs), device=self.device, client=ident,
                   _progress=self._progress_from_worker)
-        self._enqueue(job, ident, owner)
+        self._enqueue(job, ident, owner,
+                      digest=submit_digest(frames) if owner.startswith(AUTO_ID) else b"")
 
-    def _enqueue(self, job: Job, ident: bytes, owner: bytes, control: bool = False) -> None:
+    def _enqueue(self, job: Job, ident: bytes, owner: bytes, control: bool = False,
+                 digest: bytes = b"") -> None:
         with self.cv:
             if not control and len(self.queue) >= self.limits.max_queue:
                 return self._error(ident, job.id, "BUSY",
                                    f"the queue is full ({self.limits.max_queue} jobs); retry later")
-            rec = Record(job, owner=owner)
+            rec = Record(job, owner=owner, digest=digest)
             self.records[job.id] = self.active[job.id] = rec
             self.queue.append(job)
             position = len(self.queue)

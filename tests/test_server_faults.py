@@ -12,6 +12,7 @@ from conftest import BackendProcess
 from test_server import raw_request
 from test_server_procs import BrokerProcess, check_strangers_cannot_touch_a_job, wait_until, worker
 
+from addon import protocol
 from addon.client import BackendError, Client
 
 pytestmark = pytest.mark.slow
@@ -84,6 +85,36 @@ def test_resent_job_id_is_not_run_twice(backend):
         assert np.array_equal(res.blobs["data"], DATA)
         extra = [ev for ev in c.poll_events(0.7) if ev.job == job and ev.kind in ("result", "error")]
     assert extra == []
+
+
+def test_a_submit_read_under_a_libzmq_name_is_followed_by_its_identical_resend(backend):
+    """ROUTER_HANDOVER renames a reconnecting client's old connection, so a submit still unread
+    there arrives under a name libzmq made up (a DEALER without a routing id shows the same).
+    The client's re-send of the same frames follows that job; other frames under its id do not."""
+    import zmq
+
+    ctx = zmq.Context.instance()
+    anon = ctx.socket(zmq.DEALER)
+    anon.connect(backend.endpoint)
+    job = "renamed-" + protocol.new_job_id()
+    frames = protocol.encode({"type": "submit", "job": job, "op": "echo",
+                              "params": {"delay_s": 0.5}}, {"data": DATA})
+    try:
+        anon.send_multipart(frames)
+        assert anon.poll(10_000), "no answer to the anonymous submit"
+        with Client(backend.endpoint) as c, Client(backend.endpoint) as stranger:
+            stranger._pending[job] = protocol.encode(
+                {"type": "submit", "job": job, "op": "echo", "params": {}}, {"data": DATA[:2]})
+            assert stranger.reconnect(resend=True)
+            with pytest.raises(BackendError) as err:
+                stranger.wait(job, timeout=10)
+            assert err.value.code == "BAD_INPUT" and "unknown job" in err.value.message
+            c._pending[job] = frames
+            assert c.reconnect(resend=True)
+            res = c.wait(job, timeout=20)
+            assert np.array_equal(res.blobs["data"], DATA)
+    finally:
+        anon.close(linger=0)
 
 
 def test_another_client_cannot_follow_or_cancel_a_job(backend):
