@@ -15,7 +15,8 @@ from typing import Any
 import bpy
 import numpy as np
 
-from . import cameras, render
+from . import render
+from .core import camera
 
 PREVIEW_PX = 128
 
@@ -26,8 +27,8 @@ def input_view_pose(obj: Any) -> np.ndarray:
     rot = np.array(obj.matrix_world.to_3x3().normalized(), dtype=np.float64)
     front = rot @ np.array([0.0, -1.0, 0.15])
     front /= np.linalg.norm(front)
-    dist = cameras.fit_radius(radius, lens_mm=50.0)
-    return cameras.look_at(centre + dist * front, centre, up=rot @ np.array([0.0, 0.0, 1.0]))
+    dist = camera.fit_radius(radius, lens_mm=50.0)
+    return camera.look_at(centre + dist * front, centre, up=rot @ np.array([0.0, 0.0, 1.0]))
 
 
 def render_preview(context: Any, obj: Any, size: int = PREVIEW_PX, samples: int = 8) -> np.ndarray:
@@ -36,7 +37,7 @@ def render_preview(context: Any, obj: Any, size: int = PREVIEW_PX, samples: int 
 
     scene = context.scene
     path = os.path.join(tempfile.mkdtemp(prefix="i2p-preview-"), "preview.png")
-    cam = cameras.add_camera(f"{obj.name} preview", input_view_pose(obj), 50.0,
+    cam = render.add_camera(f"{obj.name} preview", input_view_pose(obj), 50.0,
                              collection=scene.collection)
     try:
         with scene_render_restored(scene):

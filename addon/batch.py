@@ -1,12 +1,12 @@
 """Headless entry: image(s) -> backend -> point object(s) in saved .blend file(s), novel views, PLY.
 
-    python -m addon.batch --image chair.png --out out/chair.blend --views 4
+    python -m image2points.addon.batch --image chair.png --out out/chair.blend --views 4
     blender -b -P addon/batch.py -- --image chair.png --out out/chair.blend
 
 Many images (``--image`` repeated and/or ``--images FOLDER``):
 
-    python -m addon.batch --images photos/ --out-dir out/            # one .blend per image
-    python -m addon.batch --image a.png --image b.png --layout collections --out out/all.blend
+    python -m image2points.addon.batch --images photos/ --out-dir out/            # one .blend per image
+    python -m image2points.addon.batch --image a.png --image b.png --layout collections --out out/all.blend
 
 ``--layout per-file`` (default with --out-dir) writes DIR/<name>.blend + <name>.ply per image;
 ``--layout collections`` puts each image's object in its own collection of one .blend (--out),
@@ -33,7 +33,7 @@ if __name__ == "__main__" and not __package__:  # run as a file by `blender -P a
 
 import numpy as np
 
-from .client import DEFAULT_ENDPOINT, BackendError, Client, JobResult, guess_media, points_from_result
+from .core.client import DEFAULT_ENDPOINT, BackendError, Client, JobResult, guess_media, points_from_result
 
 # PNG, JPEG and WebP go to the backend as they are; the others are decoded by Blender first
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".tga", ".exr", ".hdr")
@@ -180,7 +180,7 @@ def import_one(args: argparse.Namespace, item: Item, info: dict[str, Any], resul
     import bpy
 
     from . import points, render
-    from .plyio import write_ply
+    from .core.plyio import write_ply
 
     xyz, rgb = points_from_result(result)
     scene: Any = bpy.context.scene
@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # ``python -m addon.batch`` runs the bpy module, which can crash in interpreter teardown once
+    # ``python -m image2points.addon.batch`` runs the bpy module, which can crash in interpreter teardown once
     # an add-on with Python property callbacks was registered (the glTF exporter is one; see
     # tests/conftest.py): leave with main()'s status instead, after flushing
     code = main()

@@ -1,7 +1,7 @@
 """Build the Blender extension zips (one per platform), with pyzmq wheels, and validate them.
 
-    .venv/bin/python -m addon.build                 # -> dist/image2points-<version>-<platform>.zip
-    .venv/bin/python -m addon.build --out DIR --blender /path/to/blender
+    .venv/bin/python -m image2points.addon.build                 # -> dist/image2points-<version>-<platform>.zip
+    .venv/bin/python -m image2points.addon.build --out DIR --blender /path/to/blender
 
 Steps: download the cp311 pyzmq wheels (same version as installed here) for Windows x64, macOS
 (universal2: arm64 + x64) and Linux x64 into a cache (~/.cache/image2points/wheels); stage addon/
@@ -143,7 +143,7 @@ def build(out_dir: str, cache: str, blender: str | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m addon.build", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m image2points.addon.build", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=os.path.join(ROOT, "dist"), help="output folder (default dist/)")
     p.add_argument("--wheels-cache", default=DEFAULT_CACHE,

@@ -18,7 +18,8 @@ from typing import Any
 import bpy
 import numpy as np
 
-from .client import BackendError
+from .core.client import BackendError
+from .core.colour import linear_to_srgb
 
 WORKING_SIZE = 1024  # long side in pixels: far above what the model crops to, small on the wire
 
@@ -73,7 +74,7 @@ def image_pixels_u8(img: Any, label: str = "") -> np.ndarray:
     if img.is_float:  # float buffers are scene-linear and premultiplied; the backend wants sRGB
         a = rgba[..., 3:4]
         c = np.clip(np.divide(rgba[..., :3], a, out=rgba[..., :3].copy(), where=a > 1e-6), 0.0, 1.0)
-        rgba[..., :3] = np.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1 / 2.4) - 0.055)
+        rgba[..., :3] = linear_to_srgb(c)
     return (np.clip(rgba, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 

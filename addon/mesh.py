@@ -21,9 +21,9 @@ from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, 
 from bpy_extras.io_utils import ExportHelper
 
 from . import operators, points, props
-from .client import BackendError, JobResult
+from .core.client import BackendError, JobResult
+from .core.mesh_result import mesh_from_result
 from .mesh_export import FORMATS, bake_texture, export_mesh
-from .mesh_result import mesh_from_result
 from .modal_task import ModalTaskOperator
 
 MATERIAL = "Image2Points Mesh"

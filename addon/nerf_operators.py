@@ -22,9 +22,9 @@ import numpy as np
 from bpy.props import FloatProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
-from . import nerf_capture as nc
 from . import points, preferences, props
-from .client import BackendError, JobResult, points_from_result
+from .core import nerf_capture as nc
+from .core.client import BackendError, JobResult, points_from_result
 from .modal_task import ModalTaskOperator
 from .operators import (
     _EndpointProps,
@@ -168,7 +168,7 @@ class CaptureJob:
 
     def __init__(self, context: Any, out_dir: str, views: int, test_views: int, resolution: int,
                  samples: int):
-        from .cameras import fit_radius
+        from .core.camera import fit_radius
 
         self.out_dir, self.resolution, self.samples = out_dir, int(resolution), int(samples)
         lo, hi = world_bounds(capture_targets(context))

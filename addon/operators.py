@@ -26,8 +26,9 @@ import numpy as np
 from bpy.props import FloatProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper
 
-from . import image_input, placement, points, preferences, props, visibility
-from .client import (
+from . import image_input, points, preferences, props, visibility
+from .core import placement
+from .core.client import (
     BackendError,
     Client,
     JobResult,
@@ -337,7 +338,7 @@ class ReconstructTask:
         try:
             xyz, rgb = points_from_result(res)
             frame = str(res.meta.get("frame", ""))
-            from .cameras import VIEWER_FRAME
+            from .core.camera import VIEWER_FRAME
 
             if frame and frame != VIEWER_FRAME:
                 raise BackendError("VERSION", f"result frame '{frame}' is not {VIEWER_FRAME}; "
@@ -751,7 +752,7 @@ def only_selected(context: Any, obj: Any) -> Iterator[None]:
 def export_ply(context: Any, obj: Any, path: str) -> str:
     """Blender's own PLY exporter when its file checks out (x,y,z + colours), else plyio.
     Returns which writer was used: 'blender' or 'image2points'."""
-    from .plyio import write_ply
+    from .core.plyio import write_ply
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:

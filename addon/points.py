@@ -12,23 +12,12 @@ from typing import Any, cast
 import bpy
 import numpy as np
 
+from .core.colour import linear_to_srgb_u8, srgb_to_linear
+
 NODE_GROUP = "Image2Points Mesh to Points"
 MATERIAL = "Image2Points Points"
 COLOR_ATTR = "Col"
 MODIFIER = "Image2Points Points"
-
-
-def _srgb_lut() -> np.ndarray:
-    c = np.arange(256, dtype=np.float64) / 255.0
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
-
-_SRGB_TO_LINEAR = _srgb_lut()  # 256 entries: a table lookup is ~10x faster than pow() per value
-
-
-def srgb_to_linear(rgb_u8: np.ndarray) -> np.ndarray:
-    """uint8 sRGB -> float32 linear (Blender's FLOAT_COLOR attributes are scene-linear)."""
-    return _SRGB_TO_LINEAR[np.asarray(rgb_u8, dtype=np.uint8)]
 
 
 def ensure_node_group() -> bpy.types.NodeTree:
@@ -183,9 +172,7 @@ def point_arrays(obj: bpy.types.Object) -> tuple[np.ndarray, np.ndarray | None]:
         return xyz.reshape(n, 3), None
     rgba = np.empty(n * 4, dtype=np.float32)
     attr.data.foreach_get("color", rgba)
-    lin = np.clip(rgba.reshape(n, 4)[:, :3], 0.0, 1.0)
-    srgb = np.where(lin <= 0.0031308, lin * 12.92, 1.055 * lin ** (1 / 2.4) - 0.055)
-    return xyz.reshape(n, 3), np.round(srgb * 255).astype(np.uint8)
+    return xyz.reshape(n, 3), linear_to_srgb_u8(rgba.reshape(n, 4)[:, :3])
 
 
 def import_reconstruction(
@@ -203,7 +190,7 @@ def import_reconstruction(
     Vertices stay in the unit-ball frame turned to Blender axes; placement and size live on the
     object transform, so the data round-trips exactly and the artist rescales freely.
     """
-    from .cameras import VIEWER_FRAME, viewer_to_blender
+    from .core.camera import VIEWER_FRAME, viewer_to_blender
 
     obj = create_point_object(name, viewer_to_blender(xyz_viewer), rgb, radius=radius / (size / 2),
                               collection=collection,

@@ -23,7 +23,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
 
 from . import backend_install
-from .client import DEFAULT_ENDPOINT, CurveKeys, endpoint_error
+from .core.client import DEFAULT_ENDPOINT, CurveKeys, endpoint_error
 from .modal_task import ModalTaskOperator
 
 # The add-on package: "addon" in tests, "bl_ext.<repo>.image2points" when installed.

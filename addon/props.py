@@ -17,6 +17,8 @@ from bpy.props import (
     StringProperty,
 )
 
+from .core.limits import MAX_POINTS
+
 
 class IMAGE2POINTS_PG_job(bpy.types.PropertyGroup):
     """State of the current (or last) reconstruction job, shown by the panel."""
@@ -135,7 +137,7 @@ class IMAGE2POINTS_PG_settings(bpy.types.PropertyGroup):
                           description="Point radius in metres (also applied to selected results)")
     use_colour: BoolProperty(name="Colour", default=True,  # type: ignore[valid-type]
                              description="Import the predicted colours (off: plain points)")
-    max_points: IntProperty(name="Max Points", default=200_000, min=100, max=5_000_000,  # type: ignore[valid-type]
+    max_points: IntProperty(name="Max Points", default=200_000, min=100, max=MAX_POINTS,  # type: ignore[valid-type]
                             description="Not used any more (kept so older .blend files load): "
                             "Density sets how many points a new cloud has")
     density: IntProperty(name="Density", default=100_000, min=10_000, max=1_000_000,  # type: ignore[valid-type]
@@ -185,7 +187,7 @@ class IMAGE2POINTS_PG_settings(bpy.types.PropertyGroup):
         ("mlp-seed", "MLP (seed)", "The seed's MLP NeRF as published: the slow reference")])
     nerf_minutes: FloatProperty(name="Minutes", default=2.0, min=0.05, max=60.0,  # type: ignore[valid-type]
                                 description="Training budget, in minutes of wall time")
-    nerf_max_points: IntProperty(name="Max Points", default=100_000, min=100, max=5_000_000,  # type: ignore[valid-type]
+    nerf_max_points: IntProperty(name="Max Points", default=100_000, min=100, max=MAX_POINTS,  # type: ignore[valid-type]
                                  description="Most surface points to import from the fitted NeRF")
     nerf_model_dir: StringProperty(name="Model Folder", subtype="DIR_PATH", default="",  # type: ignore[valid-type]
                                    description="Where fitted models are saved (empty: the extension's "

@@ -7,14 +7,26 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import bpy
 import numpy as np
 
-from . import cameras
+from .core import camera
 
 RIG_COLLECTION = "Image2Points Views"
+
+
+def add_camera(name: str, c2w: np.ndarray, lens_mm: float = 50.0, collection: Any = None) -> Any:
+    from mathutils import Matrix
+
+    cam = bpy.data.cameras.new(name)
+    cam.lens = lens_mm
+    cam.sensor_fit = "HORIZONTAL"
+    obj = bpy.data.objects.new(name, cam)
+    obj.matrix_world = Matrix([list(map(float, row)) for row in c2w])
+    (collection or cast(Any, bpy.context.scene).collection).objects.link(obj)
+    return obj
 
 
 def configure_render(scene: Any, engine: str = "CYCLES", samples: int = 16,
@@ -137,7 +149,7 @@ def render_ring(obj: bpy.types.Object, out_dir: str, prefix: str, count: int = 4
                 elevation_deg: float = 20.0, lens_mm: float = 50.0,
                 report: Callable[[str], None] | None = None) -> list[str]:
     """Add ``count`` cameras around ``obj`` (in their own collection), each framing the cloud
-    at ``cameras.FILL`` of its shorter side, and render each to PNG. ``report`` gets one line
+    at ``camera.FILL`` of its shorter side, and render each to PNG. ``report`` gets one line
     per view; Blender's per-tile output is silenced meanwhile."""
     scene: Any = bpy.context.scene
     coll = bpy.data.collections.get(RIG_COLLECTION)
@@ -146,15 +158,15 @@ def render_ring(obj: bpy.types.Object, out_dir: str, prefix: str, count: int = 4
         scene.collection.children.link(coll)
     centre, radius = object_bounds(obj)
     pts = cloud_points(obj)
-    dist = cameras.fit_radius(radius, lens_mm=lens_mm)
+    dist = camera.fit_radius(radius, lens_mm=lens_mm)
     res = scene.render
     w = int(res.resolution_x * res.resolution_percentage / 100)
     h = int(res.resolution_y * res.resolution_percentage / 100)
     os.makedirs(out_dir, exist_ok=True)
     paths = []
-    for i, c2w in enumerate(cameras.ring_poses(count, dist, elevation_deg, centre)):
-        c2w = cameras.framed_pose(pts, c2w, lens_mm, 36.0, w, h)
-        cam = cameras.add_camera(f"{prefix} view {i:02d}", c2w, lens_mm, collection=coll)
+    for i, c2w in enumerate(camera.ring_poses(count, dist, elevation_deg, centre)):
+        c2w = camera.framed_pose(pts, c2w, lens_mm, 36.0, w, h)
+        cam = add_camera(f"{prefix} view {i:02d}", c2w, lens_mm, collection=coll)
         cam.data.clip_end = max(100.0, 4 * dist)
         scene.camera = cam
         path = os.path.join(out_dir, f"{prefix}_view_{i:02d}.png")

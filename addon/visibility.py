@@ -10,7 +10,7 @@ from typing import Any
 import bpy
 import numpy as np
 
-from .placement import Box
+from .core.placement import Box
 
 # Object types that put something in a render (lights, cameras and plain empties do not).
 RENDERABLE = {"MESH", "CURVE", "CURVES", "SURFACE", "META", "FONT", "POINTCLOUD", "VOLUME",

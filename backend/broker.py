@@ -33,8 +33,8 @@ from urllib.parse import urlsplit
 import zmq
 import zmq.auth
 
-from addon import protocol
-from addon.protocol import ProtocolError
+from image2points.addon.core import protocol
+from image2points.addon.core.protocol import ProtocolError
 
 from . import __version__, logsafe
 

@@ -13,19 +13,21 @@ import os
 import sys
 from collections.abc import Callable
 
+from image2points.addon.core.limits import MAX_POINTS
+
 from . import __version__
 
-# sub-command -> module defining register(sub) (imported lazily)
+# sub-command -> module defining register(sub), relative to this package (imported lazily)
 BUILTINS = ("serve", "ping", "reconstruct", "keys")
 PLUGINS = {
-    "make-data": "backend.data.make",
-    "train": "backend.train",
-    "eval": "backend.evaluate",
-    "eval-mask": "backend.eval_mask",
-    "pipeline": "backend.pipeline",
-    "nerf": "backend.nerf_cli",
-    "bench": "bench.__main__",
-    "broker": "backend.broker",
+    "make-data": ".data.make",
+    "train": ".train",
+    "eval": ".evaluate",
+    "eval-mask": ".eval_mask",
+    "pipeline": ".pipeline",
+    "nerf": ".nerf_cli",
+    "bench": "..bench.__main__",
+    "broker": ".broker",
 }
 
 
@@ -54,7 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
-    from addon.client import BackendError, Client, CurveKeys
+    from image2points.addon.core.client import BackendError, Client, CurveKeys
 
     try:
         curve = None
@@ -83,7 +85,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     _quiet_threads_env()
     import numpy as np
 
-    from addon.plyio import write_ply
+    from image2points.addon.core.plyio import write_ply
 
     from .images import decode_image
     from .ops import JobError
@@ -206,7 +208,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--max-image-px", type=int, default=4096, help="max image side (pixels^2 cap)")
     s.add_argument("--max-image-mb", type=int, default=64, help="max encoded image size")
     s.add_argument("--max-message-mb", type=int, default=256, help="ZeroMQ MAXMSGSIZE per frame")
-    s.add_argument("--max-points", type=int, default=5_000_000, help="max points per result")
+    s.add_argument("--max-points", type=int, default=MAX_POINTS, help="max points per result")
     s.add_argument("--max-inflight", type=int, default=32, help="queued+running jobs per client")
     s.add_argument("--curve-secret", default=None, help="server .key_secret file (enables CURVE)")
     s.add_argument("--curve-clients", default=None, help="directory of allowed client .key files")
@@ -257,7 +259,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if only is not None and only != name:
             continue
         try:
-            mod = importlib.import_module(module)
+            mod = importlib.import_module(module, __package__)
         except ImportError as exc:
             if only == name:
                 raise SystemExit(f"image2points {name} is unavailable here: {exc}") from None

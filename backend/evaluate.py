@@ -437,6 +437,6 @@ def run(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m backend.evaluate")
+    parser = argparse.ArgumentParser(prog="python -m image2points.backend.evaluate")
     register(parser.add_subparsers(dest="command", required=True))
     sys.exit(run(parser.parse_args(["eval", *sys.argv[1:]])))

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from image2points.addon.core.limits import MAX_POINTS
+
 from .ops import Job, JobError, Output, register_op
 
-HARD_MAX_POINTS = 5_000_000
 _INT = {"detail", "target_faces", "smooth", "fill_holes", "up"}
 
 
@@ -55,8 +56,8 @@ def mesh(job: Job) -> Output:
     if rgb is not None and (not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8
                             or rgb.shape != xyz.shape):
         raise JobError("BAD_INPUT", "blob 'rgb' must be uint8 (N,3), one colour per point")
-    if len(xyz) > HARD_MAX_POINTS:
-        raise JobError("TOO_LARGE", f"{len(xyz)} points exceed the mesh limit {HARD_MAX_POINTS}")
+    if len(xyz) > MAX_POINTS:
+        raise JobError("TOO_LARGE", f"{len(xyz)} points exceed the mesh limit {MAX_POINTS}")
     p = params_from(job.params)
     from .model import meshing
 

@@ -1,6 +1,6 @@
 """``image2points nerf ...``: make a scene, fit, render and export points from the command line.
 
-The lead's ``backend/cli.py`` calls :func:`register`; ``python -m backend.nerf_cli nerf ...``
+The lead's ``backend/cli.py`` calls :func:`register`; ``python -m image2points.backend.nerf_cli nerf ...``
 works on its own too.
 """
 
@@ -128,7 +128,7 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def run_points(args: argparse.Namespace) -> int:
-    from addon.plyio import write_ply
+    from image2points.addon.core.plyio import write_ply
 
     from .model.nerf_points import extract_points
     from .model.nerf_train import load_model

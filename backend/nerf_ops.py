@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from image2points.addon.core.limits import MAX_POINTS
+
 from .model.nerf_data import NerfDataError, decode_image, intrinsics_from_json, parse_frames, validate_c2w
 from .ops import Job, JobError, Output, register_op
 
@@ -24,7 +26,6 @@ MAX_IMAGES = 400
 MAX_MINUTES = 60.0
 MAX_STEPS = 200_000
 MAX_RENDER_PIXELS = 2048 * 2048
-HARD_MAX_POINTS = 5_000_000
 FIELDS = ("fast", "fast-sh", "mlp", "mlp-seed")
 
 _lock = threading.Lock()
@@ -211,8 +212,8 @@ def nerf_points(job: Job) -> Output:
         max_points = int(job.params.get("max_points", 200_000))
     except (TypeError, ValueError):
         raise JobError("BAD_INPUT", "'max_points' must be an integer") from None
-    if not 0 < max_points <= HARD_MAX_POINTS:
-        raise JobError("TOO_LARGE", f"max_points must be in 1..{HARD_MAX_POINTS}")
+    if not 0 < max_points <= MAX_POINTS:
+        raise JobError("TOO_LARGE", f"max_points must be in 1..{MAX_POINTS}")
     job.progress(0.1, "points")
     try:
         xyz, rgb = extract_points(model, max_points=max_points, should_stop=job.cancelled)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from addon.protocol import ERROR_CODES
+from image2points.addon.core.protocol import ERROR_CODES
 
 
 class JobError(Exception):

@@ -9,12 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from image2points.addon.core.camera import VIEWER_FRAME as FRAME
+from image2points.addon.core.limits import MAX_POINTS
+
 from .images import DEFAULT_MAX_PIXELS, decode_image
 from .ops import Job, JobError, Output, register_op
 
-FRAME = "viewer-unit-ball/v1"
 DEFAULT_MAX_POINTS = 1_000_000  # a cap; how many points come is `density`
-HARD_MAX_POINTS = 5_000_000
 
 _lock = threading.Lock()
 _model: Any = None
@@ -98,8 +99,8 @@ def _max_points(job: Job) -> int:
     n = job.params.get("max_points", DEFAULT_MAX_POINTS)
     if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
         raise JobError("BAD_INPUT", "max_points must be a positive integer")
-    if n > HARD_MAX_POINTS:
-        raise JobError("TOO_LARGE", f"max_points {n} exceeds the limit {HARD_MAX_POINTS}")
+    if n > MAX_POINTS:
+        raise JobError("TOO_LARGE", f"max_points {n} exceeds the limit {MAX_POINTS}")
     return n
 
 

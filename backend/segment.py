@@ -163,7 +163,7 @@ def segment(rgb: np.ndarray) -> np.ndarray:
     When GrabCut finds (next to) nothing, e.g. the object runs into the frame so the border
     colours include its own, the border rule's cut is used instead: a reconstruction the artist
     can judge, flagged by ``cut_warnings``, rather than a refusal."""
-    from backend.model.preprocess import estimate_alpha
+    from .model.preprocess import estimate_alpha
 
     rule = None
     if plain_background(rgb):  # studio shot: the border rule is exact there (the net never saw one)

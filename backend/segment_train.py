@@ -1,9 +1,9 @@
 """Train the foreground net (``backend.model.segnet``) on photo-like composites, on a CPU.
 
-    python -m backend.segment_train --make 4000 --data runs/seg/train.npz   # ~8 min, 1 core
-    python -m backend.segment_train --data runs/seg/train.npz --minutes 15 --out backend/weights/segnet.pt
-    python -m backend.segment_train --make 4000 --start 4000 --data runs/seg/more.npz
-    python -m backend.segment_train --data "runs/seg/*.npz" --init backend/weights/segnet.pt --lr 2e-3 --minutes 30
+    python -m image2points.backend.segment_train --make 4000 --data runs/seg/train.npz   # ~8 min, 1 core
+    python -m image2points.backend.segment_train --data runs/seg/train.npz --minutes 15 --out backend/weights/segnet.pt
+    python -m image2points.backend.segment_train --make 4000 --start 4000 --data runs/seg/more.npz
+    python -m image2points.backend.segment_train --data "runs/seg/*.npz" --init backend/weights/segnet.pt --lr 2e-3 --minutes 30
 
 The shipped weights: 16 min from scratch on composites 0-3999, then 30 min (lr 2e-3) and 9 min
 (lr 6e-4) resumed on composites 4000-7999 (each its own cosine schedule), chosen on the ``tune``
@@ -104,7 +104,7 @@ def train(x: np.ndarray, y: np.ndarray, minutes: float, batch: int = 16, lr: flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m backend.segment_train", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m image2points.backend.segment_train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help=".npz of composites (written by --make); a glob "
                    "when training: all matching files, re-read every 3 minutes")

@@ -32,18 +32,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import zmq  # noqa: E402
 import zmq.auth  # noqa: E402
 
-from addon import protocol  # noqa: E402
-from addon.protocol import ProtocolError  # noqa: E402
+from image2points.addon.core import protocol  # noqa: E402
+from image2points.addon.core.protocol import ProtocolError  # noqa: E402
 
 from . import __version__, logsafe  # noqa: E402
 from .broker import (  # noqa: E402
+    AUTO_ID,
     W_BYE,
     W_HEARTBEAT,
     W_MAGIC,
     W_READY,
     W_REPLY,
     W_REQUEST,
-    AUTO_ID,
     KeptFinals,
     may_follow,
     owner_of,

@@ -3,7 +3,7 @@
     image2points train --data data --out runs/default           # 51 minutes, the default recipe
     image2points train --init backend/weights/default.pt --out runs/more --minutes 30  # go on
     image2points train --smoke                     # tiny, CI-sized: checks that the loss falls
-    torchrun --nproc-per-node 4 -m backend.train --data data --out runs/ddp   # several GPUs
+    torchrun --nproc-per-node 4 -m image2points.backend.train --data data --out runs/ddp   # several GPUs
 
 Stage 1 (fixed views): the generator's per-view depth, mask and colour are supervised directly by
 the ground-truth maps of the fixed views (L1 depth on object pixels, or its quantile version with
@@ -392,6 +392,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m backend.train")
+    parser = argparse.ArgumentParser(prog="python -m image2points.backend.train")
     register(parser.add_subparsers(dest="command", required=True))
     sys.exit(run(parser.parse_args(["train", *sys.argv[1:]])))

@@ -1,4 +1,4 @@
-"""``image2points bench [NAME...] [--quick]`` / ``python -m bench``: run benchmarks, save JSON."""
+"""``image2points bench [NAME...] [--quick]`` / ``python -m image2points.bench``: run benchmarks, save JSON."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from backend.cli_args import err, writable_dir
+from image2points.backend.cli_args import err, writable_dir
 
 NAMES = ["import", "wire", "roundtrip", "model", "serve", "nerf", "mesh"]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -65,6 +65,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser = argparse.ArgumentParser(prog="python -m image2points.bench")
     register(parser.add_subparsers(dest="command", required=True))
     sys.exit(run(parser.parse_args(["bench", *sys.argv[1:]])))

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def start_backend(threads: int, *extra: str) -> tuple[subprocess.Popen, str]:
     """`image2points serve --port 0 ...`; returns the process and its endpoint once it listens."""
     ready = os.path.join(tempfile.mkdtemp(prefix="i2p-bench-"), "port")
-    proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "image2points.backend.cli", "serve", "--port", "0",
                              "--threads", str(threads), "--ready-file", ready, "--log-level",
                              "WARNING", *extra], cwd=ROOT)
     deadline = time.monotonic() + 120

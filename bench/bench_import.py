@@ -10,7 +10,7 @@ from .timing import measure, table
 def run(quick: bool = False) -> dict:
     import bpy
 
-    from addon import points
+    from image2points.addon import points
 
     counts = [10_000] if quick else [100_000, 1_000_000, 4_000_000]
     rng = np.random.default_rng(0)

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from backend.evaluate import N_EVAL, metrics, subsample
-from backend.model import meshing
-from bench.timing import measure, table
+from image2points.backend.evaluate import N_EVAL, metrics, subsample
+from image2points.backend.model import meshing
+from image2points.bench.timing import measure, table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,7 +90,7 @@ def chair_cloud(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
     """``n`` coloured points on the chair example's surface; also the model forward time."""
     from PIL import Image
 
-    from backend.model.reconstruct import Reconstructor
+    from image2points.backend.model.reconstruct import Reconstructor
 
     model = Reconstructor.load()
     img = np.asarray(Image.open(ROOT / "examples" / "chair.png"))
@@ -106,8 +106,8 @@ def split_clouds(n_shapes: int) -> list[tuple[str, np.ndarray, np.ndarray, np.nd
     """(family, cloud xyz, cloud rgb, GT points) for one view of each of the first test shapes: the
     default pipeline's cloud (``Reconstructor.reconstruct`` on the RGBA render, the input view
     lifted from the picture), which is what users mesh."""
-    from backend.data.dataset import MakeConfig, make_samples, shape_seed
-    from backend.model.reconstruct import Reconstructor
+    from image2points.backend.data.dataset import MakeConfig, make_samples, shape_seed
+    from image2points.backend.model.reconstruct import Reconstructor
 
     model = Reconstructor.load()
     cfg = MakeConfig(views=1, novel=1, keep_raw=True)
@@ -121,8 +121,8 @@ def split_clouds(n_shapes: int) -> list[tuple[str, np.ndarray, np.ndarray, np.nd
 
 
 def third_party_clouds(per_object: int) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    from backend.evaluate import third_party_set
-    from backend.model.reconstruct import Reconstructor
+    from image2points.backend.evaluate import third_party_set
+    from image2points.backend.model.reconstruct import Reconstructor
 
     model = Reconstructor.load()
     raws: list[np.ndarray] = []

@@ -10,17 +10,17 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from backend.model import geometry
-from backend.model.generator import StructureGenerator, n_params
-from bench.timing import measure, table
+from image2points.backend.model import geometry
+from image2points.backend.model.generator import StructureGenerator, n_params
+from image2points.bench.timing import measure, table
 
 
 def seg_rows(res: dict, rows: list, forward_ms: float, reps: int) -> None:
     """Foreground cut of a 1-megapixel RGB photo (no alpha), per megapixel, beside the forward."""
     import numpy as np
 
-    from backend.model.preprocess import estimate_alpha
-    from backend.segment import grabcut, segment
+    from image2points.backend.model.preprocess import estimate_alpha
+    from image2points.backend.segment import grabcut, segment
 
     yy, xx = np.mgrid[:1000, :1000].astype(np.float32)
     img = np.stack([60 + 40 * yy / 1000, 90 + 30 * xx / 1000, np.full_like(xx, 140)], -1)

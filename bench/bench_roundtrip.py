@@ -20,10 +20,11 @@ def run(quick: bool = False) -> dict:
     import bpy
     import torch
 
-    from addon import points, protocol
-    from addon.client import Client, guess_media, points_from_result
-    from backend.images import decode_image
-    from backend.model.reconstruct import Reconstructor
+    from image2points.addon import points
+    from image2points.addon.core import protocol
+    from image2points.addon.core.client import Client, guess_media, points_from_result
+    from image2points.backend.images import decode_image
+    from image2points.backend.model.reconstruct import Reconstructor
 
     threads = torch.get_num_threads()
     data = (ROOT / "examples" / "chair.png").read_bytes()

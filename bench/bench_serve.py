@@ -28,7 +28,7 @@ def _start(max_batch: int, threads: int) -> tuple[subprocess.Popen, str]:
 
 def _round(endpoint: str, image: bytes, jobs_per_client: int) -> tuple[float, float]:
     """CLIENTS threads, each with one job in flight at a time. Returns (jobs/s, mean batch)."""
-    from addon.client import Client
+    from image2points.addon.core.client import Client
 
     batches: list[int] = []
     errors: list[str] = []
@@ -56,7 +56,7 @@ def _round(endpoint: str, image: bytes, jobs_per_client: int) -> tuple[float, fl
 
 
 def run(quick: bool = False) -> dict:
-    from addon.client import Client
+    from image2points.addon.core.client import Client
 
     chair = ROOT / "examples" / "chair.png"
     image = chair.read_bytes() if chair.exists() else _disc_png()
@@ -116,8 +116,8 @@ def _forward_ceiling(threads: int) -> float:
     what micro-batching can gain."""
     import torch
 
-    from backend.model import checkpoint
-    from backend.model.reconstruct import default_checkpoint_path
+    from image2points.backend.model import checkpoint
+    from image2points.backend.model.reconstruct import default_checkpoint_path
 
     from .timing import measure
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import zmq
 
-from addon import protocol
+from image2points.addon.core import protocol
 
 from .timing import measure_pair, table
 

@@ -26,7 +26,7 @@ class BackendProcess:
         self.log_path = os.path.join(self.dir, "backend.log")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "backend.cli", "serve", "--port", "0", "--threads", "1",
+            [sys.executable, "-m", "image2points.backend.cli", "serve", "--port", "0", "--threads", "1",
              "--ready-file", ready, *extra],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -79,7 +79,7 @@ def bpy_scene():
 def i2p():
     """The add-on registered on the real bpy wheel, once per test module."""
     bpy = pytest.importorskip("bpy", reason="needs the bpy wheel: pip install bpy==4.2.23")
-    import addon
+    from image2points import addon
 
     addon.register()
     yield bpy

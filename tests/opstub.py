@@ -15,7 +15,7 @@ class OperatorStub:
         self.reports: list[tuple[set[str], str]] = []
 
     def settings(self, ctx):
-        from addon import operators
+        from image2points.addon import operators
 
         return operators.effective_settings(ctx, self.endpoint, self.connect_timeout, self.timeout)
 

@@ -25,7 +25,7 @@ print(json.dumps({
 
 
 def batch(*args: str):
-    return subprocess.run([sys.executable, "-m", "addon.batch", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "image2points.addon.batch", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
 
 

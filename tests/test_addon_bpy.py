@@ -55,7 +55,7 @@ class OpStub(OperatorStub):
     """Stands in for the reconstruct operator instance."""
 
     def __init__(self, endpoint: str, timeout: float = 180.0):
-        from addon import operators
+        from image2points.addon import operators
 
         super().__init__(operators.IMAGE2POINTS_OT_reconstruct, endpoint, timeout)
 
@@ -157,7 +157,7 @@ def test_non_loopback_endpoint_needs_online_access(scene):
     with pytest.raises(RuntimeError) as err:
         bpy.ops.image2points.check_backend(endpoint="tcp://192.0.2.7:5555", connect_timeout=5)
     assert "[OFFLINE]" in str(err.value) and "Allow Online Access" in str(err.value)
-    from addon import preferences
+    from image2points.addon import preferences
 
     assert preferences.endpoint_allowed("tcp://localhost:5555")[0]
     assert preferences.endpoint_allowed("tcp://127.0.0.5:1")[0]
@@ -181,7 +181,7 @@ def test_check_backend_reports_the_service(scene, backend):
 # -- results: views, PLY, assets -----------------------------------------------------------------
 
 def torus_object(bpy, n=4000):
-    from addon import points
+    from image2points.addon import points
 
     rng = np.random.default_rng(0)
     u, v = rng.uniform(0, 2 * np.pi, (2, n))
@@ -221,7 +221,7 @@ def test_render_views_writes_pngs_and_contact_sheet(scene, tmp_path):
 
 def test_export_ply_has_world_points_and_colours(scene, tmp_path):
     bpy = scene
-    from addon import operators, points
+    from image2points.addon import operators, points
 
     obj = torus_object(bpy)
     path = tmp_path / "torus.ply"
@@ -249,7 +249,7 @@ def test_generated_image_is_sent_as_its_pixels(scene):
 
     from PIL import Image
 
-    from addon import operators
+    from image2points.addon import operators
 
     bpy = scene
     img = bpy.data.images.new("painted", 24, 16, alpha=True)
@@ -272,7 +272,7 @@ def test_formats_blender_opens_are_sent_as_png(scene, fmt, ext, tmp_path):
 
     from PIL import Image
 
-    from addon import operators
+    from image2points.addon import operators
 
     bpy = scene
     rgba = disc_rgba(40, (30, 160, 90))
@@ -326,10 +326,10 @@ def test_a_malformed_endpoint_is_a_bad_input_error_not_a_traceback(scene, endpoi
 
 def test_radius_setting_drives_selected_objects(scene):
     bpy = scene
-    from addon import points
+    from image2points.addon import points
 
     obj = torus_object(bpy)
-    from addon import props
+    from image2points.addon import props
 
     bpy.context.scene.image2points.radius = 0.05
     props.radius_changed(bpy.context)  # what the message bus calls in Blender (no event loop here)
@@ -358,7 +358,7 @@ class Exploding:
 
 
 def draw_all(ctx, layout):
-    from addon import ui
+    from image2points.addon import ui
 
     for panel in ui.CLASSES:
         panel.draw(SimpleNamespace(layout=layout), ctx)
@@ -366,7 +366,7 @@ def draw_all(ctx, layout):
 
 def test_panel_draw_never_raises_or_touches_the_network(scene, monkeypatch):
     bpy = scene
-    from addon import operators
+    from image2points.addon import operators
 
     monkeypatch.setattr(operators, "get_client", lambda *a: pytest.fail("draw() used the network"))
     state = bpy.context.window_manager.image2points
@@ -391,7 +391,7 @@ def test_panel_draw_never_raises_or_touches_the_network(scene, monkeypatch):
 
 
 def test_preferences_defaults_without_an_installed_extension(scene):
-    from addon import preferences
+    from image2points.addon import preferences
 
     cfg = preferences.settings(scene.context)
     assert cfg.endpoint == "tcp://127.0.0.1:5555" and cfg.connect_timeout > 0
@@ -400,10 +400,10 @@ def test_preferences_defaults_without_an_installed_extension(scene):
 
 
 def test_local_backend_is_a_subprocess_stopped_on_unregister(scene, tmp_path):
-    from addon import preferences
+    from image2points.addon import preferences
 
     ready = tmp_path / "port"
-    cmd = (f'"{sys.executable}" -m backend.cli serve --port 0 --threads 1 --lazy '
+    cmd = (f'"{sys.executable}" -m image2points.backend.cli serve --port 0 --threads 1 --lazy '
            f'--ready-file "{ready}"')
     proc = preferences.start_local_backend(cmd)
     unregistered = False

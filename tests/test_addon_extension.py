@@ -1,4 +1,4 @@
-"""The built extension: `python -m addon.build` makes valid per-platform zips; the Linux zip
+"""The built extension: `python -m image2points.addon.build` makes valid per-platform zips; the Linux zip
 installs into the bpy wheel with Blender's own installer, enables, and registers every class.
 
 The install runs in a child process with its own BLENDER_USER_RESOURCES so it cannot clash with
@@ -77,7 +77,7 @@ def built(tmp_path_factory):
         path.chmod(path.stat().st_mode & ~0o222)
     out = tmp_path_factory.mktemp("dist")
     try:
-        res = subprocess.run([sys.executable, "-m", "addon.build", "--out", str(out)], cwd=src,
+        res = subprocess.run([sys.executable, "-m", "image2points.addon.build", "--out", str(out)], cwd=src,
                              capture_output=True, text=True, timeout=300)
     finally:
         for path in [src, *src.rglob("*")]:

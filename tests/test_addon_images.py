@@ -65,7 +65,7 @@ def write_exr(bpy, path):
 
 
 def test_a_24_megapixel_jpeg_is_scaled_on_the_client(scene, tmp_path):
-    from addon import image_input, operators
+    from image2points.addon import image_input, operators
 
     bpy = scene
     path = camera_jpeg(tmp_path / "camera.jpg")
@@ -84,7 +84,7 @@ def test_a_24_megapixel_jpeg_is_scaled_on_the_client(scene, tmp_path):
 
 
 def test_a_16_bit_grey_png_keeps_its_tones(scene, tmp_path):
-    from addon import operators
+    from image2points.addon import operators
 
     path = grey16_png(tmp_path / "grey16.png")
     assert Image.open(path).mode.startswith("I")  # really a 16-bit grey PNG
@@ -94,7 +94,7 @@ def test_a_16_bit_grey_png_keeps_its_tones(scene, tmp_path):
 
 
 def test_an_exr_is_sent_as_display_srgb(scene, tmp_path):
-    from addon import operators
+    from image2points.addon import operators
 
     bpy = scene
     path = write_exr(bpy, tmp_path / "render.exr")
@@ -128,7 +128,7 @@ def test_errors_name_the_image(scene, backend, tmp_path):
 
 
 def test_a_render_result_says_to_save_it_first(scene):
-    from addon import operators
+    from image2points.addon import operators
 
     bpy = scene
     r = bpy.context.scene.render

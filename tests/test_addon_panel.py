@@ -11,7 +11,7 @@ pytestmark = pytest.mark.bpy
 def addon_classes():
     import importlib
 
-    import addon
+    from image2points import addon
 
     for name in addon._MODULE_NAMES:
         yield from importlib.import_module(f"addon.{name}").CLASSES
@@ -40,7 +40,7 @@ def test_operator_tooltips_are_one_line_and_angles_are_degrees(i2p):
         module, name = cls.bl_idname.split(".")
         text = getattr(getattr(bpy.ops, module), name).get_rna_type().description
         assert text.strip() and "\n" not in text, (cls.__name__, text)
-    from addon import props
+    from image2points.addon import props
 
     elevation = props.IMAGE2POINTS_PG_settings.bl_rna.properties["view_elevation"]
     assert "°" in elevation.name and "degrees" in elevation.description
@@ -52,7 +52,7 @@ def test_check_backend_button_has_its_name_and_success_clears_errors(i2p, backen
 
     from test_addon_bpy import Recorder
 
-    from addon import ui
+    from image2points.addon import ui
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     log: list = []
@@ -75,7 +75,7 @@ def test_preferences_draw_shows_advanced_and_install_state(i2p, tmp_path):
 
     from test_addon_bpy import Recorder
 
-    from addon import backend_install, preferences
+    from image2points.addon import backend_install, preferences
 
     def draw(**over):
         log: list = []

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from addon import backend_install as bi
+from image2points.addon import backend_install as bi
 
 
 def drive(task: bi.InstallTask, limit: float = 60.0) -> tuple[set[str], int]:

@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT, example_image
 from PIL import Image
 
-from addon.plyio import read_ply
+from image2points.addon.core.plyio import read_ply
 
 pytestmark = [pytest.mark.bpy, pytest.mark.slow]
 
@@ -30,7 +30,7 @@ print(json.dumps({"n_objects": len(objs), "name": o.name, "verts": len(o.data.ve
 
 
 def run_batch(args, cwd=ROOT, as_file=False):
-    entry = [str(ROOT / "addon" / "batch.py"), "--"] if as_file else ["-m", "addon.batch"]
+    entry = [str(ROOT / "addon" / "batch.py"), "--"] if as_file else ["-m", "image2points.addon.batch"]
     return subprocess.run([sys.executable, *entry, *args], cwd=cwd, capture_output=True,
                           text=True, timeout=600)
 

@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.bpy]
 
 
 def test_every_benchmark_runs_quick():
-    out = subprocess.run([sys.executable, "-m", "backend.cli", "bench", "--quick"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "image2points.backend.cli", "bench", "--quick"], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for name in ("import", "wire", "roundtrip", "model", "serve", "nerf", "mesh"):

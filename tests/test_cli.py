@@ -2,7 +2,7 @@
 
 import pytest
 
-from backend.cli import BUILTINS, PLUGINS, main
+from image2points.backend.cli import BUILTINS, PLUGINS, main
 
 
 def test_an_unknown_command_lists_every_command(capsys) -> None:

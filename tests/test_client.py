@@ -10,8 +10,8 @@ import pytest
 import zmq
 from conftest import BackendProcess
 
-from addon import protocol
-from addon.client import DEFAULT_ENDPOINT, BackendError, Client, endpoint_error
+from image2points.addon.core import protocol
+from image2points.addon.core.client import DEFAULT_ENDPOINT, BackendError, Client, endpoint_error
 
 
 @pytest.mark.parametrize("endpoint", [DEFAULT_ENDPOINT, "tcp://localhost:5555", "tcp://[::1]:7000",

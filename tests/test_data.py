@@ -7,10 +7,16 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from backend.data.dataset import SPLIT_SEED_BASE, MakeConfig, ShapeDataset, make_samples, shape_seed
-from backend.data.make import SMOKE, make_split
-from backend.data.shapes import FAMILIES, make_shape
-from backend.model import geometry
+from image2points.backend.data.dataset import (
+    SPLIT_SEED_BASE,
+    MakeConfig,
+    ShapeDataset,
+    make_samples,
+    shape_seed,
+)
+from image2points.backend.data.make import SMOKE, make_split
+from image2points.backend.data.shapes import FAMILIES, make_shape
+from image2points.backend.model import geometry
 
 
 def test_every_family_builds_a_closed_enough_nonempty_mesh():
@@ -34,7 +40,7 @@ def test_families_restrict_the_draw_and_stay_deterministic():
 def test_make_data_rejects_unknown_families():
     import argparse
 
-    from backend.data.make import register
+    from image2points.backend.data.make import register
     ap = argparse.ArgumentParser()
     register(ap.add_subparsers())
     assert ap.parse_args(["make-data", "--families", "blob, plate"]).families == ("blob", "plate")

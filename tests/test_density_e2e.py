@@ -11,8 +11,8 @@ from conftest import ROOT, example_image
 from images import disc_rgba, png_bytes
 from PIL import Image
 
-from addon.client import BackendError, Client, points_from_result
-from addon.plyio import read_ply
+from image2points.addon.core.client import BackendError, Client, points_from_result
+from image2points.addon.core.plyio import read_ply
 
 
 @pytest.mark.parametrize("density", [10_000, 60_000])
@@ -66,7 +66,7 @@ def test_cli_reconstruct_density(tmp_path):
 @pytest.mark.slow
 def test_batch_density_contact_sheet_and_one_line_per_view(backend, tmp_path):
     out = tmp_path / "chair.blend"
-    res = subprocess.run([sys.executable, "-m", "addon.batch", "--image", str(example_image()),
+    res = subprocess.run([sys.executable, "-m", "image2points.addon.batch", "--image", str(example_image()),
                           "--out", str(out), "--endpoint", backend.endpoint, "--views", "2",
                           "--resolution", "64", "--samples", "2", "--density", "15000"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -82,6 +82,6 @@ def test_batch_density_contact_sheet_and_one_line_per_view(backend, tmp_path):
 
 
 def parse_default_resolution() -> int:
-    from addon.batch import parse_args
+    from image2points.addon.batch import parse_args
 
     return parse_args(["--image", "x.png", "--out", "x.blend"]).resolution

@@ -9,7 +9,7 @@ pytest.importorskip("bpy", reason="the composites use the studio-light HDRIs ins
 
 
 def test_composites_are_deterministic_photos_with_true_masks():
-    from backend.data.photos import make_photo
+    from image2points.backend.data.photos import make_photo
 
     a, b = make_photo("eval", 3, (96, 128)), make_photo("eval", 3, (96, 128))
     assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask)
@@ -22,7 +22,7 @@ def test_composites_are_deterministic_photos_with_true_masks():
 
 
 def test_eval_mask_reports_every_method_in_one_run(capsys):
-    from backend.cli import main
+    from image2points.backend.cli import main
 
     assert main(["eval-mask", "--n", "3", "--size", "96", "128"]) == 0
     out = capsys.readouterr().out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backend.evaluate import gain_ci, metrics, verdict
+from image2points.backend.evaluate import gain_ci, metrics, verdict
 
 
 def _cloud(n: int = 3000, seed: int = 0) -> np.ndarray:

@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from backend.data.dataset import MakeConfig, make_samples
-from backend.model import geometry
+from image2points.backend.data.dataset import MakeConfig, make_samples
+from image2points.backend.model import geometry
 
 PIXEL = 2 * geometry.ORTHO_S / 64  # size of one fixed-view pixel in the unit-ball frame
 

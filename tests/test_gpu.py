@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.gpu,
 def test_reconstruct_on_cuda_matches_cpu():
     from scipy.spatial import cKDTree
 
-    from backend.model.reconstruct import Reconstructor
+    from image2points.backend.model.reconstruct import Reconstructor
 
     img = np.asarray(Image.open(example_image()).convert("RGBA"))
     clouds = {dev: Reconstructor.load(device=dev).reconstruct([img], density=20_000)[0]

@@ -11,7 +11,7 @@ import pytest
 from images import bomb_png
 from PIL import Image
 
-from backend.image_header import image_size
+from image2points.backend.image_header import image_size
 
 FORMATS = [("PNG", {}), ("JPEG", {}), ("JPEG", {"progressive": True}), ("WEBP", {}),
            ("WEBP", {"lossless": True}), ("GIF", {}), ("BMP", {}), ("TIFF", {})]

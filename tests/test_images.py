@@ -7,8 +7,8 @@ import pytest
 from images import bomb_png, encoded, exif_rotated, photo_like, quadrants
 from PIL import Image
 
-from backend.images import WORK_SIDE, decode_image, decode_mask
-from backend.ops import JobError
+from image2points.backend.images import WORK_SIDE, decode_image, decode_mask
+from image2points.backend.ops import JobError
 
 
 @pytest.mark.parametrize("fmt,tol", [("PNG", 0), ("JPEG", 12)])

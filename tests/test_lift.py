@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.model import geometry, lift, splat
+from image2points.backend.model import geometry, lift, splat
 
 
 def keyhole(h: int = 200, w: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +113,7 @@ def test_default_density():
 def recon():
     import torch
 
-    from backend.model.reconstruct import Reconstructor
+    from image2points.backend.model.reconstruct import Reconstructor
 
     torch.set_num_threads(1)
     return Reconstructor.load()

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from backend import logsafe
+from image2points.backend import logsafe
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ def world_verts(obj) -> np.ndarray:
 
 def test_make_mesh_gives_one_coloured_watertight_mesh_beside_the_points(i2p, chair):
     bpy = i2p
-    from backend.model.meshing import is_watertight
+    from image2points.backend.model.meshing import is_watertight
 
     pts, obj = chair
     meshes = [o for o in bpy.data.objects if "i2p_mesh_faces" in o]
@@ -59,7 +59,7 @@ def test_make_mesh_gives_one_coloured_watertight_mesh_beside_the_points(i2p, cha
     # the mesh sits on the cloud: every vertex near a point, in world space
     from scipy.spatial import cKDTree
 
-    from addon import points
+    from image2points.addon import points
 
     wp, rgb = points.world_points(pts)
     d, i = cKDTree(wp).query(world_verts(obj))
@@ -72,7 +72,7 @@ def test_make_mesh_gives_one_coloured_watertight_mesh_beside_the_points(i2p, cha
 
 def test_make_mesh_is_one_undo_step_and_refuses_a_dead_backend(i2p, chair):
     bpy = i2p
-    from addon import mesh
+    from image2points.addon import mesh
 
     assert mesh.IMAGE2POINTS_OT_make_mesh.bl_options >= {"REGISTER", "UNDO"}
     pts, _ = chair
@@ -90,7 +90,7 @@ def test_make_mesh_modal_path_ticks_to_a_mesh_and_cancels(i2p, chair, backend):
 
     from opstub import OperatorStub
 
-    from addon import mesh
+    from image2points.addon import mesh
 
     bpy = i2p
     pts, _ = chair
@@ -119,7 +119,7 @@ def test_make_mesh_modal_path_ticks_to_a_mesh_and_cancels(i2p, chair, backend):
 
 def test_glb_export_reimports_with_the_same_vertices_and_bounds(i2p, chair, tmp_path):
     bpy = i2p
-    from addon import mesh
+    from image2points.addon import mesh
 
     _, obj = chair
     path = str(tmp_path / "chair_mesh.glb")
@@ -145,7 +145,7 @@ def test_glb_export_reimports_with_the_same_vertices_and_bounds(i2p, chair, tmp_
 
 def test_bake_texture_and_mark_as_asset_with_a_preview(i2p, chair):
     bpy = i2p
-    from addon import mesh
+    from image2points.addon import mesh
 
     _, obj = chair
     bpy.context.view_layer.objects.active = obj
@@ -168,7 +168,7 @@ def test_bake_texture_and_mark_as_asset_with_a_preview(i2p, chair):
 def test_panel_draws_with_a_mesh_selected(i2p, chair):
     from types import SimpleNamespace
 
-    from addon import mesh
+    from image2points.addon import mesh
 
     _, obj = chair
     calls = []
@@ -187,7 +187,7 @@ def test_panel_draws_with_a_mesh_selected(i2p, chair):
 
 def test_batch_mesh_writes_the_glb(backend, tmp_path):
     out = tmp_path / "chair.blend"
-    res = subprocess.run([sys.executable, "-m", "addon.batch", "--image", str(example_image("chair.png")),
+    res = subprocess.run([sys.executable, "-m", "image2points.addon.batch", "--image", str(example_image("chair.png")),
                           "--out", str(out), "--endpoint", backend.endpoint, "--views", "0", "--mesh"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, example_image
 
-from backend.model import meshing as M
+from image2points.backend.model import meshing as M
 
 
 def sphere_cloud(n: int = 20000, r: float = 0.8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -123,8 +123,8 @@ def test_written_files_load_back_closed_and_coloured(tmp_path, ext):
 
 
 def test_mesh_op_over_the_wire(backend):
-    from addon.client import BackendError, Client
-    from addon.mesh_result import mesh_from_result
+    from image2points.addon.core.client import BackendError, Client
+    from image2points.addon.core.mesh_result import mesh_from_result
 
     xyz, rgb = sphere_cloud(8000)
     with Client(backend.endpoint) as c:
@@ -147,14 +147,14 @@ def test_mesh_op_over_the_wire(backend):
 def test_cli_reconstruct_writes_a_watertight_glb(tmp_path):
     import trimesh
     out = tmp_path / "chair.ply"
-    res = subprocess.run([sys.executable, "-m", "backend.cli", "reconstruct", str(example_image()),
+    res = subprocess.run([sys.executable, "-m", "image2points.backend.cli", "reconstruct", str(example_image()),
                           "-o", str(out), "--mesh"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     glb = tmp_path / "chair_mesh.glb"
     assert "watertight mesh" in res.stdout and glb.exists()
     t = trimesh.load(str(glb), force="mesh")
     assert t.is_watertight and len(t.faces) > 1000
-    res = subprocess.run([sys.executable, "-m", "backend.cli", "reconstruct", str(example_image()),
+    res = subprocess.run([sys.executable, "-m", "image2points.backend.cli", "reconstruct", str(example_image()),
                           "-o", str(out), "--mesh", str(tmp_path / "m.stl")], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and ".glb, .ply or .obj" in res.stderr

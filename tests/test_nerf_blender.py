@@ -25,12 +25,12 @@ bpy = pytest.importorskip("bpy", reason="needs the bpy wheel: pip install bpy==4
 
 from opstub import OperatorStub  # noqa: E402
 
-from addon import nerf_capture as nc  # noqa: E402
+from image2points.addon.core import nerf_capture as nc  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def i2p():
-    import addon
+    from image2points import addon
 
     addon.register()
     yield bpy
@@ -255,18 +255,6 @@ def test_transforms_reader_validates(tmp_path):
         nc.read_transforms(str(tmp_path / "images"), "test")
 
 
-def test_png_decoder_matches_pillow(tmp_path):
-    from PIL import Image
-
-    rng = np.random.default_rng(1)
-    for mode, c in (("RGBA", 4), ("RGB", 3), ("L", 1)):
-        arr = rng.integers(0, 256, (13, 17, c), dtype=np.uint8)
-        arr[:6] = arr[:6] // 16 * 16  # smooth rows so that libpng picks several filters
-        path = tmp_path / f"x_{mode}.png"
-        Image.fromarray(arr if c > 1 else arr[..., 0], mode).save(path, optimize=True)
-        np.testing.assert_array_equal(nc.decode_png(path.read_bytes()), arr)
-
-
 # -- capture and import -------------------------------------------------------------------------
 
 def test_capture_writes_a_nerf_dataset_and_restores_the_scene(i2p, tmp_path):
@@ -330,7 +318,7 @@ class CaptureStub:
     """Stands in for the capture operator instance, to drive its modal path by ticks."""
 
     def __init__(self, directory: str):
-        from addon import nerf_operators
+        from image2points.addon import nerf_operators
 
         self.op = nerf_operators.IMAGE2POINTS_OT_capture_views
         self.directory = directory
@@ -429,7 +417,7 @@ class FitStub(OperatorStub):
     """Stands in for the fit operator instance."""
 
     def __init__(self, endpoint: str, dataset: str, minutes: float = 0.0, steps: int = 0):
-        from addon import nerf_operators
+        from image2points.addon import nerf_operators
 
         super().__init__(nerf_operators.IMAGE2POINTS_OT_fit_nerf, endpoint, 240.0)
         self.dataset, self.minutes, self.steps = dataset, minutes, steps
@@ -477,7 +465,7 @@ def test_fit_render_points_round_trip(captured, backend):
     assert not state.nerf_running and state.nerf_model_id and state.nerf_error_code == ""
     assert elapsed < 0.35 * 60 + 60
     mid = state.nerf_model_id
-    import addon  # the saved model lands in the user's folder, never in the add-on folder
+    from image2points import addon  # the saved model lands in the user's folder, never in the add-on folder
 
     assert os.path.getsize(state.nerf_model_file) > 1000
     assert not os.path.abspath(state.nerf_model_file).startswith(
@@ -516,7 +504,7 @@ def test_fit_render_points_round_trip(captured, backend):
     assert obj["i2p_frame"] == "blender-world" and len(obj["i2p_job"]) == 32
     n = obj["i2p_point_count"]
     assert 100 < n <= 20_000 and len(obj.data.vertices) == n
-    from addon import points
+    from image2points.addon import points
 
     xyz, rgb = points.world_points(obj)
     lo, hi = np.array(test_doc["aabb"])
@@ -557,7 +545,7 @@ def test_a_reconstruction_during_a_fit_both_finish(captured, backend, tmp_path):
     """
     from images import disc_rgba, png_bytes
 
-    from addon import operators
+    from image2points.addon import operators
 
     ctx = bpy.context
     state = ctx.window_manager.image2points
@@ -607,7 +595,7 @@ class Recorder:
 
 
 def test_nerf_panel_draws_state_without_io(i2p, monkeypatch):
-    from addon import nerf_operators, operators, ui
+    from image2points.addon import nerf_operators, operators, ui
 
     monkeypatch.setattr(operators, "get_client", lambda *a: pytest.fail("draw() used the network"))
     monkeypatch.setattr(nerf_operators, "get_client", lambda *a: pytest.fail("draw() used the network"))

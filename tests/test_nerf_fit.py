@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from backend.model.nerf_data import load_transforms
-from backend.model.nerf_train import (
+from image2points.backend.model.nerf_data import load_transforms
+from image2points.backend.model.nerf_train import (
     FitConfig,
     evaluate,
     fit,
@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.bpy, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> Path:
     pytest.importorskip("bpy")
-    from backend.data.nerf_scene import make_scene
+    from image2points.backend.data.nerf_scene import make_scene
 
     return make_scene("blocks", tmp_path_factory.mktemp("nerf") / "blocks32", width=32, n_train=24, n_test=4,
                       samples=16, workers=2, log=lambda s: None)
@@ -115,8 +115,8 @@ def test_other_fields_train_through_the_same_interface(scene: Path) -> None:
 
 
 def test_points_and_ply(fitted, scene: Path, tmp_path: Path) -> None:
-    from addon.plyio import write_ply
-    from backend.model.nerf_points import extract_points
+    from image2points.addon.core.plyio import write_ply
+    from image2points.backend.model.nerf_points import extract_points
 
     model, _ = fitted
     xyz, rgb = extract_points(model, max_points=5000)
@@ -141,7 +141,7 @@ def test_points_and_ply(fitted, scene: Path, tmp_path: Path) -> None:
 
 
 def test_cli_fit_render_points(scene: Path, tmp_path: Path, capsys) -> None:
-    from backend.nerf_cli import main
+    from image2points.backend.nerf_cli import main
 
     model = tmp_path / "m.pt"
     assert main(["nerf", "fit", str(scene), "--out", str(model), "--steps", "40", "--threads", "1"]) == 0
@@ -156,8 +156,8 @@ def test_cli_fit_render_points(scene: Path, tmp_path: Path, capsys) -> None:
 
 
 def test_server_ops(scene: Path) -> None:
-    from backend import nerf_ops
-    from backend.ops import Job, JobError
+    from image2points.backend import nerf_ops
+    from image2points.backend.ops import Job, JobError
 
     train = load_transforms(scene, "train")
     blobs = {}
@@ -205,10 +205,10 @@ def test_server_ops(scene: Path) -> None:
 
 
 def test_points_and_render_stop_on_cancel(fitted, scene: Path) -> None:
-    from backend import nerf_ops
-    from backend.model.nerf_points import extract_points
-    from backend.model.nerf_train import Cancelled
-    from backend.ops import Job, JobError
+    from image2points.backend import nerf_ops
+    from image2points.backend.model.nerf_points import extract_points
+    from image2points.backend.model.nerf_train import Cancelled
+    from image2points.backend.ops import Job, JobError
 
     model, _ = fitted
     calls = {"n": 0}
@@ -246,8 +246,13 @@ def test_points_and_render_stop_on_cancel(fitted, scene: Path) -> None:
 
 
 def test_point_extraction_casts_a_bounded_number_of_rays(fitted) -> None:
-    from backend.model.nerf_data import Intrinsics
-    from backend.model.nerf_points import MAX_POINT_RAYS, MAX_POINT_VIEWS, extract_points, point_cameras
+    from image2points.backend.model.nerf_data import Intrinsics
+    from image2points.backend.model.nerf_points import (
+        MAX_POINT_RAYS,
+        MAX_POINT_VIEWS,
+        extract_points,
+        point_cameras,
+    )
 
     # the add-on's largest fit (400 views of 2048^2) and NeRF-synthetic (100 views of 800^2)
     for n, size in ((400, 2048), (100, 800), (100, 200), (24, 32)):
@@ -280,11 +285,11 @@ def _one_error(err: str) -> str:
 
 
 def test_fit_refuses_more_pixels_than_the_budget(scene: Path, tmp_path: Path, capsys) -> None:
-    from backend import nerf_ops
-    from backend.model.nerf_data import Intrinsics, NerfDataset
-    from backend.model.nerf_train import MAX_FIT_PIXELS, FitTooLarge
-    from backend.nerf_cli import main
-    from backend.ops import Job, JobError
+    from image2points.backend import nerf_ops
+    from image2points.backend.model.nerf_data import Intrinsics, NerfDataset
+    from image2points.backend.model.nerf_train import MAX_FIT_PIXELS, FitTooLarge
+    from image2points.backend.nerf_cli import main
+    from image2points.backend.ops import Job, JobError
 
     assert 100 * 800 * 800 <= MAX_FIT_PIXELS < 5 * 4096 * 4096  # NeRF-synthetic fits, more does not
     big = NerfDataset(np.broadcast_to(np.zeros((1, 1, 1, 4), np.float32), (5, 4096, 4096, 4)),
@@ -309,10 +314,10 @@ def test_fit_refuses_more_pixels_than_the_budget(scene: Path, tmp_path: Path, ca
 
 
 def test_a_box_no_camera_ray_meets_is_bad_input(scene: Path, tmp_path: Path, capsys) -> None:
-    from backend import nerf_ops
-    from backend.model.nerf_data import NerfDataError
-    from backend.nerf_cli import main
-    from backend.ops import Job, JobError
+    from image2points.backend import nerf_ops
+    from image2points.backend.model.nerf_data import NerfDataError
+    from image2points.backend.nerf_cli import main
+    from image2points.backend.ops import Job, JobError
 
     far = [[50.0, 50.0, 50.0], [51.0, 51.0, 51.0]]
     train = load_transforms(scene, "train")
@@ -340,7 +345,7 @@ def _cli(*args: str) -> tuple[int, str]:
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "backend.nerf_cli", "nerf", *args], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "image2points.backend.nerf_cli", "nerf", *args], capture_output=True, text=True,
                        cwd=Path(__file__).resolve().parents[1], timeout=120)
     return r.returncode, r.stderr
 
@@ -348,7 +353,7 @@ def _cli(*args: str) -> tuple[int, str]:
 def test_cli_errors_are_one_line_with_exit_code_2(scene: Path, fitted, tmp_path: Path, capsys) -> None:
     import shutil
 
-    from backend.nerf_cli import main
+    from image2points.backend.nerf_cli import main
 
     model = save_model(fitted[0], tmp_path / "m.pt")
     # bad numbers are usage errors (argparse, exit 2), never a traceback

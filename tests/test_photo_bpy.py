@@ -27,7 +27,7 @@ def load(bpy, tmp_path, name, data):
 
 
 def test_dimmed_preview_keeps_the_object_and_darkens_the_rest():
-    from addon.cutout import dimmed
+    from image2points.addon.cutout import dimmed
 
     rgba = np.full((40, 60, 4), 200, np.uint8)
     m = np.zeros((20, 30), np.uint8)
@@ -62,7 +62,7 @@ def test_mask_override_preview_and_warning(scene, backend, tmp_path):
 
 def test_strict_preference_refuses_a_doubtful_cut(scene, backend, tmp_path, monkeypatch):
     bpy = scene
-    from addon import operators, preferences
+    from image2points.addon import operators, preferences
 
     monkeypatch.setattr(preferences, "settings", lambda context=None: preferences.Settings(strict_cut=True))
     s = bpy.context.scene.image2points

@@ -9,9 +9,9 @@ from conftest import BackendProcess
 from images import encoded, inseparable_photo, photo_like, photo_mask
 from PIL import Image
 
-from addon.client import BackendError, Client, points_from_result
-from backend.cli import main as cli_main
-from backend.segment import cut_warnings, grabcut, segment
+from image2points.addon.core.client import BackendError, Client, points_from_result
+from image2points.backend.cli import main as cli_main
+from image2points.backend.segment import cut_warnings, grabcut, segment
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -19,7 +19,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_automatic_cut_finds_the_object_in_a_photo_with_and_without_the_net():
-    from backend.model import segnet
+    from image2points.backend.model import segnet
 
     assert segnet.default_path().stat().st_size < 5 << 20
     segnet.load()  # weights_only load of the shipped file

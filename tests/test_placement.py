@@ -2,7 +2,7 @@
 
 import pytest
 
-from addon.placement import clear_location, overlaps
+from image2points.addon.core.placement import clear_location, overlaps
 
 
 def test_free_cursor_is_kept():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from addon.plyio import read_ply, write_ply
+from image2points.addon.core.plyio import read_ply, write_ply
 
 
 def test_roundtrip_keeps_points_and_colours(tmp_path):

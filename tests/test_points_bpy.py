@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from addon import cameras
+from image2points.addon.core import camera as cameras
 
 pytestmark = pytest.mark.bpy
 
@@ -20,7 +20,7 @@ def torus(n=5000, seed=0):
 
 
 def test_import_points_exactly(bpy_scene):
-    from addon import points
+    from image2points.addon import points
 
     xyz, rgb = torus()
     obj = points.create_point_object("cloud", xyz, rgb, radius=0.02, provenance={"job": "j"})
@@ -45,7 +45,7 @@ def test_import_points_exactly(bpy_scene):
 
 
 def test_shared_node_group_and_material(bpy_scene):
-    from addon import points
+    from image2points.addon import points
 
     a = points.create_point_object("a", *torus(100))
     b = points.create_point_object("b", *torus(100, 1))
@@ -55,7 +55,7 @@ def test_shared_node_group_and_material(bpy_scene):
 
 
 def test_radius_input_drives_geometry_nodes(bpy_scene):
-    from addon import points
+    from image2points.addon import points
 
     obj = points.create_point_object("r", *torus(100), radius=0.05)
     mod = obj.modifiers[points.MODIFIER]
@@ -65,7 +65,7 @@ def test_radius_input_drives_geometry_nodes(bpy_scene):
 
 
 def test_import_reconstruction_places_upright(bpy_scene):
-    from addon import points
+    from image2points.addon import points
 
     xyz = np.array([[0, 1, 0], [0, 0, -1], [1, 0, 0]], np.float32)  # up, away from camera, right
     obj = points.import_reconstruction("p", xyz, np.zeros((3, 3), np.uint8), size=4.0,
@@ -78,7 +78,7 @@ def test_import_reconstruction_places_upright(bpy_scene):
 def test_render_shows_the_points(bpy_scene, tmp_path):
     from PIL import Image
 
-    from addon import points, render
+    from image2points.addon import points, render
 
     xyz, rgb = torus(20000)
     rgb[:] = (255, 0, 0)

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from addon import protocol
-from addon.protocol import ProtocolError
+from image2points.addon.core import protocol
+from image2points.addon.core.protocol import ProtocolError
 
 
 def roundtrip(header, blobs=None, media=None):
@@ -102,8 +102,10 @@ def test_addon_package_imports_without_bpy():
     import subprocess
     import sys
 
-    code = ("import sys; sys.modules['bpy'] = None; import addon, addon.protocol, addon.client, "
-            "addon.cameras, addon.plyio; print('ok')")
+    code = ("import sys; sys.modules['bpy'] = sys.modules['mathutils'] = None; "
+            "import image2points.addon.core.protocol, image2points.addon.core.client, "
+            "image2points.addon.core.camera, image2points.addon.core.plyio, "
+            "image2points.addon.core.nerf_capture, image2points.addon.core.colour; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
 

@@ -14,11 +14,11 @@ from images import png_bytes
 from PIL import Image
 from scipy.spatial import cKDTree
 
-from addon.plyio import read_ply
-from backend.data.dataset import MakeConfig, make_samples
-from backend.model import checkpoint, geometry
-from backend.model.generator import GeneratorConfig, StructureGenerator, fused_points
-from backend.model.reconstruct import Reconstructor, default_checkpoint_path
+from image2points.addon.core.plyio import read_ply
+from image2points.backend.data.dataset import MakeConfig, make_samples
+from image2points.backend.model import checkpoint, geometry
+from image2points.backend.model.generator import GeneratorConfig, StructureGenerator, fused_points
+from image2points.backend.model.reconstruct import Reconstructor, default_checkpoint_path
 
 
 def test_generator_shapes_and_ranges():
@@ -141,7 +141,7 @@ def test_shipped_model_beats_the_mean_shape_on_held_out_shapes(shipped):
 
 
 def _reconstruct_cli(image, output):
-    return subprocess.run([sys.executable, "-m", "backend.cli", "reconstruct", str(image), "-o",
+    return subprocess.run([sys.executable, "-m", "image2points.backend.cli", "reconstruct", str(image), "-o",
                            str(output)], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 

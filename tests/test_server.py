@@ -13,8 +13,8 @@ import zmq
 from conftest import BackendProcess, example_image
 from images import bomb_png, disc_rgba, png_bytes
 
-from addon import protocol
-from addon.client import BackendError, Client, points_from_result
+from image2points.addon.core import protocol
+from image2points.addon.core.client import BackendError, Client, points_from_result
 
 ROOT = __import__("conftest").ROOT
 
@@ -163,7 +163,7 @@ def test_lone_client_does_not_wait_for_batch_company():
 
 
 def test_ping_cli_answers_then_fails_fast_when_killed(fresh_backend):
-    cmd = [sys.executable, "-m", "backend.cli", "ping", "--endpoint", fresh_backend.endpoint,
+    cmd = [sys.executable, "-m", "image2points.backend.cli", "ping", "--endpoint", fresh_backend.endpoint,
            "--timeout", "2"]
     ok = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
@@ -185,7 +185,7 @@ def test_client_unreachable_is_a_coded_error():
 
 
 def test_non_loopback_bind_refused_without_curve():
-    out = subprocess.run([sys.executable, "-m", "backend.cli", "serve", "--host", "0.0.0.0",
+    out = subprocess.run([sys.executable, "-m", "image2points.backend.cli", "serve", "--host", "0.0.0.0",
                           "--port", "0"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert "CurveZMQ" in out.stderr
@@ -193,7 +193,7 @@ def test_non_loopback_bind_refused_without_curve():
 
 def test_kept_finals_are_bounded_by_bytes_as_well_as_by_count():
     """Finals kept for reconnecting clients: 40 results of 64 MB once held 2.8 GB."""
-    from backend.broker import KeptFinals
+    from image2points.backend.broker import KeptFinals
 
     kept = KeptFinals(keep_s=60, max_count=4, max_bytes=1000)
     for i in range(5):

@@ -14,7 +14,7 @@ from images import bomb_png
 from PIL import Image
 from test_server import raw_request
 
-from addon.client import Client
+from image2points.addon.core.client import Client
 
 
 def submit_frames(job: str, image: bytes | None, media: str = "image/png") -> list[bytes]:

@@ -12,7 +12,7 @@ import zmq.auth
 from conftest import ROOT, BackendProcess
 from test_server_procs import CLI, BrokerProcess, check_strangers_cannot_touch_a_job, wait_until
 
-from addon.client import BackendError, Client, CurveKeys
+from image2points.addon.core.client import BackendError, Client, CurveKeys
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ from conftest import BackendProcess
 from test_server import raw_request
 from test_server_procs import BrokerProcess, check_strangers_cannot_touch_a_job, wait_until, worker
 
-from addon import protocol
-from addon.client import BackendError, Client
+from image2points.addon.core import protocol
+from image2points.addon.core.client import BackendError, Client
 
 pytestmark = pytest.mark.slow
 

@@ -30,7 +30,7 @@ from test_server_procs import (
     worker,
 )
 
-from addon.client import Client, points_from_result
+from image2points.addon.core.client import Client, points_from_result
 
 N_MESSAGES = 10_000
 MAX_MESSAGE_MB = 2

@@ -12,7 +12,7 @@ from conftest import BackendProcess
 from images import disc_rgba, png_bytes
 from test_server_procs import BrokerProcess, wait_until, worker
 
-from addon.client import Client, points_from_result
+from image2points.addon.core.client import Client, points_from_result
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +70,7 @@ def run_clients(endpoint: str, n_clients: int, n_jobs: int, window: int, op: str
 
 
 def points_from_result_msg(ev) -> None:
-    from addon.client import JobResult
+    from image2points.addon.core.client import JobResult
 
     xyz, _ = points_from_result(JobResult(ev.job, ev.message.header, dict(ev.message.blobs)))
     assert len(xyz) > 0

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from conftest import ROOT, BackendProcess
 
-from addon.client import BackendError, Client
+from image2points.addon.core.client import BackendError, Client
 
-CLI = [sys.executable, "-m", "backend.cli"]
+CLI = [sys.executable, "-m", "image2points.backend.cli"]
 
 
 def wait_until(cond: Callable[[], Any], timeout: float, what: str, step: float = 0.02) -> Any:

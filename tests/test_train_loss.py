@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from backend.train import chamfer_loss, pinball
+from image2points.backend.train import chamfer_loss, pinball
 
 
 def _sphere(n: int, seed: int) -> torch.Tensor:

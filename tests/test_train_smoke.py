@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 
 def run(*args, rc=0):
-    out = subprocess.run([sys.executable, "-m", "backend.cli", *args], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "image2points.backend.cli", *args], cwd=ROOT,
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == rc, out.stdout[-2000:] + out.stderr[-4000:]
     return out.stdout + out.stderr

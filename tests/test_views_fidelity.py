@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from addon import cameras
+from image2points.addon.core import camera
 
 
 def box_points(size, n=4000, seed=0):
@@ -25,10 +25,10 @@ def test_every_ring_view_frames_the_object(size, res):
     centre = 0.5 * (pts.min(0) + pts.max(0))
     radius = float(np.linalg.norm(pts - centre, axis=1).max())
     for elev in (20.0, 60.0):
-        for c2w in cameras.ring_poses(4, cameras.fit_radius(radius), elev, centre):
-            m = cameras.framed_pose(pts, c2w, 50.0, 36.0, *res)
+        for c2w in camera.ring_poses(4, camera.fit_radius(radius), elev, centre):
+            m = camera.framed_pose(pts, c2w, 50.0, 36.0, *res)
             assert np.allclose(m[:3, :3], c2w[:3, :3])  # the view direction is kept
-            fill, off = cameras.projected_fill(pts, m, 50.0, 36.0, *res)
+            fill, off = camera.projected_fill(pts, m, 50.0, 36.0, *res)
             assert 0.70 <= fill <= 0.85, (size, elev, fill)
             assert np.abs(off).max() < 0.02 * min(res)  # centred
             # nothing leaves the frame on the longer side either
@@ -45,8 +45,8 @@ def test_cycles_render_from_the_input_direction_shows_the_input(bpy_scene):
     bpy = bpy_scene
     from scipy import ndimage
 
-    from addon import points, render
-    from backend.model import lift
+    from image2points.addon import points, render
+    from image2points.backend.model import lift
     from tests.test_lift import disc_maps
 
     h, w = 60, 90
@@ -71,9 +71,9 @@ def test_cycles_render_from_the_input_direction_shows_the_input(bpy_scene):
     render.ensure_lighting(scene)  # lights must not change "As photographed" colours
     # the input camera: orthographic, at -Y looking +Y, covering the working image exactly
     xc, yc = view.to_plane(np.array([w / 2]), np.array([h / 2]))
-    c2w = cameras.look_at(np.array([xc[0], -5.0, yc[0]]) * [size / 2, 1, size / 2],
+    c2w = camera.look_at(np.array([xc[0], -5.0, yc[0]]) * [size / 2, 1, size / 2],
                           np.array([xc[0] * size / 2, 0.0, yc[0] * size / 2]))
-    cam = cameras.add_camera("input", c2w)
+    cam = render.add_camera("input", c2w)
     cam.data.type = "ORTHO"
     cam.data.ortho_scale = w * view.a * size / 2
     scene.camera = cam
@@ -81,7 +81,7 @@ def test_cycles_render_from_the_input_direction_shows_the_input(bpy_scene):
     scene.render.filepath = out
     with render.quiet_stdout():
         bpy.ops.render.render(write_still=True)
-    from addon.operators import image_pixels_u8, load_image
+    from image2points.addon.operators import image_pixels_u8, load_image
 
     px = image_pixels_u8(load_image(out))
     assert px.shape == (h, w, 4)
@@ -99,8 +99,8 @@ def test_cycles_render_from_the_input_direction_shows_the_input(bpy_scene):
 @pytest.mark.bpy
 def test_panel_density_colour_mode_and_view_colours(tmp_path, capfd):
     bpy = pytest.importorskip("bpy", reason="needs the bpy wheel")
-    import addon
-    from addon import operators, points, props
+    from image2points import addon
+    from image2points.addon import operators, points, props
 
     addon.register()
     try:

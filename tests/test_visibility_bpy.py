@@ -10,7 +10,7 @@ pytestmark = pytest.mark.bpy
 
 def test_only_renderable_hides_the_rest_and_restores_it_on_errors(bpy_scene):
     bpy = bpy_scene
-    from addon import visibility
+    from image2points.addon import visibility
 
     bpy.ops.wm.read_factory_settings(use_empty=False)  # Cube, Light, Camera
     scene = bpy.context.scene

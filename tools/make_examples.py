@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from backend.data.dataset import SPLIT_SEED_BASE
-from backend.data.render import Caster, normalizer, render_input, view_rotation
-from backend.data.shapes import make_shape
+from image2points.backend.data.dataset import SPLIT_SEED_BASE
+from image2points.backend.data.render import Caster, normalizer, render_input, view_rotation
+from image2points.backend.data.shapes import make_shape
 
 OUT = Path(__file__).resolve().parents[1] / "examples"
 # name -> (family, shape index in the test split range beyond the rendered 200, azimuth, elevation)

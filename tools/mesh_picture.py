@@ -33,9 +33,10 @@ def main() -> int:
     import bpy
     from PIL import Image
 
-    from addon import cameras, mesh, points, render
-    from backend.model import meshing
-    from backend.model.reconstruct import Reconstructor
+    from image2points.addon import mesh, points, render
+    from image2points.addon.core import camera
+    from image2points.backend.model import meshing
+    from image2points.backend.model.reconstruct import Reconstructor
 
     model = Reconstructor.load()
     bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -60,8 +61,8 @@ def main() -> int:
             print(f"{name}: {len(cloud.xyz)} points -> {m.info}", flush=True)
         centre, radius = render.object_bounds(pts)
         # a three-quarter view, 35 degrees round from the input camera (at -Y)
-        pose = cameras.ring_poses(1, 0.75 * cameras.fit_radius(radius), 20.0, centre, -55.0)[0]
-        cam = cameras.add_camera(f"{name} cam", pose, 50.0, collection=scene.collection)
+        pose = camera.ring_poses(1, 0.75 * camera.fit_radius(radius), 20.0, centre, -55.0)[0]
+        cam = render.add_camera(f"{name} cam", pose, 50.0, collection=scene.collection)
         scene.camera = cam
         tiles = []
         for i, obj in enumerate(objs):

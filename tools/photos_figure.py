@@ -3,7 +3,7 @@
     .venv/bin/python tools/photos_figure.py PHOTO [PHOTO...] --out docs/img/photos.png
 
 Runs only the project's own tools: a backend (``image2points serve`` on a free loopback port) and
-the headless batch entry (``python -m addon.batch``, which saves ``<name>_mask.png`` and renders
+the headless batch entry (``python -m image2points.addon.batch``, which saves ``<name>_mask.png`` and renders
 views with Cycles); then puts the three pictures side by side.
 """
 
@@ -26,7 +26,7 @@ H = 240
 
 def serve(tmp: str) -> tuple[subprocess.Popen, str]:
     ready = os.path.join(tmp, "port")
-    proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--port", "0", "--threads", "1",
+    proc = subprocess.Popen([sys.executable, "-m", "image2points.backend.cli", "serve", "--port", "0", "--threads", "1",
                              "--ready-file", ready], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     while not os.path.exists(ready):
@@ -53,7 +53,7 @@ def main() -> int:
     try:
         for photo in a.photos:
             name = Path(photo).stem
-            subprocess.run([sys.executable, "-m", "addon.batch", "--image", photo, "--out",
+            subprocess.run([sys.executable, "-m", "image2points.addon.batch", "--image", photo, "--out",
                             os.path.join(tmp, name + ".blend"), "--endpoint", endpoint, "--views", "4",
                             "--elevation", "25", "--resolution", "320", "--samples", "16"],
                            cwd=ROOT, check=True)

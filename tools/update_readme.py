@@ -14,8 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backend.evaluate import markdown  # noqa: E402
-from bench.report import markdown as bench_markdown  # noqa: E402
+from image2points.backend.evaluate import markdown  # noqa: E402
+from image2points.bench.report import markdown as bench_markdown  # noqa: E402
 
 
 def _block(name: str) -> re.Pattern:

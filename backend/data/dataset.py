@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend.data.render import Caster, normalizer, render_input, render_views, surface_samples, view_rotation
-from backend.data.shapes import make_shape
-from backend.model import geometry
-from backend.model.preprocess import preprocess, to_uint8
+from .render import Caster, normalizer, render_input, render_views, surface_samples, view_rotation
+from .shapes import make_shape
+from ..model import geometry
+from ..model.preprocess import preprocess, to_uint8
 
 SPLIT_SEED_BASE = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 OUT_RES = 64

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from backend.cli_args import err, nonneg_int, pos_int, why, writable_dir
-from backend.data.dataset import MakeConfig, make_samples, shape_seed, write_shard
-from backend.data.shapes import FAMILIES
-from backend.model import geometry
+from ..cli_args import err, nonneg_int, pos_int, why, writable_dir
+from .dataset import MakeConfig, make_samples, shape_seed, write_shard
+from .shapes import FAMILIES
+from ..model import geometry
 
 SHARD = 200  # shapes per shard
 
@@ -124,7 +124,7 @@ def run(args) -> int:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(prog="python -m backend.data.make")
+    ap = argparse.ArgumentParser(prog="python -m image2points.backend.data.make")
     sp = ap.add_subparsers()
     register(sp)
     import sys

@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 SCENES = ("blocks", "gallery")
-_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -273,10 +272,10 @@ def make_scene(name: str = "blocks", out: str | os.PathLike | None = None, *, se
             job_file = Path(tmp) / f"job_{w}.json"
             job_file.write_text(json.dumps({"spec": asdict(spec), "jobs": share, "out": str(out_dir.resolve()),
                                             "result": str(Path(tmp) / f"result_{w}.json")}))
-            env = dict(os.environ, PYTHONPATH=str(_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            env = dict(os.environ)
             env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-            procs.append((subprocess.Popen([sys.executable, "-m", "backend.data.nerf_scene", "--worker", str(job_file)],
-                                           env=env, cwd=str(_ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE),
+            procs.append((subprocess.Popen([sys.executable, "-m", __spec__.name, "--worker", str(job_file)],
+                                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE),
                           Path(tmp) / f"result_{w}.json"))
         for proc, result in procs:
             _, err = proc.communicate()

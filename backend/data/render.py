@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import trimesh
 
-from backend.data.shapes import Shape, albedo
+from .shapes import Shape, albedo
 
 INPUT_RES = 128  # rendered input image; preprocess() reduces it to 64x64
 

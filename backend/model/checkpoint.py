@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from backend.model.generator import GeneratorConfig, StructureGenerator
+from image2points.addon.core.camera import VIEWER_FRAME as FRAME
 
-FRAME = "viewer-unit-ball/v1"
+from .generator import GeneratorConfig, StructureGenerator
 
 
 def sha256_file(path: str | Path) -> str:

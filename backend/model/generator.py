@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
-from backend.model import geometry
+from . import geometry
 
 ENC = (32, 64, 128, 192, 256)
 DEC = (192, 128, 96, 64)

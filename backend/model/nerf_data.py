@@ -210,8 +210,8 @@ def decode_image(data: bytes | np.ndarray | Image.Image, where: str) -> np.ndarr
         if img.width * img.height > MAX_PIXELS:
             raise NerfDataError(f"{where}: image is {img.width} x {img.height}, more than the {MAX_PIXELS} pixel limit")
     else:  # the project's one decoder (orientation, formats, limits); no rescaling: poses need the size
-        from backend.images import open_image
-        from backend.ops import JobError
+        from ..images import open_image
+        from ..ops import JobError
 
         try:
             img = open_image(data, where, MAX_PIXELS, max_bytes=1 << 31, max_side=None)

@@ -43,7 +43,7 @@ def object_mask(image: np.ndarray) -> tuple[np.ndarray, str]:
         a = image[..., 3].astype(np.float32) / 255.0
         if a.min() < 0.99:  # a real mask; fully opaque RGBA falls back to the automatic cut
             return a, "alpha"
-    from backend.segment import segment
+    from ..segment import segment
 
     return segment(image[..., :3]), "auto"
 

@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from image2points.addon.core.camera import VIEWER_FRAME as FRAME
+
 from . import checkpoint
 from . import lift as lifting
 from .generator import fused_points
 from .preprocess import object_alpha, preprocess
 
-FRAME = "viewer-unit-ball/v1"
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 

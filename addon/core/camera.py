@@ -1,4 +1,4 @@
-"""Camera maths shared by the add-on and tests; bpy only inside the functions that need it.
+"""Camera maths shared by the add-on, the backend and tests (no bpy: cameras are added by render.py).
 
 Conventions: Blender world is right-handed, Z up; a camera looks down its local -Z with +Y up
 (OpenGL, the same as NeRF's transforms.json). A pose is a 4x4 camera-to-world matrix.
@@ -7,7 +7,6 @@ Conventions: Blender world is right-handed, Z up; a camera looks down its local 
 from __future__ import annotations
 
 import math
-from typing import Any, cast
 
 import numpy as np
 
@@ -67,21 +66,6 @@ def focal_px(lens_mm: float, sensor_width_mm: float, width: int) -> float:
 
 def angle_x_from_focal(focal: float, width: int) -> float:
     return 2.0 * math.atan(0.5 * width / focal)
-
-
-# -- bpy side -----------------------------------------------------------------------------------
-
-def add_camera(name: str, c2w: np.ndarray, lens_mm: float = 50.0, collection: Any = None) -> Any:
-    import bpy
-    from mathutils import Matrix
-
-    cam = bpy.data.cameras.new(name)
-    cam.lens = lens_mm
-    cam.sensor_fit = "HORIZONTAL"
-    obj = bpy.data.objects.new(name, cam)
-    obj.matrix_world = Matrix([list(map(float, row)) for row in c2w])
-    (collection or cast(Any, bpy.context.scene).collection).objects.link(obj)
-    return obj
 
 
 def fit_radius(half_extent: float, lens_mm: float = 50.0, sensor_mm: float = 36.0,

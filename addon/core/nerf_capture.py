@@ -20,12 +20,13 @@ import json
 import math
 import os
 import struct
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from .camera import look_at
 
 SENSOR_WIDTH_MM = 36.0
 TRAIN_FILE = "transforms_train.json"
@@ -178,12 +179,6 @@ def check_pose(m: Any, what: str = "transform_matrix", tol: float = 1e-4) -> np.
     if np.abs(r.T @ r / scale ** 2 - np.eye(3)).max() > 1e-3 or det < 0:
         raise DatasetError(f"{what} is not a rotation (sheared or mirrored)")
     return a
-
-
-def look_at(eye: Any, target: Any) -> np.ndarray:
-    from .cameras import look_at as _look_at
-
-    return _look_at(np.asarray(eye, np.float64), np.asarray(target, np.float64))
 
 
 def hemisphere_poses(count: int, radius: float, target: Sequence[float],
@@ -381,7 +376,7 @@ def intrinsics_from_doc(doc: dict[str, Any], image_wh: tuple[int, int] | None = 
     return Intrinsics(w, h, fl_x, fl_y, cx, cy)
 
 
-# -- PNG (Blender ships no Pillow) -------------------------------------------------------------
+# -- image files (Blender ships no Pillow) -------------------------------------------------------------
 
 def image_size(path: str) -> tuple[int, int]:
     """(w, h) of a PNG (or JPEG via its SOF marker) without decoding it."""
@@ -404,65 +399,9 @@ def image_size(path: str) -> tuple[int, int]:
     raise DatasetError(f"{path} is not a PNG or JPEG image")
 
 
-def decode_png(data: bytes) -> np.ndarray:
-    """8-bit non-interlaced PNG bytes -> (H, W, C) uint8 (C = 1, 2, 3 or 4), top row first."""
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
-        raise DatasetError("not a PNG")
-    pos, idat, hdr = 8, [], b""
-    while pos < len(data):
-        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + n]
-        if kind == b"IHDR":
-            hdr = body
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-        pos += 12 + n
-    w, h, depth, ctype, _c, _f, interlace = struct.unpack(">IIBBBBB", hdr)
-    channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(ctype)
-    if depth != 8 or channels is None or interlace:
-        raise DatasetError(f"unsupported PNG (bit depth {depth}, colour type {ctype}, "
-                           f"interlace {interlace})")
-    raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8).reshape(h, 1 + w * channels)
-    out = np.zeros((h, w * channels), np.int32)
-    bpp = channels
-    prev = np.zeros(w * channels, np.int32)
-    for y in range(h):
-        ftype, line = raw[y, 0], raw[y, 1:].astype(np.int32)
-        if ftype == 0:
-            cur = line
-        elif ftype == 2:
-            cur = (line + prev) & 255
-        else:
-            cur = np.zeros_like(line)
-            for x in range(0, w * channels, bpp):  # sub / average / paeth depend on the left pixel
-                left = cur[x - bpp:x] if x else np.zeros(bpp, np.int32)
-                up = prev[x:x + bpp]
-                if ftype == 1:
-                    cur[x:x + bpp] = (line[x:x + bpp] + left) & 255
-                elif ftype == 3:
-                    cur[x:x + bpp] = (line[x:x + bpp] + ((left + up) >> 1)) & 255
-                elif ftype == 4:
-                    ul = prev[x - bpp:x] if x else np.zeros(bpp, np.int32)
-                    p = left + up - ul
-                    pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - ul)
-                    pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, ul))
-                    cur[x:x + bpp] = (line[x:x + bpp] + pred) & 255
-                else:
-                    raise DatasetError(f"bad PNG filter {ftype}")
-        out[y] = cur
-        prev = cur
-    return out.astype(np.uint8).reshape(h, w, channels)
-
-
 def as_rgba_float(img: Any) -> np.ndarray:
-    """An image blob (PNG bytes, or an (H, W[, C]) uint8/float array) -> (H, W, 4) float32 0..1,
-    top row first."""
-    if isinstance(img, (bytes, bytearray, memoryview)):
-        arr: np.ndarray = decode_png(bytes(img))
-    else:
-        arr = np.asarray(img)
+    """An image blob (an (H, W[, C]) uint8/float array) -> (H, W, 4) float32 0..1, top row first."""
+    arr = np.asarray(img)
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
