@@ -73,7 +73,7 @@ def plan(python: str, venv: str, package: str, torch: str, pip_args: list[str],
     if t:
         steps.append(Step("installing PyTorch", [vpy, *PIP, *pip_args, *t]))
     steps.append(Step("installing the backend", [vpy, *PIP, *pip_args, package]))
-    steps.append(Step("checking the backend", [vpy, "-c", "import torch, zmq, backend.cli"]))
+    steps.append(Step("checking the backend", [vpy, "-c", "import torch, zmq, image2points.backend.cli"]))
     return steps
 
 

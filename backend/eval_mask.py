@@ -23,8 +23,7 @@ BAR_MEAN, BAR_FRAC = 0.90, 0.85
 
 
 def methods() -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    from .model.preprocess import estimate_alpha
-    from .segment import grabcut, net_cut, segment
+    from .segment import estimate_alpha, grabcut, net_cut, segment
 
     return {"segment (shipped)": segment, "net alone": lambda im: net_cut(im, refine=False),
             "grabcut (prior)": grabcut, "border rule (old)": estimate_alpha}

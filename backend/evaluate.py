@@ -95,7 +95,7 @@ def input_view_set(recon: Any, raws: np.ndarray) -> dict[str, Any]:
     model's own cloud against the input: silhouette IoU with its mask, and the mean absolute
     colour error of the visible points against its pixels (0-255), by a numpy z-buffer splat."""
     from .model import lift, splat
-    from .model.preprocess import object_alpha
+    from .segment import object_alpha
 
     R, t = recon.R.cpu().numpy(), recon.t.cpu().numpy()
     f = int(np.argmax(R[:, 2, 2]))

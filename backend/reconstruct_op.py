@@ -136,8 +136,7 @@ def cut_out(img: np.ndarray, mask: bytes | memoryview | None = None, strict: boo
     alpha ("alpha"), else the automatic cut ("auto"), which is checked; ``strict`` turns a warning
     into BAD_INPUT. Shared by the server op and the in-process CLI."""
     from .images import decode_mask
-    from .model.preprocess import object_mask
-    from .segment import cut_warnings
+    from .segment import cut_warnings, object_mask
 
     if mask is not None:
         lim = limits or {}

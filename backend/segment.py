@@ -163,8 +163,6 @@ def segment(rgb: np.ndarray) -> np.ndarray:
     When GrabCut finds (next to) nothing, e.g. the object runs into the frame so the border
     colours include its own, the border rule's cut is used instead: a reconstruction the artist
     can judge, flagged by ``cut_warnings``, rather than a refusal."""
-    from .model.preprocess import estimate_alpha
-
     rule = None
     if plain_background(rgb):  # studio shot: the border rule is exact there (the net never saw one)
         rule = estimate_alpha(rgb[..., :3])
@@ -176,6 +174,43 @@ def segment(rgb: np.ndarray) -> np.ndarray:
         if rule.mean() > fg.mean():
             return rule
     return fg
+
+
+# -- the object's mask: the image's alpha, else the automatic cut ----------------------------
+
+BORDER_THRESH = 30.0  # colour distance (0-255 scale) from the background that counts as object
+
+
+def estimate_alpha(rgb: np.ndarray) -> np.ndarray:
+    """Mask (H,W) float32 in {0,1} for an RGB image on a plain background (median border colour)."""
+    img = rgb.astype(np.float32)
+    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+    bg = np.median(border, axis=0)
+    fg = np.linalg.norm(img - bg, axis=-1) > BORDER_THRESH
+    lab, n = ndimage.label(fg)
+    if n > 1:  # drop specks: keep components at least 5% of the largest
+        sizes = ndimage.sum(fg, lab, index=np.arange(1, n + 1))
+        fg = np.isin(lab, 1 + np.flatnonzero(sizes >= 0.05 * sizes.max()))
+    fg = ndimage.binary_fill_holes(fg)
+    return fg.astype(np.float32)
+
+
+def object_mask(image: np.ndarray) -> tuple[np.ndarray, str]:
+    """(alpha (H,W) float32 in [0,1], source): the alpha channel when it carries a mask
+    (source "alpha"), else the automatic foreground of ``backend.segment`` (source "auto")."""
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"expected an HxWx3 or HxWx4 image, got shape {image.shape}")
+    if image.shape[2] == 4:
+        a = image[..., 3].astype(np.float32) / 255.0
+        if a.min() < 0.99:  # a real mask; fully opaque RGBA falls back to the automatic cut
+            return a, "alpha"
+    return segment(image[..., :3]), "auto"
+
+
+def object_alpha(image: np.ndarray) -> np.ndarray:
+    """Alpha (H,W) float32 in [0,1] of ``object_mask``."""
+    return object_mask(image)[0]
+
 
 
 # -- does the cut look right? -------------------------------------------------------------------

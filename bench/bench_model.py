@@ -19,8 +19,7 @@ def seg_rows(res: dict, rows: list, forward_ms: float, reps: int) -> None:
     """Foreground cut of a 1-megapixel RGB photo (no alpha), per megapixel, beside the forward."""
     import numpy as np
 
-    from image2points.backend.model.preprocess import estimate_alpha
-    from image2points.backend.segment import grabcut, segment
+    from image2points.backend.segment import estimate_alpha, grabcut, segment
 
     yy, xx = np.mgrid[:1000, :1000].astype(np.float32)
     img = np.stack([60 + 40 * yy / 1000, 90 + 30 * xx / 1000, np.full_like(xx, 140)], -1)

@@ -102,8 +102,8 @@ def test_build_makes_valid_platform_zips(built):
         licence = z.read("LICENSE").decode()
     assert "GNU GENERAL PUBLIC LICENSE" in licence and "Version 3" in licence
     assert licence == (ROOT / "LICENSE").read_text()
-    assert {"__init__.py", "operators.py", "ui.py", "preferences.py", "props.py", "client.py",
-            "protocol.py", "points.py", "blender_manifest.toml"} <= names
+    assert {"__init__.py", "operators.py", "ui.py", "preferences.py", "props.py", "core/client.py",
+            "core/protocol.py", "points.py", "blender_manifest.toml"} <= names
     assert not any("__pycache__" in n or n.endswith(".pyc") or n == "build.py" for n in names)
     wheels = [n for n in names if n.startswith("wheels/")]
     assert len(wheels) == 1 and "manylinux" in wheels[0] and "cp311" in wheels[0]
@@ -266,7 +266,7 @@ out["ping"] = [r.returncode, r.stdout + r.stderr]
 bpy.ops.image2points.check_backend()
 out["status"] = bpy.context.window_manager.image2points.backend_status
 vpy = os.path.join(out["venv"], "bin", "python")
-out["backend_file"] = subprocess.run([vpy, "-c", "import backend; print(backend.__file__)"],
+out["backend_file"] = subprocess.run([vpy, "-c", "import image2points.backend as b; print(b.__file__)"],
                                      capture_output=True, text=True).stdout.strip()
 bpy.ops.image2points.stop_backend()
 print("RESULT " + json.dumps(out))
@@ -296,7 +296,9 @@ def backend_wheel(tmp_path_factory):
 def test_backend_wheel_carries_the_default_weights(backend_wheel):
     with zipfile.ZipFile(backend_wheel) as z:
         names = set(z.namelist())
-    assert {"backend/weights/default.pt", "backend/weights/default.card.json", "backend/cli.py"} <= names
+    assert {"image2points/backend/weights/default.pt", "image2points/backend/weights/default.card.json",
+            "image2points/backend/cli.py"} <= names
+    assert not any(n.startswith(("backend/", "addon/", "bench/")) for n in names)
     assert any(n.endswith("entry_points.txt") for n in names)
 
 

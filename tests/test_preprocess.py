@@ -8,7 +8,8 @@ from conftest import example_image
 from PIL import Image
 
 from image2points.backend.data.dataset import MakeConfig, make_samples
-from image2points.backend.model.preprocess import SIZE, from_uint8, object_alpha, preprocess
+from image2points.backend.model.preprocess import SIZE, from_uint8, preprocess
+from image2points.backend.segment import object_alpha
 
 
 def test_preprocess_alpha_and_border_paths_agree():

@@ -1,9 +1,8 @@
 """Image -> network input. Training images and user images go through exactly this function.
 
 Steps: (1) object mask = alpha channel if present (and not fully opaque), else the automatic
-foreground of ``backend.segment`` (``estimate_alpha``, the border rule, is kept as its baseline); (2) crop a square centred on the
-mask's bounding box with a margin (``MARGIN`` of the box's larger side each way), padding with
-background; (3) resize to ``SIZE`` x ``SIZE`` with antialiasing. Output: float32 (4, SIZE, SIZE) —
+foreground (``backend.segment.object_alpha``); (2) crop a square centred on the mask's bounding
+box with a margin (``MARGIN`` of the box's larger side each way), padding with background; (3) resize to ``SIZE`` x ``SIZE`` with antialiasing. Output: float32 (4, SIZE, SIZE) —
 RGB premultiplied by alpha (black background) and alpha — quantised to multiples of 1/255 so a
 cached uint8 copy is bit-identical to what inference computes.
 """
@@ -13,44 +12,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
+
+from ..segment import object_alpha
 
 SIZE = 64
 MARGIN = 0.08
-BORDER_THRESH = 30.0  # colour distance (0-255 scale) from the background that counts as object
-
-
-def estimate_alpha(rgb: np.ndarray) -> np.ndarray:
-    """Mask (H,W) float32 in {0,1} for an RGB image on a plain background (median border colour)."""
-    img = rgb.astype(np.float32)
-    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
-    bg = np.median(border, axis=0)
-    fg = np.linalg.norm(img - bg, axis=-1) > BORDER_THRESH
-    lab, n = ndimage.label(fg)
-    if n > 1:  # drop specks: keep components at least 5% of the largest
-        sizes = ndimage.sum(fg, lab, index=np.arange(1, n + 1))
-        fg = np.isin(lab, 1 + np.flatnonzero(sizes >= 0.05 * sizes.max()))
-    fg = ndimage.binary_fill_holes(fg)
-    return fg.astype(np.float32)
-
-
-def object_mask(image: np.ndarray) -> tuple[np.ndarray, str]:
-    """(alpha (H,W) float32 in [0,1], source): the alpha channel when it carries a mask
-    (source "alpha"), else the automatic foreground of ``backend.segment`` (source "auto")."""
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(f"expected an HxWx3 or HxWx4 image, got shape {image.shape}")
-    if image.shape[2] == 4:
-        a = image[..., 3].astype(np.float32) / 255.0
-        if a.min() < 0.99:  # a real mask; fully opaque RGBA falls back to the automatic cut
-            return a, "alpha"
-    from ..segment import segment
-
-    return segment(image[..., :3]), "auto"
-
-
-def object_alpha(image: np.ndarray) -> np.ndarray:
-    """Alpha (H,W) float32 in [0,1] of ``object_mask``."""
-    return object_mask(image)[0]
 
 
 def crop_box(alpha: np.ndarray, margin: float = MARGIN) -> tuple[int, int, int]:

@@ -15,10 +15,11 @@ import torch
 
 from image2points.addon.core.camera import VIEWER_FRAME as FRAME
 
+from ..segment import object_alpha
 from . import checkpoint
 from . import lift as lifting
 from .generator import fused_points
-from .preprocess import object_alpha, preprocess
+from .preprocess import preprocess
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
