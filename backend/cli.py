@@ -25,7 +25,7 @@ PLUGINS = {
     "eval": ".evaluate",
     "eval-mask": ".eval_mask",
     "pipeline": ".pipeline",
-    "nerf": ".nerf_cli",
+    "nerf": ".nerf.cli",
     "bench": "..bench.__main__",
     "broker": ".broker",
 }

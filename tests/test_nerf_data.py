@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from image2points.backend.model.nerf_data import (
+from image2points.backend.nerf.dataset import (
     Intrinsics,
     NerfDataError,
     cameras_from_transforms,
@@ -138,7 +138,7 @@ def test_uniform_scale_is_divided_out_and_aabb_estimate_contains_target() -> Non
 
 
 def test_image_arrays_refuse_nan_and_scale_uint16() -> None:
-    from image2points.backend.model.nerf_data import decode_image
+    from image2points.backend.nerf.dataset import decode_image
 
     bad = np.full((4, 5, 3), 0.5, np.float32)
     bad[1, 2, 0] = np.nan

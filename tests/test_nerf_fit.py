@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from image2points.backend.model.nerf_data import load_transforms
-from image2points.backend.model.nerf_train import (
+from image2points.backend.nerf.dataset import load_transforms
+from image2points.backend.nerf.training import (
     FitConfig,
     evaluate,
     fit,
@@ -116,7 +116,7 @@ def test_other_fields_train_through_the_same_interface(scene: Path) -> None:
 
 def test_points_and_ply(fitted, scene: Path, tmp_path: Path) -> None:
     from image2points.addon.core.plyio import write_ply
-    from image2points.backend.model.nerf_points import extract_points
+    from image2points.backend.nerf.points import extract_points
 
     model, _ = fitted
     xyz, rgb = extract_points(model, max_points=5000)
@@ -141,7 +141,7 @@ def test_points_and_ply(fitted, scene: Path, tmp_path: Path) -> None:
 
 
 def test_cli_fit_render_points(scene: Path, tmp_path: Path, capsys) -> None:
-    from image2points.backend.nerf_cli import main
+    from image2points.backend.nerf.cli import main
 
     model = tmp_path / "m.pt"
     assert main(["nerf", "fit", str(scene), "--out", str(model), "--steps", "40", "--threads", "1"]) == 0
@@ -156,7 +156,7 @@ def test_cli_fit_render_points(scene: Path, tmp_path: Path, capsys) -> None:
 
 
 def test_server_ops(scene: Path) -> None:
-    from image2points.backend import nerf_ops
+    from image2points.backend.nerf import ops as nerf_ops
     from image2points.backend.ops import Job, JobError
 
     train = load_transforms(scene, "train")
@@ -205,9 +205,9 @@ def test_server_ops(scene: Path) -> None:
 
 
 def test_points_and_render_stop_on_cancel(fitted, scene: Path) -> None:
-    from image2points.backend import nerf_ops
-    from image2points.backend.model.nerf_points import extract_points
-    from image2points.backend.model.nerf_train import Cancelled
+    from image2points.backend.nerf import ops as nerf_ops
+    from image2points.backend.nerf.points import extract_points
+    from image2points.backend.nerf.training import Cancelled
     from image2points.backend.ops import Job, JobError
 
     model, _ = fitted
@@ -246,8 +246,8 @@ def test_points_and_render_stop_on_cancel(fitted, scene: Path) -> None:
 
 
 def test_point_extraction_casts_a_bounded_number_of_rays(fitted) -> None:
-    from image2points.backend.model.nerf_data import Intrinsics
-    from image2points.backend.model.nerf_points import (
+    from image2points.backend.nerf.dataset import Intrinsics
+    from image2points.backend.nerf.points import (
         MAX_POINT_RAYS,
         MAX_POINT_VIEWS,
         extract_points,
@@ -285,10 +285,10 @@ def _one_error(err: str) -> str:
 
 
 def test_fit_refuses_more_pixels_than_the_budget(scene: Path, tmp_path: Path, capsys) -> None:
-    from image2points.backend import nerf_ops
-    from image2points.backend.model.nerf_data import Intrinsics, NerfDataset
-    from image2points.backend.model.nerf_train import MAX_FIT_PIXELS, FitTooLarge
-    from image2points.backend.nerf_cli import main
+    from image2points.backend.nerf import ops as nerf_ops
+    from image2points.backend.nerf.cli import main
+    from image2points.backend.nerf.dataset import Intrinsics, NerfDataset
+    from image2points.backend.nerf.training import MAX_FIT_PIXELS, FitTooLarge
     from image2points.backend.ops import Job, JobError
 
     assert 100 * 800 * 800 <= MAX_FIT_PIXELS < 5 * 4096 * 4096  # NeRF-synthetic fits, more does not
@@ -314,9 +314,9 @@ def test_fit_refuses_more_pixels_than_the_budget(scene: Path, tmp_path: Path, ca
 
 
 def test_a_box_no_camera_ray_meets_is_bad_input(scene: Path, tmp_path: Path, capsys) -> None:
-    from image2points.backend import nerf_ops
-    from image2points.backend.model.nerf_data import NerfDataError
-    from image2points.backend.nerf_cli import main
+    from image2points.backend.nerf import ops as nerf_ops
+    from image2points.backend.nerf.cli import main
+    from image2points.backend.nerf.dataset import NerfDataError
     from image2points.backend.ops import Job, JobError
 
     far = [[50.0, 50.0, 50.0], [51.0, 51.0, 51.0]]
@@ -345,7 +345,7 @@ def _cli(*args: str) -> tuple[int, str]:
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "image2points.backend.nerf_cli", "nerf", *args], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "image2points.backend.nerf.cli", "nerf", *args], capture_output=True, text=True,
                        cwd=Path(__file__).resolve().parents[1], timeout=120)
     return r.returncode, r.stderr
 
@@ -353,7 +353,7 @@ def _cli(*args: str) -> tuple[int, str]:
 def test_cli_errors_are_one_line_with_exit_code_2(scene: Path, fitted, tmp_path: Path, capsys) -> None:
     import shutil
 
-    from image2points.backend.nerf_cli import main
+    from image2points.backend.nerf.cli import main
 
     model = save_model(fitted[0], tmp_path / "m.pt")
     # bad numbers are usage errors (argparse, exit 2), never a traceback

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from image2points.backend.model.nerf_data import Intrinsics, intrinsics_from_json
-from image2points.backend.model.nerf_encoding import encoded_dim, positional_encoding
-from image2points.backend.model.nerf_rays import camera_rays, ray_aabb, rays_through_pixels
-from image2points.backend.model.nerf_render import composite, median_depth, volume_weights
-from image2points.backend.model.nerf_sampling import fixed_step, stratified
+from image2points.backend.nerf.dataset import Intrinsics, intrinsics_from_json
+from image2points.backend.nerf.encoding import encoded_dim, positional_encoding
+from image2points.backend.nerf.rays import camera_rays, ray_aabb, rays_through_pixels
+from image2points.backend.nerf.rendering import composite, median_depth, volume_weights
+from image2points.backend.nerf.sampling import fixed_step, stratified
 
 
 def _dist_point_ray(p: np.ndarray, o: np.ndarray, d: np.ndarray) -> float:

@@ -444,7 +444,7 @@ def _camera_params(intr: Intrinsics) -> dict[str, Any]:
 def fit_request(ds: Dataset, field: str = "fast", minutes: float = 0.0, steps: int = 0,
                 read: Any = None) -> tuple[dict[str, Any], dict[str, bytes], dict[str, str]]:
     """op "nerf_fit": (params, blobs, media). Images travel as bytes (the server opens no paths):
-    blob ``image_i`` belongs to ``transform_matrices[i]``. Names as in backend/nerf_ops.py."""
+    blob ``image_i`` belongs to ``transform_matrices[i]``. Names as in backend/nerf/ops.py."""
     def _read(path: str) -> bytes:
         with open(path, "rb") as f:
             return f.read()

@@ -23,10 +23,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .nerf_data import Intrinsics
-from .nerf_rays import camera_rays
-from .nerf_render import median_depth, render_rays
-from .nerf_train import Cancelled, NerfModel
+from .dataset import Intrinsics
+from .rays import camera_rays
+from .rendering import median_depth, render_rays
+from .training import Cancelled, NerfModel
 
 MAX_POINT_RAYS = 2**22  # ~4.2 M rays in all (see the module docstring)
 MAX_POINT_VIEWS = 64
@@ -58,7 +58,7 @@ def extract_points(model: NerfModel, max_points: int = 200_000, acc_threshold: f
     """xyz float32 (N,3) in the scene's world frame (Blender world, Z up, scene units) and rgb
     uint8 (N,3). Uses the training cameras stored in the model unless ``cameras`` are given,
     thinned to ``max_rays`` rays by ``point_cameras``. ``should_stop()`` is checked before every
-    chunk of rays; when true, ``nerf_train.Cancelled`` is raised."""
+    chunk of rays; when true, ``training.Cancelled`` is raised."""
     field = model.field
     dev = field.aabb.device
     if cameras is None:

@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .nerf_data import Intrinsics, NerfDataError, NerfDataset, estimate_aabb
-from .nerf_fields import PRESETS, Field, GridField, build_field
-from .nerf_rays import camera_rays, ray_aabb
-from .nerf_render import render_rays
+from .dataset import Intrinsics, NerfDataError, NerfDataset, estimate_aabb
+from .fields import PRESETS, Field, GridField, build_field
+from .rays import camera_rays, ray_aabb
+from .rendering import render_rays
 
 FORMAT = "image2points.nerf"
 FORMAT_VERSION = 1

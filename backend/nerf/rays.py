@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .nerf_data import Intrinsics
+from .dataset import Intrinsics
 
 
 def pixel_grid(intr: Intrinsics, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:

@@ -50,8 +50,8 @@ def render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, background: to
     Box-bounded sampling: rays that miss the scene box see only the background. Samples where
     the field's occupancy grid says "empty" are never evaluated (density 0 there).
     """
-    from .nerf_rays import ray_aabb  # local: keeps this module's math importable on its own
-    from .nerf_sampling import fixed_step, stratified
+    from .rays import ray_aabb  # local: keeps this module's math importable on its own
+    from .sampling import fixed_step, stratified
 
     r = origins.shape[0]
     if field.bounds == "near_far":

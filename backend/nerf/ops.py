@@ -18,8 +18,8 @@ import numpy as np
 
 from image2points.addon.core.limits import MAX_POINTS
 
-from .model.nerf_data import NerfDataError, decode_image, intrinsics_from_json, parse_frames, validate_c2w
-from .ops import Job, JobError, Output, register_op
+from ..ops import Job, JobError, Output, register_op
+from .dataset import NerfDataError, decode_image, intrinsics_from_json, parse_frames, validate_c2w
 
 MAX_MODELS = 3
 MAX_IMAGES = 400
@@ -42,7 +42,7 @@ def _store(model: Any) -> str:
 
 
 def _get_model(job: Job) -> Any:
-    from .model.nerf_train import model_from_bytes
+    from .training import model_from_bytes
 
     mid = job.params.get("model_id")
     if isinstance(mid, str):
@@ -89,7 +89,7 @@ def nerf_fit(job: Job) -> Output:
     blobs image_0..image_K (PNG). Streams progress with a preview every few seconds."""
     import torch
 
-    from .model.nerf_train import FitConfig, FitTooLarge, check_fit_size, fit, model_to_bytes
+    from .training import FitConfig, FitTooLarge, check_fit_size, fit, model_to_bytes
 
     p = job.params
     field = p.get("field", "fast")
@@ -178,7 +178,7 @@ def nerf_fit(job: Job) -> Output:
 def nerf_render(job: Job) -> Output:
     """params: model_id, transform_matrices (c2w list), intrinsics (camera_angle_x/fl_x.., w, h);
     returns image_0..image_K as uint8 HxWx3 (white background)."""
-    from .model.nerf_train import Cancelled, render_image, to_uint8
+    from .training import Cancelled, render_image, to_uint8
 
     model = _get_model(job)
     cams = _cameras(job.params)
@@ -203,9 +203,9 @@ def nerf_render(job: Job) -> Output:
 @register_op("nerf_points")
 def nerf_points(job: Job) -> Output:
     """params: model_id, max_points; returns xyz float32 (N,3) world frame and rgb uint8 (N,3).
-    Casts at most ``nerf_points.MAX_POINT_RAYS`` rays (see that module); stops on cancel."""
-    from .model.nerf_points import extract_points
-    from .model.nerf_train import Cancelled
+    Casts at most ``points.MAX_POINT_RAYS`` rays (see that module); stops on cancel."""
+    from .points import extract_points
+    from .training import Cancelled
 
     model = _get_model(job)
     try:
