@@ -115,8 +115,8 @@ def test_other_fields_train_through_the_same_interface(scene: Path) -> None:
 
 
 def test_points_and_ply(fitted, scene: Path, tmp_path: Path) -> None:
-    from image2points.addon.core.plyio import write_ply
     from image2points.backend.nerf.points import extract_points
+    from image2points.backend.ply import write_ply
 
     model, _ = fitted
     xyz, rgb = extract_points(model, max_points=5000)

@@ -128,8 +128,7 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def run_points(args: argparse.Namespace) -> int:
-    from image2points.addon.core.plyio import write_ply
-
+    from ..ply import write_ply
     from .points import extract_points
     from .training import load_model
 
