@@ -246,7 +246,7 @@ def test_points_and_render_stop_on_cancel(fitted, scene: Path) -> None:
 
 
 def test_point_extraction_casts_a_bounded_number_of_rays(fitted) -> None:
-    from image2points.backend.nerf.dataset import Intrinsics
+    from image2points.addon.core.nerf_capture import Intrinsics
     from image2points.backend.nerf.points import (
         MAX_POINT_RAYS,
         MAX_POINT_VIEWS,
@@ -257,13 +257,13 @@ def test_point_extraction_casts_a_bounded_number_of_rays(fitted) -> None:
     # the add-on's largest fit (400 views of 2048^2) and NeRF-synthetic (100 views of 800^2)
     for n, size in ((400, 2048), (100, 800), (100, 200), (24, 32)):
         cams = np.repeat(np.eye(4)[None], n, 0) + np.arange(n)[:, None, None]
-        intr = Intrinsics(1.2 * size, 1.2 * size, size / 2, size / 2, size, size)
+        intr = Intrinsics(w=size, h=size, fl_x=1.2 * size, fl_y=1.2 * size, cx=size / 2, cy=size / 2)
         sub, small = point_cameras(cams, intr)
         under = n * size * size <= MAX_POINT_RAYS  # then all cameras at full resolution
         assert len(sub) == (n if under else min(n, MAX_POINT_VIEWS)) and (small == intr) == under
-        assert len(sub) * small.width * small.height <= MAX_POINT_RAYS
+        assert len(sub) * small.w * small.h <= MAX_POINT_RAYS
         assert len(np.unique(sub[:, 0, 0])) == len(sub) and sub[0, 0, 0] == 1 and sub[-1, 0, 0] == n
-        assert small.fx / small.width == pytest.approx(intr.fx / intr.width, rel=0.05)  # same FOV
+        assert small.fl_x / small.w == pytest.approx(intr.fl_x / intr.w, rel=0.05)  # same FOV
     model, _ = fitted
     chunks = {"n": 0}
 
@@ -285,15 +285,16 @@ def _one_error(err: str) -> str:
 
 
 def test_fit_refuses_more_pixels_than_the_budget(scene: Path, tmp_path: Path, capsys) -> None:
+    from image2points.addon.core.nerf_capture import Intrinsics
     from image2points.backend.nerf import ops as nerf_ops
     from image2points.backend.nerf.cli import main
-    from image2points.backend.nerf.dataset import Intrinsics, NerfDataset
+    from image2points.backend.nerf.dataset import NerfDataset
     from image2points.backend.nerf.training import MAX_FIT_PIXELS, FitTooLarge
     from image2points.backend.ops import Job, JobError
 
     assert 100 * 800 * 800 <= MAX_FIT_PIXELS < 5 * 4096 * 4096  # NeRF-synthetic fits, more does not
     big = NerfDataset(np.broadcast_to(np.zeros((1, 1, 1, 4), np.float32), (5, 4096, 4096, 4)),
-                      np.repeat(np.eye(4, dtype=np.float32)[None], 5, 0), Intrinsics(4e3, 4e3, 2048, 2048, 4096, 4096),
+                      np.repeat(np.eye(4, dtype=np.float32)[None], 5, 0), Intrinsics(4096, 4096, 4e3, 4e3, 2048, 2048),
                       aabb=np.array([[-1, -1, -1], [1, 1, 1.0]]))
     with pytest.raises(FitTooLarge, match="Mpx"):
         fit(big, FitConfig(steps=1))

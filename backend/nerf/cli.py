@@ -43,7 +43,7 @@ def run_fit(args: argparse.Namespace) -> int:
         args.minutes = 2.0
     try:
         cams, intr, _, _ = cameras_from_transforms(args.data, "train")  # the size, before decoding
-        check_fit_size(len(cams), intr.width, intr.height)
+        check_fit_size(len(cams), intr.w, intr.h)
         reason = writable_file(args.out, "--out")  # before minutes of fitting, not after
         if reason:
             return err(reason)

@@ -1,28 +1,25 @@
-"""Posed-image datasets in the NeRF-synthetic ``transforms.json`` convention.
+"""The NeRF dataset layer: posed images in the NeRF-synthetic ``transforms.json`` convention.
 
 Why: it is the de-facto exchange format (Blender exporters, instant-ngp, nerfstudio), and the
 camera convention is exactly Blender's: ``transform_matrix`` is camera-to-world, the camera looks
 down its local -Z with +Y up and +X right (``camera.matrix_world`` verbatim).
 
-Intrinsics: either ``camera_angle_x`` (horizontal FOV in radians; optional ``camera_angle_y``),
-or ``fl_x`` (+ ``fl_y``, ``cx``, ``cy``) in pixels; ``w``/``h`` are optional and checked against
-the images. Principal point defaults to the image centre. Lens distortion is not supported and
-is rejected rather than silently ignored.
+The document (cameras, intrinsics, ``aabb``) is read and validated by the add-on core's one
+reader (``image2points.addon.core.nerf_capture``: ``read_transforms``, ``intrinsics_from_doc``,
+``check_pose``, ``Intrinsics``); this layer adds the pixels (Pillow, float RGBA) and turns the
+core's ``DatasetError`` into ``NerfDataError``. Lens distortion is refused there, not ignored.
 
 Alpha/background policy: images are kept as RGBA floats. Images without alpha get alpha = 1.
 Training composites each ray's ground truth and prediction on the same random background colour
 (so empty space must become transparent); evaluation and rendering composite on white.
-
-Optional extras we read and write: ``aabb`` ([[xmin,ymin,zmin],[xmax,ymax,zmax]], the scene box
-in world units); ``near``/``far`` are accepted but the sampler prefers the box.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,34 +27,24 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from image2points.addon.core import nerf_capture as nc
+from image2points.addon.core.nerf_capture import Intrinsics
+
 MAX_PIXELS = 4096 * 4096  # refuse to decode anything bigger (decompression bombs, memory)
 MIN_AXIS_SPREAD = 1e-4  # estimate_aabb: below this the optical axes count as parallel
-_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
 class NerfDataError(ValueError):
     """A dataset problem a person can fix; the message says what and where."""
 
 
-@dataclass
-class Intrinsics:
-    """Pinhole intrinsics in pixels; pixel (0, 0) is the top-left pixel, centres at +0.5."""
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-
-    def to_json(self) -> dict[str, float]:
-        return {"fl_x": self.fx, "fl_y": self.fy, "cx": self.cx, "cy": self.cy, "w": self.width, "h": self.height,
-                "camera_angle_x": 2.0 * math.atan(0.5 * self.width / self.fx)}
-
-    def scaled(self, width: int, height: int) -> Intrinsics:
-        """The same camera at another resolution (previews, tests)."""
-        sx, sy = width / self.width, height / self.height
-        return Intrinsics(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, width, height)
+@contextlib.contextmanager
+def _data_errors() -> Iterator[None]:
+    """The core reader's ``DatasetError`` as this layer's ``NerfDataError`` (same message)."""
+    try:
+        yield
+    except nc.DatasetError as e:
+        raise NerfDataError(str(e)) from None
 
 
 @dataclass
@@ -81,101 +68,7 @@ class NerfDataset:
 
 
 # ---------------------------------------------------------------------------------------------
-# validation helpers
-
-
-def intrinsics_from_json(doc: dict[str, Any], width: int | None, height: int | None, where: str = "transforms") -> Intrinsics:
-    """Intrinsics from ``camera_angle_x`` or ``fl_x``..; ``width``/``height`` come from the images."""
-    for key in ("k1", "k2", "k3", "p1", "p2"):
-        try:
-            k = abs(float(doc.get(key, 0.0) or 0.0))
-        except (TypeError, ValueError):
-            raise NerfDataError(f"{where}: '{key}' must be a number, got {doc[key]!r}") from None
-        if not k <= 1e-9:  # NaN is refused too
-            raise NerfDataError(f"{where}: lens distortion ({key}={doc[key]}) is not supported; undistort the images first")
-    if doc.get("camera_model", "OPENCV") not in ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE"):
-        raise NerfDataError(f"{where}: camera_model {doc['camera_model']!r} is not supported (use a pinhole camera)")
-    w = doc.get("w", width)
-    h = doc.get("h", height)
-    if w is None or h is None:
-        raise NerfDataError(f"{where}: image size unknown; give 'w' and 'h' or provide the images")
-    try:
-        w, h = int(w), int(h)
-    except (TypeError, ValueError) as e:
-        raise NerfDataError(f"{where}: 'w'/'h' must be integers, got {doc.get('w')!r}/{doc.get('h')!r}") from e
-    if width is not None and (w, h) != (width, height):
-        raise NerfDataError(f"{where}: declares w x h = {w} x {h} but the images are {width} x {height}")
-    if w <= 0 or h <= 0:
-        raise NerfDataError(f"{where}: image size must be positive, got {w} x {h}")
-
-    def num(key: str) -> float:
-        try:
-            v = float(doc[key])
-        except (TypeError, ValueError) as e:
-            raise NerfDataError(f"{where}: {key!r} must be a number, got {doc[key]!r}") from e
-        if not math.isfinite(v):
-            raise NerfDataError(f"{where}: {key!r} is not finite")
-        return v
-
-    if "fl_x" in doc:
-        fx = num("fl_x")
-        fy = num("fl_y") if "fl_y" in doc else fx
-    elif "camera_angle_x" in doc:
-        ax = num("camera_angle_x")
-        if not 0.0 < ax < math.pi:
-            raise NerfDataError(f"{where}: camera_angle_x must be in (0, pi) radians, got {ax} (degrees given?)")
-        fx = 0.5 * w / math.tan(0.5 * ax)
-        if "camera_angle_y" in doc:
-            ay = num("camera_angle_y")
-            if not 0.0 < ay < math.pi:
-                raise NerfDataError(f"{where}: camera_angle_y must be in (0, pi) radians, got {ay}")
-            fy = 0.5 * h / math.tan(0.5 * ay)
-        else:
-            fy = fx
-    else:
-        raise NerfDataError(f"{where}: no intrinsics; give 'camera_angle_x' (radians) or 'fl_x' (pixels)")
-    if fx <= 0 or fy <= 0:
-        raise NerfDataError(f"{where}: focal lengths must be positive, got fl_x={fx}, fl_y={fy}")
-    cx = num("cx") if "cx" in doc else 0.5 * w
-    cy = num("cy") if "cy" in doc else 0.5 * h
-    return Intrinsics(float(fx), float(fy), float(cx), float(cy), w, h)
-
-
-def validate_c2w(m: Any, where: str) -> np.ndarray:
-    """Return a rigid 4x4 float64 c2w; uniform scale (object scale in Blender) is divided out.
-
-    Rejects wrong shapes, non-finite values, a bottom row other than (0,0,0,1), singular or
-    mirrored rotations and shear/non-uniform scale: a NeRF fit on those silently goes wrong.
-    """
-    try:
-        a = np.asarray(m, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise NerfDataError(f"{where}: transform_matrix is not a numeric matrix") from e
-    if a.shape == (3, 4):
-        a = np.vstack([a, [0.0, 0.0, 0.0, 1.0]])
-    if a.shape != (4, 4):
-        raise NerfDataError(f"{where}: transform_matrix must be 4x4 (or 3x4), got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise NerfDataError(f"{where}: transform_matrix has NaN/inf entries")
-    if not np.allclose(a[3], [0.0, 0.0, 0.0, 1.0], atol=1e-4):
-        raise NerfDataError(f"{where}: transform_matrix bottom row must be [0, 0, 0, 1], got {a[3].tolist()}")
-    r = a[:3, :3]
-    det = float(np.linalg.det(r))
-    if abs(det) < 1e-8:
-        raise NerfDataError(f"{where}: transform_matrix rotation is singular (det={det:.3g}); is a camera scaled to zero?")
-    if det < 0:
-        raise NerfDataError(f"{where}: transform_matrix is mirrored (det<0); expected a right-handed camera-to-world matrix")
-    norms = np.linalg.norm(r, axis=0)
-    if np.max(np.abs(norms / norms.mean() - 1.0)) > 1e-3:
-        raise NerfDataError(f"{where}: transform_matrix has non-uniform scale {np.round(norms, 4).tolist()}; "
-                            "apply or clear the camera's scale")
-    r = r / norms
-    if not np.allclose(r.T @ r, np.eye(3), atol=1e-3):
-        raise NerfDataError(f"{where}: transform_matrix rotation has shear (columns not orthogonal); expected a rigid camera pose")
-    out = np.eye(4)
-    out[:3, :3] = r
-    out[:3, 3] = a[:3, 3]
-    return out
+# pixels and datasets
 
 
 def decode_image(data: bytes | np.ndarray | Image.Image, where: str) -> np.ndarray:
@@ -226,164 +119,76 @@ def decode_image(data: bytes | np.ndarray | Image.Image, where: str) -> np.ndarr
     return decode_image(np.asarray(img), where)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _image_size(path: str) -> tuple[int, int]:
+    """What Pillow (this layer's decoder) claims, without decoding: more formats than the core's."""
+    with Image.open(path) as im:
+        return im.size
+
+
+def _read_image(path: str) -> np.ndarray:
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise NerfDataError(f"{path}: file not found") from e
-    except OSError as e:
-        raise NerfDataError(f"{path}: cannot read ({e})") from e
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise NerfDataError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
-    if not isinstance(doc, dict):
-        raise NerfDataError(f"{path}: top level must be a JSON object with 'frames'")
-    return doc
+        with open(path, "rb") as f:
+            return decode_image(f.read(), path)
+    except NerfDataError:
+        raise
+    except Exception as e:
+        raise NerfDataError(f"{path}: cannot read image ({e})") from e
 
 
-def resolve_transforms(path: str | os.PathLike, split: str = "train") -> Path:
-    """A transforms file, or a folder holding ``transforms_<split>.json`` / ``transforms.json``."""
-    p = Path(path)
-    if p.is_dir():
-        for name in (f"transforms_{split}.json", "transforms.json"):
-            if (p / name).is_file():
-                return p / name
-        raise NerfDataError(f"{p}: no transforms_{split}.json or transforms.json in this folder")
-    if not p.exists():
-        raise NerfDataError(f"{p}: file not found")
-    return p
-
-
-def _find_image(base: Path, file_path: str, where: str) -> Path:
-    cand = (base / file_path)
-    if cand.suffix.lower() in _IMAGE_EXTS and cand.is_file():
-        return cand
-    for ext in _IMAGE_EXTS:
-        c = cand.with_name(cand.name + ext)
-        if c.is_file():
-            return c
-    raise NerfDataError(f"{where}: image {file_path!r} not found under {base} (tried the name as is and with "
-                        f"{', '.join(_IMAGE_EXTS[:3])})")
-
-
-def parse_frames(doc: dict[str, Any], load_image: Callable[[int, dict[str, Any]], np.ndarray],
-                 where: str = "transforms") -> NerfDataset:
-    """Validate a transforms document whose images come from ``load_image(i, frame)``.
-
-    Shared by the disk loader and the server op (which gets images as blobs, never paths).
-    """
-    frames = doc.get("frames")
-    if not isinstance(frames, list) or not frames:
-        raise NerfDataError(f"{where}: 'frames' must be a non-empty list")
-    images, poses, names = [], [], []
-    size: tuple[int, int] | None = None
-    for i, fr in enumerate(frames):
-        fw = f"{where}: frames[{i}]"
-        if not isinstance(fr, dict):
-            raise NerfDataError(f"{fw} must be an object")
-        if "transform_matrix" not in fr:
-            raise NerfDataError(f"{fw} has no 'transform_matrix'")
-        poses.append(validate_c2w(fr["transform_matrix"], fw))
-        img = load_image(i, fr)
-        hw = (img.shape[1], img.shape[0])
-        if size is None:
-            size = hw
-        elif hw != size:
-            raise NerfDataError(f"{fw}: image is {hw[0]} x {hw[1]} but frames[0] is {size[0]} x {size[1]}; "
-                                "all images must have the same size")
-        images.append(img)
-        names.append(str(fr.get("file_path", f"frame_{i}")))
-    assert size is not None
-    intr = intrinsics_from_json(doc, size[0], size[1], where)
-    aabb = None
-    if "aabb" in doc:
-        try:
-            aabb = np.asarray(doc["aabb"], dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            raise NerfDataError(f"{where}: 'aabb' must be [[xmin,ymin,zmin],[xmax,ymax,zmax]]") from e
-        if aabb.shape != (2, 3) or not np.all(np.isfinite(aabb)) or np.any(aabb[1] <= aabb[0]):
-            raise NerfDataError(f"{where}: 'aabb' must be [[xmin,ymin,zmin],[xmax,ymax,zmax]] with min < max")
+def _dataset(poses: Sequence[np.ndarray], images: list[np.ndarray], intr: Intrinsics, names: list[str],
+             aabb: np.ndarray | None) -> NerfDataset:
     stack = np.stack(images).astype(np.float32)
     has_alpha = bool(np.any(stack[..., 3] < 1.0))
     return NerfDataset(stack, np.stack(poses).astype(np.float32), intr, names, aabb, has_alpha)
 
 
+def _names(doc: dict[str, Any]) -> list[str]:
+    return [str(fr.get("file_path", f"r_{i:03d}")) for i, fr in enumerate(doc["frames"])]
+
+
+def _check_same_size(img: np.ndarray, size: tuple[int, int] | None, where: str) -> tuple[int, int]:
+    """``size`` (w, h) of the first image; every other must match it."""
+    hw = (img.shape[1], img.shape[0])
+    if size is not None and hw != size:
+        raise NerfDataError(f"{where}: image is {hw[0]} x {hw[1]} but frames[0] is {size[0]} x {size[1]}; "
+                            "all images must have the same size")
+    return hw
+
+
+def dataset_from_doc(doc: dict[str, Any], load_image: Callable[[int], np.ndarray],
+                     where: str = "transforms") -> NerfDataset:
+    """A transforms document whose images come from ``load_image(i)`` (the server op: images
+    arrive as blobs, never paths); validated by the core reader's functions."""
+    with _data_errors():
+        poses = nc.frame_poses(doc, where)
+        aabb = nc.aabb_of(doc, where)
+    images: list[np.ndarray] = []
+    size = None
+    for i in range(len(poses)):
+        images.append(load_image(i))
+        size = _check_same_size(images[-1], size, f"{where}: frames[{i}]")
+    with _data_errors():
+        intr = nc.intrinsics_from_doc(doc, size, where)
+    return _dataset(poses, images, intr, _names(doc), aabb)
+
+
 def load_transforms(path: str | os.PathLike, split: str = "train") -> NerfDataset:
     """Load ``transforms*.json`` (file or folder) and its images, validating everything."""
-    tf = resolve_transforms(path, split)
-    doc = _read_json(tf)
-    base = tf.parent
-
-    def load(i: int, fr: dict[str, Any]) -> np.ndarray:
-        fp = fr.get("file_path")
-        if not isinstance(fp, str) or not fp:
-            raise NerfDataError(f"{tf}: frames[{i}] has no 'file_path'")
-        img_path = _find_image(base, fp, f"{tf}: frames[{i}]")
-        try:
-            return decode_image(img_path.read_bytes(), str(img_path))
-        except NerfDataError:
-            raise
-        except Exception as e:
-            raise NerfDataError(f"{img_path}: cannot read image ({e})") from e
-
-    return parse_frames(doc, load, str(tf))
-
-
-def transforms_doc(c2w: np.ndarray, intr: Intrinsics, file_paths: Sequence[str] | None = None,
-                   aabb: np.ndarray | None = None) -> dict[str, Any]:
-    """A transforms document for the given cameras (what ``save_transforms`` writes)."""
-    c2w = np.asarray(c2w, dtype=np.float64).reshape(-1, 4, 4)
-    paths = list(file_paths) if file_paths is not None else [f"./r_{i:03d}" for i in range(len(c2w))]
-    doc: dict[str, Any] = dict(intr.to_json())
-    if aabb is not None:
-        doc["aabb"] = np.asarray(aabb, dtype=np.float64).tolist()
-    doc["frames"] = [{"file_path": p, "transform_matrix": m.tolist()} for p, m in zip(paths, c2w)]
-    return doc
-
-
-def save_transforms(path: str | os.PathLike, c2w: np.ndarray, intr: Intrinsics, file_paths: Sequence[str] | None = None,
-                    images: np.ndarray | None = None, aabb: np.ndarray | None = None) -> Path:
-    """Write a transforms JSON (and optionally the images as PNG next to it, paths relative)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = transforms_doc(c2w, intr, file_paths, aabb)
-    if images is not None:
-        for fr, img in zip(doc["frames"], images):
-            arr = np.asarray(img)
-            if arr.dtype != np.uint8:
-                arr = (np.clip(arr, 0, 1) * 255.0 + 0.5).astype(np.uint8)
-            out = path.parent / (fr["file_path"] if fr["file_path"].lower().endswith(".png") else fr["file_path"] + ".png")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(arr).save(out)
-    path.write_text(json.dumps(doc, indent=1))
-    return path
+    with _data_errors():
+        ds = nc.read_transforms(os.fspath(path), split, size_of=_image_size)
+    images: list[np.ndarray] = []
+    for i, (img_path, _m) in enumerate(ds.frames):
+        images.append(_read_image(img_path))  # EXIF orientation may turn one: sizes checked again
+        _check_same_size(images[-1], (ds.intrinsics.w, ds.intrinsics.h), f"{ds.path}: frames[{i}]")
+    return _dataset([m for _, m in ds.frames], images, ds.intrinsics, _names(ds.doc), ds.aabb)
 
 
 def cameras_from_transforms(path: str | os.PathLike, split: str = "test") -> tuple[np.ndarray, Intrinsics, list[str], Path]:
     """Only the cameras of a transforms file (rendering needs no images); also returns its path."""
-    tf = resolve_transforms(path, split)
-    doc = _read_json(tf)
-    frames = doc.get("frames")
-    if not isinstance(frames, list) or not frames:
-        raise NerfDataError(f"{tf}: 'frames' must be a non-empty list")
-    poses = np.stack([validate_c2w(fr.get("transform_matrix") if isinstance(fr, dict) else None, f"{tf}: frames[{i}]")
-                      for i, fr in enumerate(frames)])
-    width = height = None
-    if "w" not in doc or "h" not in doc:
-        fp = frames[0].get("file_path") if isinstance(frames[0], dict) else None
-        if not fp:
-            raise NerfDataError(f"{tf}: no 'w'/'h' and no image to read the size from")
-        img_path = _find_image(tf.parent, fp, f"{tf}: frames[0]")
-        try:
-            with Image.open(img_path) as im:
-                width, height = im.size
-        except Exception as e:  # Pillow raises many types for bad files
-            raise NerfDataError(f"{img_path}: cannot read the image size ({e}); give 'w' and 'h' "
-                                "in the transforms file or fix the image") from e
-    intr = intrinsics_from_json(doc, width, height, str(tf))
-    names = [str(fr.get("file_path", f"r_{i:03d}")) for i, fr in enumerate(frames)]
-    return poses.astype(np.float32), intr, names, tf
+    with _data_errors():
+        ds = nc.read_transforms(os.fspath(path), split, need_images=False, size_of=_image_size)
+    poses = np.stack([m for _, m in ds.frames]).astype(np.float32)
+    return poses, ds.intrinsics, _names(ds.doc), Path(ds.path)
 
 
 def estimate_aabb(c2w: np.ndarray, intr: Intrinsics) -> np.ndarray:
@@ -420,6 +225,6 @@ def estimate_aabb(c2w: np.ndarray, intr: Intrinsics) -> np.ndarray:
         raise NerfDataError(f"cannot estimate the scene box: the point the cameras' axes meet is behind "
                             f"most of them (an inside-out capture?); {hint}")
     dist = float(np.linalg.norm(o - centre, axis=1).mean())
-    half_fov = math.atan(0.5 * max(intr.width / intr.fx, intr.height / intr.fy))
+    half_fov = math.atan(0.5 * max(intr.w / intr.fl_x, intr.h / intr.fl_y))
     half = max(1e-3, dist * math.sin(half_fov) * 1.15)
     return np.stack([centre - half, centre + half])

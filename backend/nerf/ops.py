@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from image2points.addon.core import nerf_capture as nc
 from image2points.addon.core.limits import MAX_POINTS
 
 from ..ops import Job, JobError, Output, register_op
-from .dataset import NerfDataError, decode_image, intrinsics_from_json, parse_frames, validate_c2w
+from .dataset import NerfDataError, dataset_from_doc, decode_image
 
 MAX_MODELS = 3
 MAX_IMAGES = 400
@@ -68,8 +69,8 @@ def _cameras(params: dict, key: str = "transform_matrices") -> list[np.ndarray]:
     if not isinstance(mats, list) or not mats:
         raise JobError("BAD_INPUT", f"'{key}' must be a non-empty list of 4x4 camera-to-world matrices")
     try:
-        return [validate_c2w(m, f"{key}[{i}]") for i, m in enumerate(mats)]
-    except NerfDataError as e:
+        return [nc.check_pose(m, f"{key}[{i}]") for i, m in enumerate(mats)]
+    except nc.DatasetError as e:
         raise JobError("BAD_INPUT", str(e)) from None
 
 
@@ -127,19 +128,19 @@ def nerf_fit(job: Job) -> Output:
     if isinstance(doc.get("w"), int) and isinstance(doc.get("h"), int):
         check_size(doc["w"], doc["h"])  # before decoding any image
 
-    def load(i: int, fr: dict) -> np.ndarray:
+    def load(i: int) -> np.ndarray:
         blob = job.blobs.get(f"image_{i}")
         if blob is None:
             raise NerfDataError(f"image_{i} is missing: send one image blob per transform matrix")
         img = decode_image(blob if isinstance(blob, np.ndarray) and blob.ndim == 3 else
                            (blob.tobytes() if isinstance(blob, np.ndarray) else bytes(blob)), f"image_{i}")
-        if i == 0:  # all images have this size (parse_frames checks): refuse before decoding the rest
+        if i == 0:  # all images have this size (dataset_from_doc checks): refuse before decoding the rest
             check_size(img.shape[1], img.shape[0])
         return img
 
     job.progress(0.0, "load")
     try:
-        data = parse_frames(doc, load, "nerf_fit")
+        data = dataset_from_doc(doc, load, "nerf_fit")
     except NerfDataError as e:
         raise JobError("BAD_INPUT", str(e)) from None
 
@@ -184,10 +185,10 @@ def nerf_render(job: Job) -> Output:
     cams = _cameras(job.params)
     doc = _intrinsics_doc(job.params)
     try:
-        intr = intrinsics_from_json(doc, None, None, "nerf_render")
-    except NerfDataError as e:
+        intr = nc.intrinsics_from_doc(doc, None, "nerf_render")
+    except nc.DatasetError as e:
         raise JobError("BAD_INPUT", str(e)) from None
-    if intr.width * intr.height * len(cams) > MAX_RENDER_PIXELS * 4:
+    if intr.w * intr.h * len(cams) > MAX_RENDER_PIXELS * 4:
         raise JobError("TOO_LARGE", "too many pixels requested; render fewer or smaller views")
     blobs = {}
     for i, m in enumerate(cams):

@@ -23,7 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .dataset import Intrinsics, NerfDataError, NerfDataset, estimate_aabb
+from image2points.addon.core.nerf_capture import Intrinsics
+
+from .dataset import NerfDataError, NerfDataset, estimate_aabb
 from .fields import PRESETS, Field, GridField, build_field
 from .rays import camera_rays, ray_aabb
 from .rendering import render_rays
@@ -126,7 +128,7 @@ def render_image(field: Field, c2w: np.ndarray | torch.Tensor, intr: Intrinsics,
         r = render_rays(field, o[i:i + chunk], d[i:i + chunk], bg)
         for k in outs:
             outs[k].append(r[k])
-    h, w = intr.height, intr.width
+    h, w = intr.h, intr.w
     return {"rgb": torch.cat(outs["rgb"]).reshape(h, w, 3).clamp(0, 1).cpu().numpy(),
             "acc": torch.cat(outs["acc"]).reshape(h, w).cpu().numpy(),
             "depth": torch.cat(outs["depth"]).reshape(h, w).cpu().numpy()}
@@ -189,7 +191,7 @@ def fit(data: NerfDataset, config: FitConfig | None = None, *, device: torch.dev
     cfg = config or FitConfig()
     if cfg.minutes is None and cfg.steps is None:
         raise ValueError("give a time budget (minutes) or a step budget (steps)")
-    check_fit_size(len(data), data.intrinsics.width, data.intrinsics.height)
+    check_fit_size(len(data), data.intrinsics.w, data.intrinsics.h)
     device = torch.device(device)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -309,7 +311,7 @@ def fit(data: NerfDataset, config: FitConfig | None = None, *, device: torch.dev
         field.update_occupancy()
     meta = {
         "field": cfg.field,
-        "intrinsics": asdict(data.intrinsics),
+        "intrinsics": intrinsics_meta(data.intrinsics),
         "train_c2w": np.asarray(data.c2w, dtype=np.float64).round(6).tolist(),
         "steps": step,
         "seconds": round(clock(), 2),
@@ -324,8 +326,8 @@ def fit(data: NerfDataset, config: FitConfig | None = None, *, device: torch.dev
 
 def _preview(field: Field, data: NerfDataset, size: int) -> np.ndarray:
     intr = data.intrinsics
-    s = min(1.0, size / max(intr.width, intr.height))
-    small = intr.scaled(max(1, round(intr.width * s)), max(1, round(intr.height * s)))
+    s = min(1.0, size / max(intr.w, intr.h))
+    small = intr.scaled(max(1, round(intr.w * s)), max(1, round(intr.h * s)))
     was = field.training
     field.eval()
     img = render_image(field, data.c2w[0], small)["rgb"]
@@ -335,6 +337,15 @@ def _preview(field: Field, data: NerfDataset, size: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # saving: a dict of tensors + JSON strings, readable with torch.load(weights_only=True)
+
+
+def intrinsics_meta(intr: Intrinsics) -> dict[str, float]:
+    """The intrinsics as saved models (format version 1) store them."""
+    return {"fx": intr.fl_x, "fy": intr.fl_y, "cx": intr.cx, "cy": intr.cy, "width": intr.w, "height": intr.h}
+
+
+def intrinsics_from_meta(d: dict[str, Any]) -> Intrinsics:
+    return Intrinsics(int(d["width"]), int(d["height"]), float(d["fx"]), float(d["fy"]), float(d["cx"]), float(d["cy"]))
 
 
 def model_to_bytes(model: NerfModel, half: bool = False) -> bytes:
