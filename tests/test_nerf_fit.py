@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from image2points.backend.nerf.dataset import load_transforms
+from image2points.backend.nerf.rendering import render_image
 from image2points.backend.nerf.training import (
     FitConfig,
     evaluate,
@@ -21,7 +22,6 @@ from image2points.backend.nerf.training import (
     model_from_bytes,
     model_to_bytes,
     psnr,
-    render_image,
     save_model,
 )
 
@@ -207,7 +207,7 @@ def test_server_ops(scene: Path) -> None:
 def test_points_and_render_stop_on_cancel(fitted, scene: Path) -> None:
     from image2points.backend.nerf import ops as nerf_ops
     from image2points.backend.nerf.points import extract_points
-    from image2points.backend.nerf.training import Cancelled
+    from image2points.backend.nerf.rendering import Cancelled
     from image2points.backend.ops import Job, JobError
 
     model, _ = fitted

@@ -92,7 +92,8 @@ def run_render(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from .dataset import NerfDataError, cameras_from_transforms, load_transforms
-    from .training import load_model, psnr, render_image, to_uint8
+    from .rendering import render_image, to_uint8
+    from .training import load_model, psnr
 
     _threads(args.threads)
     try:

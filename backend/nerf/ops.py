@@ -179,7 +179,7 @@ def nerf_fit(job: Job) -> Output:
 def nerf_render(job: Job) -> Output:
     """params: model_id, transform_matrices (c2w list), intrinsics (camera_angle_x/fl_x.., w, h);
     returns image_0..image_K as uint8 HxWx3 (white background)."""
-    from .training import Cancelled, render_image, to_uint8
+    from .rendering import Cancelled, render_image, to_uint8
 
     model = _get_model(job)
     cams = _cameras(job.params)
@@ -206,7 +206,7 @@ def nerf_points(job: Job) -> Output:
     """params: model_id, max_points; returns xyz float32 (N,3) world frame and rgb uint8 (N,3).
     Casts at most ``points.MAX_POINT_RAYS`` rays (see that module); stops on cancel."""
     from .points import extract_points
-    from .training import Cancelled
+    from .rendering import Cancelled
 
     model = _get_model(job)
     try:

@@ -26,8 +26,8 @@ import torch
 from image2points.addon.core.nerf_capture import Intrinsics
 
 from .rays import camera_rays
-from .rendering import median_depth, render_rays
-from .training import Cancelled, NerfModel, intrinsics_from_meta
+from .rendering import Cancelled, median_depth, render_rays
+from .training import NerfModel, intrinsics_from_meta
 
 MAX_POINT_RAYS = 2**22  # ~4.2 M rays in all (see the module docstring)
 MAX_POINT_VIEWS = 64
@@ -59,7 +59,7 @@ def extract_points(model: NerfModel, max_points: int = 200_000, acc_threshold: f
     """xyz float32 (N,3) in the scene's world frame (Blender world, Z up, scene units) and rgb
     uint8 (N,3). Uses the training cameras stored in the model unless ``cameras`` are given,
     thinned to ``max_rays`` rays by ``point_cameras``. ``should_stop()`` is checked before every
-    chunk of rays; when true, ``training.Cancelled`` is raised."""
+    chunk of rays; when true, ``rendering.Cancelled`` is raised."""
     field = model.field
     dev = field.aabb.device
     if cameras is None:
