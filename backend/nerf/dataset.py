@@ -78,26 +78,18 @@ def decode_image(data: bytes | np.ndarray | Image.Image, where: str) -> np.ndarr
     (clipped) and must be finite; other dtypes are refused rather than guessed at."""
     if isinstance(data, np.ndarray):
         arr = data
-        if arr.dtype == np.uint8:
-            arr = arr.astype(np.float32) / 255.0
-        elif arr.dtype == np.uint16:
+        if arr.dtype == np.uint16:
             arr = arr.astype(np.float32) / 65535.0
         elif arr.dtype.kind == "f":
             if not np.all(np.isfinite(arr)):
                 raise NerfDataError(f"{where}: image array has NaN/inf values")
-        else:
+        elif arr.dtype != np.uint8:
             raise NerfDataError(f"{where}: image array dtype {arr.dtype} is not supported "
                                 "(use uint8, uint16 or float in [0, 1])")
-        arr = arr.astype(np.float32)
-        if arr.ndim == 2:
-            arr = arr[..., None]
-        if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-            raise NerfDataError(f"{where}: image array must be HxW, HxWx3 or HxWx4, got {arr.shape}")
-        if arr.shape[2] == 1:
-            arr = np.repeat(arr, 3, axis=2)
-        if arr.shape[2] == 3:
-            arr = np.concatenate([arr, np.ones_like(arr[..., :1])], axis=2)
-        return np.clip(arr, 0.0, 1.0)
+        try:
+            return nc.as_rgba_float(arr)  # the add-on's reading of a blob: grey, LA, RGB, RGBA
+        except nc.DatasetError as e:
+            raise NerfDataError(f"{where}: {e}") from None
     if isinstance(data, Image.Image):
         img = data
         if img.width * img.height > MAX_PIXELS:
