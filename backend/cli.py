@@ -25,7 +25,7 @@ PLUGINS = {
     "eval": ".evaluate",
     "eval-mask": ".eval_mask",
     "pipeline": ".pipeline",
-    "nerf": ".nerf_cli",
+    "nerf": ".nerf.cli",
     "bench": "..bench.__main__",
     "broker": ".broker",
 }
@@ -85,10 +85,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     _quiet_threads_env()
     import numpy as np
 
-    from image2points.addon.core.plyio import write_ply
-
     from .images import decode_image
     from .ops import JobError
+    from .ply import write_ply
     from .reconstruct_op import FRAME, cut_out
 
     if args.mesh and not args.mesh.lower().endswith((".glb", ".ply", ".obj")):

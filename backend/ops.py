@@ -88,8 +88,8 @@ def load_builtin_ops() -> dict[str, OpSpec]:
     from . import mesh_op, ops_builtin, reconstruct_op  # noqa: F401  (ops_builtin: model-free echo)
 
     try:
-        from . import nerf_ops  # noqa: F401
+        from .nerf import ops as _nerf_ops  # noqa: F401
     except ImportError as exc:  # NeRF ops are optional until that module lands
-        if "nerf_ops" not in str(exc):
+        if "nerf" not in str(exc):
             raise
     return OPS

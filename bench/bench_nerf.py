@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _load(scene: str, size: int, n_train: int, n_test: int, samples: int, cache: Path):
     from image2points.backend.data.nerf_scene import make_scene
-    from image2points.backend.model.nerf_data import load_transforms
+    from image2points.backend.nerf.dataset import load_transforms
 
     out = make_scene(scene, cache / (scene if size == 100 else f"{scene}-{size}"), width=size, n_train=n_train,
                      n_test=n_test, samples=samples, log=lambda s: print("  " + s, flush=True))
@@ -33,7 +33,7 @@ def _load(scene: str, size: int, n_train: int, n_test: int, samples: int, cache:
 
 
 def _curve(train, test, field: str, minutes: float, checkpoints: list[float]) -> dict[str, Any]:
-    from image2points.backend.model.nerf_train import FitConfig, evaluate, fit
+    from image2points.backend.nerf.training import FitConfig, evaluate, fit
 
     rows: list[dict[str, float]] = []
 
@@ -59,7 +59,7 @@ def _time_to_reach(curve: list[dict[str, float]], target: float) -> float | None
 
 
 def _baselines(train, test) -> dict[str, float]:
-    from image2points.backend.model.nerf_train import psnr
+    from image2points.backend.nerf.training import psnr
 
     gt = test.rgb_on((1.0, 1.0, 1.0))
     mean_img = train.rgb_on((1.0, 1.0, 1.0)).mean(0)

@@ -1,4 +1,5 @@
-"""The transforms.json loader: the convention it accepts and the errors it gives."""
+"""The transforms.json loader (the core reader + the backend's pixels): the convention it accepts and
+the errors it gives."""
 
 from __future__ import annotations
 
@@ -10,14 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from image2points.backend.model.nerf_data import (
-    Intrinsics,
+from image2points.addon.core import nerf_capture as nc
+from image2points.addon.core.nerf_capture import Intrinsics
+from image2points.backend.nerf.dataset import (
     NerfDataError,
     cameras_from_transforms,
     estimate_aabb,
     load_transforms,
-    save_transforms,
-    validate_c2w,
 )
 
 
@@ -47,7 +47,7 @@ def test_loads_blender_convention_with_and_without_extension(tmp_path: Path) -> 
         data = load_transforms(d, "train")
         assert data.images.shape == (3, 6, 8, 4) and data.images.dtype == np.float32
         assert data.has_alpha and data.images[0, 0, 0, 3] == pytest.approx(128 / 255)
-        assert data.intrinsics.fx == pytest.approx(0.5 * 8 / math.tan(0.5 * 0.6911112))
+        assert data.intrinsics.fl_x == pytest.approx(0.5 * 8 / math.tan(0.5 * 0.6911112))
         assert (data.intrinsics.cx, data.intrinsics.cy) == (4.0, 3.0)
         # evaluation background is white: transparent pixels become white
         assert data.rgb_on()[0, 0, 0, 0] == pytest.approx(0.0 * 0.5 + 1.0 * (1 - 128 / 255), abs=1e-6)
@@ -59,20 +59,24 @@ def test_rgb_images_and_explicit_focal(tmp_path: Path) -> None:
     data = load_transforms(d / "transforms.json")
     assert not data.has_alpha and np.all(data.images[..., 3] == 1.0)
     i = data.intrinsics
-    assert (i.fx, i.fy, i.cx, i.cy, i.width, i.height) == (10.0, 11.0, 3.0, 2.5, 8, 6)
+    assert (i.fl_x, i.fl_y, i.cx, i.cy, i.w, i.h) == (10.0, 11.0, 3.0, 2.5, 8, 6)
 
 
 def test_save_load_round_trip(tmp_path: Path) -> None:
-    intr = Intrinsics(20.0, 20.0, 8.0, 6.0, 16, 12)
+    """What the add-on's capture writes (core transforms_doc + PNGs) loads back here."""
+    intr = Intrinsics(w=16, h=12, fl_x=20.0, fl_y=20.0, cx=8.0, cy=6.0)
     c2w = np.stack([np.array(_pose(3.0)), np.array(_pose(5.0))])
     imgs = np.random.default_rng(0).uniform(size=(2, 12, 16, 4)).astype(np.float32)
-    save_transforms(tmp_path / "transforms_test.json", c2w, intr, ["./test/a", "./test/b"], imgs,
-                    aabb=np.array([[-1, -1, -1], [1, 1, 1.0]]))
+    (tmp_path / "test").mkdir()
+    for name, img in zip("ab", imgs):
+        Image.fromarray((img * 255.0 + 0.5).astype(np.uint8)).save(tmp_path / "test" / f"{name}.png")
+    doc = nc.transforms_doc(intr, [("./test/a", c2w[0]), ("./test/b", c2w[1])], aabb=[[-1, -1, -1], [1, 1, 1.0]])
+    nc.write_json(str(tmp_path / "transforms_test.json"), doc)
     data = load_transforms(tmp_path, "test")
     assert np.allclose(data.c2w, c2w) and data.aabb is not None
     assert np.abs(data.images - imgs).max() <= 0.5 / 255 + 1e-6
     cams, intr2, names, _ = cameras_from_transforms(tmp_path / "transforms_test.json")
-    assert np.allclose(cams, c2w) and intr2.fx == pytest.approx(20.0) and names == ["./test/a", "./test/b"]
+    assert np.allclose(cams, c2w) and intr2.fl_x == pytest.approx(20.0) and names == ["./test/a", "./test/b"]
 
 
 @pytest.mark.parametrize("mutate, message", [
@@ -121,7 +125,7 @@ def test_uniform_scale_is_divided_out_and_aabb_estimate_contains_target() -> Non
     m = np.eye(4)
     m[:3, :3] *= 2.0
     m[:3, 3] = [1, 2, 3]
-    out = validate_c2w(m, "x")
+    out = nc.check_pose(m, "x")
     assert np.allclose(out[:3, :3], np.eye(3)) and np.allclose(out[:3, 3], [1, 2, 3])
     # cameras on a circle looking at the origin
     poses = []
@@ -133,12 +137,12 @@ def test_uniform_scale_is_divided_out_and_aabb_estimate_contains_target() -> Non
         p = np.eye(4)
         p[:3, 0], p[:3, 1], p[:3, 2], p[:3, 3] = r, u, -f, eye
         poses.append(p)
-    box = estimate_aabb(np.stack(poses), Intrinsics(50, 50, 25, 25, 50, 50))
+    box = estimate_aabb(np.stack(poses), Intrinsics(w=50, h=50, fl_x=50, fl_y=50, cx=25, cy=25))
     assert np.all(box[0] < 0) and np.all(box[1] > 0) and np.all(box[1] - box[0] < 8)
 
 
 def test_image_arrays_refuse_nan_and_scale_uint16() -> None:
-    from image2points.backend.model.nerf_data import decode_image
+    from image2points.backend.nerf.dataset import decode_image
 
     bad = np.full((4, 5, 3), 0.5, np.float32)
     bad[1, 2, 0] = np.nan
@@ -166,7 +170,7 @@ def _looking_along(eye, forward) -> np.ndarray:
 
 
 def test_aabb_estimate_refuses_parallel_or_outward_cameras(tmp_path: Path) -> None:
-    intr = Intrinsics(50, 50, 25, 25, 50, 50)
+    intr = Intrinsics(w=50, h=50, fl_x=50, fl_y=50, cx=25, cy=25)
     # five cameras side by side, all looking along +Y: their axes never meet
     side = np.stack([_looking_along([x, 0.0, 1.0], [0, 1, 0]) for x in np.linspace(-2, 2, 5)])
     with pytest.raises(NerfDataError, match=r"parallel axes.*give the scene box as 'aabb'"):

@@ -12,8 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from image2points.backend.model.nerf_data import load_transforms
-from image2points.backend.model.nerf_train import (
+from image2points.backend.nerf.dataset import load_transforms
+from image2points.backend.nerf.rendering import render_image
+from image2points.backend.nerf.training import (
     FitConfig,
     evaluate,
     fit,
@@ -21,7 +22,6 @@ from image2points.backend.model.nerf_train import (
     model_from_bytes,
     model_to_bytes,
     psnr,
-    render_image,
     save_model,
 )
 
@@ -115,8 +115,8 @@ def test_other_fields_train_through_the_same_interface(scene: Path) -> None:
 
 
 def test_points_and_ply(fitted, scene: Path, tmp_path: Path) -> None:
-    from image2points.addon.core.plyio import write_ply
-    from image2points.backend.model.nerf_points import extract_points
+    from image2points.backend.nerf.points import extract_points
+    from image2points.backend.ply import write_ply
 
     model, _ = fitted
     xyz, rgb = extract_points(model, max_points=5000)
@@ -141,7 +141,7 @@ def test_points_and_ply(fitted, scene: Path, tmp_path: Path) -> None:
 
 
 def test_cli_fit_render_points(scene: Path, tmp_path: Path, capsys) -> None:
-    from image2points.backend.nerf_cli import main
+    from image2points.backend.nerf.cli import main
 
     model = tmp_path / "m.pt"
     assert main(["nerf", "fit", str(scene), "--out", str(model), "--steps", "40", "--threads", "1"]) == 0
@@ -156,7 +156,7 @@ def test_cli_fit_render_points(scene: Path, tmp_path: Path, capsys) -> None:
 
 
 def test_server_ops(scene: Path) -> None:
-    from image2points.backend import nerf_ops
+    from image2points.backend.nerf import ops as nerf_ops
     from image2points.backend.ops import Job, JobError
 
     train = load_transforms(scene, "train")
@@ -205,9 +205,9 @@ def test_server_ops(scene: Path) -> None:
 
 
 def test_points_and_render_stop_on_cancel(fitted, scene: Path) -> None:
-    from image2points.backend import nerf_ops
-    from image2points.backend.model.nerf_points import extract_points
-    from image2points.backend.model.nerf_train import Cancelled
+    from image2points.backend.nerf import ops as nerf_ops
+    from image2points.backend.nerf.points import extract_points
+    from image2points.backend.nerf.rendering import Cancelled
     from image2points.backend.ops import Job, JobError
 
     model, _ = fitted
@@ -246,8 +246,8 @@ def test_points_and_render_stop_on_cancel(fitted, scene: Path) -> None:
 
 
 def test_point_extraction_casts_a_bounded_number_of_rays(fitted) -> None:
-    from image2points.backend.model.nerf_data import Intrinsics
-    from image2points.backend.model.nerf_points import (
+    from image2points.addon.core.nerf_capture import Intrinsics
+    from image2points.backend.nerf.points import (
         MAX_POINT_RAYS,
         MAX_POINT_VIEWS,
         extract_points,
@@ -257,13 +257,13 @@ def test_point_extraction_casts_a_bounded_number_of_rays(fitted) -> None:
     # the add-on's largest fit (400 views of 2048^2) and NeRF-synthetic (100 views of 800^2)
     for n, size in ((400, 2048), (100, 800), (100, 200), (24, 32)):
         cams = np.repeat(np.eye(4)[None], n, 0) + np.arange(n)[:, None, None]
-        intr = Intrinsics(1.2 * size, 1.2 * size, size / 2, size / 2, size, size)
+        intr = Intrinsics(w=size, h=size, fl_x=1.2 * size, fl_y=1.2 * size, cx=size / 2, cy=size / 2)
         sub, small = point_cameras(cams, intr)
         under = n * size * size <= MAX_POINT_RAYS  # then all cameras at full resolution
         assert len(sub) == (n if under else min(n, MAX_POINT_VIEWS)) and (small == intr) == under
-        assert len(sub) * small.width * small.height <= MAX_POINT_RAYS
+        assert len(sub) * small.w * small.h <= MAX_POINT_RAYS
         assert len(np.unique(sub[:, 0, 0])) == len(sub) and sub[0, 0, 0] == 1 and sub[-1, 0, 0] == n
-        assert small.fx / small.width == pytest.approx(intr.fx / intr.width, rel=0.05)  # same FOV
+        assert small.fl_x / small.w == pytest.approx(intr.fl_x / intr.w, rel=0.05)  # same FOV
     model, _ = fitted
     chunks = {"n": 0}
 
@@ -285,15 +285,16 @@ def _one_error(err: str) -> str:
 
 
 def test_fit_refuses_more_pixels_than_the_budget(scene: Path, tmp_path: Path, capsys) -> None:
-    from image2points.backend import nerf_ops
-    from image2points.backend.model.nerf_data import Intrinsics, NerfDataset
-    from image2points.backend.model.nerf_train import MAX_FIT_PIXELS, FitTooLarge
-    from image2points.backend.nerf_cli import main
+    from image2points.addon.core.nerf_capture import Intrinsics
+    from image2points.backend.nerf import ops as nerf_ops
+    from image2points.backend.nerf.cli import main
+    from image2points.backend.nerf.dataset import NerfDataset
+    from image2points.backend.nerf.training import MAX_FIT_PIXELS, FitTooLarge
     from image2points.backend.ops import Job, JobError
 
     assert 100 * 800 * 800 <= MAX_FIT_PIXELS < 5 * 4096 * 4096  # NeRF-synthetic fits, more does not
     big = NerfDataset(np.broadcast_to(np.zeros((1, 1, 1, 4), np.float32), (5, 4096, 4096, 4)),
-                      np.repeat(np.eye(4, dtype=np.float32)[None], 5, 0), Intrinsics(4e3, 4e3, 2048, 2048, 4096, 4096),
+                      np.repeat(np.eye(4, dtype=np.float32)[None], 5, 0), Intrinsics(4096, 4096, 4e3, 4e3, 2048, 2048),
                       aabb=np.array([[-1, -1, -1], [1, 1, 1.0]]))
     with pytest.raises(FitTooLarge, match="Mpx"):
         fit(big, FitConfig(steps=1))
@@ -314,9 +315,9 @@ def test_fit_refuses_more_pixels_than_the_budget(scene: Path, tmp_path: Path, ca
 
 
 def test_a_box_no_camera_ray_meets_is_bad_input(scene: Path, tmp_path: Path, capsys) -> None:
-    from image2points.backend import nerf_ops
-    from image2points.backend.model.nerf_data import NerfDataError
-    from image2points.backend.nerf_cli import main
+    from image2points.backend.nerf import ops as nerf_ops
+    from image2points.backend.nerf.cli import main
+    from image2points.backend.nerf.dataset import NerfDataError
     from image2points.backend.ops import Job, JobError
 
     far = [[50.0, 50.0, 50.0], [51.0, 51.0, 51.0]]
@@ -345,7 +346,7 @@ def _cli(*args: str) -> tuple[int, str]:
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "image2points.backend.nerf_cli", "nerf", *args], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "image2points.backend.nerf.cli", "nerf", *args], capture_output=True, text=True,
                        cwd=Path(__file__).resolve().parents[1], timeout=120)
     return r.returncode, r.stderr
 
@@ -353,7 +354,7 @@ def _cli(*args: str) -> tuple[int, str]:
 def test_cli_errors_are_one_line_with_exit_code_2(scene: Path, fitted, tmp_path: Path, capsys) -> None:
     import shutil
 
-    from image2points.backend.nerf_cli import main
+    from image2points.backend.nerf.cli import main
 
     model = save_model(fitted[0], tmp_path / "m.pt")
     # bad numbers are usage errors (argparse, exit 2), never a traceback

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from image2points.backend.model.nerf_data import Intrinsics, intrinsics_from_json
-from image2points.backend.model.nerf_encoding import encoded_dim, positional_encoding
-from image2points.backend.model.nerf_rays import camera_rays, ray_aabb, rays_through_pixels
-from image2points.backend.model.nerf_render import composite, median_depth, volume_weights
-from image2points.backend.model.nerf_sampling import fixed_step, stratified
+from image2points.addon.core.nerf_capture import Intrinsics, intrinsics_from_doc
+from image2points.backend.nerf.encoding import encoded_dim, positional_encoding
+from image2points.backend.nerf.rays import camera_rays, ray_aabb, rays_through_pixels
+from image2points.backend.nerf.rendering import composite, median_depth, volume_weights
+from image2points.backend.nerf.sampling import fixed_step, stratified
 
 
 def _dist_point_ray(p: np.ndarray, o: np.ndarray, d: np.ndarray) -> float:
@@ -40,8 +40,8 @@ def test_rays_match_blender_projection() -> None:
                         @ mathutils.Euler((1.1, 0.2, 0.4)).to_matrix().to_4x4())
     bpy.context.view_layer.update()
     c2w = np.array(cam.matrix_world, dtype=np.float64)
-    intr = intrinsics_from_json({"camera_angle_x": cam_data.angle_x}, 120, 80)
-    assert intr.fx == pytest.approx(cam_data.lens / cam_data.sensor_width * 120, rel=1e-6)
+    intr = intrinsics_from_doc({"camera_angle_x": cam_data.angle_x}, (120, 80))
+    assert intr.fl_x == pytest.approx(cam_data.lens / cam_data.sensor_width * 120, rel=1e-6)
     for _ in range(50):
         # a point in front of the camera
         p_cam = np.array([rng.uniform(-1, 1), rng.uniform(-0.6, 0.6), -rng.uniform(1.0, 6.0)])
@@ -55,7 +55,7 @@ def test_rays_match_blender_projection() -> None:
 
 
 def test_camera_rays_use_pixel_centres_and_look_down_minus_z() -> None:
-    intr = Intrinsics(50.0, 50.0, 16.0, 12.0, 32, 24)
+    intr = Intrinsics(w=32, h=24, fl_x=50.0, fl_y=50.0, cx=16.0, cy=12.0)
     c2w = torch.eye(4)
     o, d = camera_rays(c2w, intr)
     assert o.shape == d.shape == (24, 32, 3)

@@ -1,6 +1,7 @@
-"""Pure NeRF-dataset helpers for the add-on: intrinsics of a Blender camera, poses, transforms.json.
+"""Pure NeRF-dataset helpers: intrinsics of a Blender camera, poses, and the one transforms.json
+reader (the add-on's import and fit and the backend's dataset layer both stand on it).
 
-No bpy at import time (tests and the backend may import it anywhere). Conventions, as in the
+No bpy, no torch, no Pillow (tests and the backend may import it anywhere). Conventions, as in the
 NeRF-synthetic sets: a pose is the 4x4 camera-to-world matrix of a camera that looks down its local
 -Z with +Y up (Blender/OpenGL), i.e. ``camera.matrix_world`` with the scale taken out; pixel
 (u, v) counts from the top-left corner, v down; ``fl_x``/``fl_y`` are in pixels and
@@ -20,7 +21,7 @@ import json
 import math
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +30,6 @@ import numpy as np
 from .camera import look_at
 
 SENSOR_WIDTH_MM = 36.0
-TRAIN_FILE = "transforms_train.json"
-TEST_FILE = "transforms_test.json"
 IMAGE_DIR = "images"
 BACKGROUND_NOTE = "transparent (RGBA, alpha = coverage); evaluate on white"
 
@@ -63,8 +62,10 @@ class Intrinsics:
                 "fl_x": self.fl_x, "fl_y": self.fl_y, "cx": self.cx, "cy": self.cy,
                 "w": self.w, "h": self.h}
 
-    def matrix(self) -> np.ndarray:
-        return np.array([[self.fl_x, 0.0, self.cx], [0.0, self.fl_y, self.cy], [0.0, 0.0, 1.0]])
+    def scaled(self, w: int, h: int) -> Intrinsics:
+        """The same camera at another resolution (previews, point extraction)."""
+        sx, sy = w / self.w, h / self.h
+        return Intrinsics(w, h, self.fl_x * sx, self.fl_y * sy, self.cx * sx, self.cy * sy)
 
 
 def render_size(res_x: int, res_y: int, percentage: int = 100) -> tuple[int, int]:
@@ -159,26 +160,44 @@ def clean_pose(matrix: Any) -> np.ndarray:
     return out
 
 
-def check_pose(m: Any, what: str = "transform_matrix", tol: float = 1e-4) -> np.ndarray:
-    """A 4x4 c2w from a file: finite, last row 0 0 0 1, rotation orthonormal (else DatasetError)."""
+def check_pose(m: Any, where: str = "camera") -> np.ndarray:
+    """A rigid 4x4 float64 c2w from a file or a request; uniform scale (object scale in Blender) is
+    divided out.
+
+    Refuses wrong shapes, non-finite values, a bottom row other than (0,0,0,1), singular or
+    mirrored rotations and shear/non-uniform scale: a NeRF fit on those silently goes wrong.
+    """
+    what = f"{where}: transform_matrix"
     try:
         a = np.array(m, dtype=np.float64)
     except (TypeError, ValueError):
-        raise DatasetError(f"{what} is not a 4x4 list of numbers") from None
+        raise DatasetError(f"{what} is not a numeric matrix") from None
     if a.shape == (3, 4):
         a = np.vstack([a, [0.0, 0.0, 0.0, 1.0]])
-    if a.shape != (4, 4) or not np.isfinite(a).all():
-        raise DatasetError(f"{what} is not a finite 4x4 matrix")
-    if np.abs(a[3] - [0.0, 0.0, 0.0, 1.0]).max() > tol:
-        raise DatasetError(f"{what} has a last row {a[3].tolist()} (expected 0 0 0 1)")
+    if a.shape != (4, 4):
+        raise DatasetError(f"{what} must be 4x4 (or 3x4), got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise DatasetError(f"{what} has NaN/inf entries")
+    if not np.allclose(a[3], [0.0, 0.0, 0.0, 1.0], atol=1e-4):
+        raise DatasetError(f"{what} bottom row must be [0, 0, 0, 1], got {a[3].tolist()}")
     r = a[:3, :3]
     det = float(np.linalg.det(r))
-    if abs(det) < 1e-9:
-        raise DatasetError(f"{what} is singular")
-    scale = abs(det) ** (1.0 / 3.0)
-    if np.abs(r.T @ r / scale ** 2 - np.eye(3)).max() > 1e-3 or det < 0:
-        raise DatasetError(f"{what} is not a rotation (sheared or mirrored)")
-    return a
+    if abs(det) < 1e-8:
+        raise DatasetError(f"{what} rotation is singular (det={det:.3g}); is a camera scaled to zero?")
+    if det < 0:
+        raise DatasetError(f"{what} is mirrored (det<0); expected a right-handed camera-to-world matrix")
+    norms = np.linalg.norm(r, axis=0)
+    if np.max(np.abs(norms / norms.mean() - 1.0)) > 1e-3:
+        raise DatasetError(f"{what} is not a rotation: non-uniform scale {np.round(norms, 4).tolist()}; "
+                           "apply or clear the camera's scale")
+    r = r / norms
+    if not np.allclose(r.T @ r, np.eye(3), atol=1e-3):
+        raise DatasetError(f"{what} is not a rotation: it has shear (columns not orthogonal); "
+                           "expected a rigid camera pose")
+    out = np.eye(4)
+    out[:3, :3] = r
+    out[:3, 3] = a[:3, 3]
+    return out
 
 
 def hemisphere_poses(count: int, radius: float, target: Sequence[float],
@@ -224,14 +243,19 @@ def project(points: np.ndarray, c2w: np.ndarray, intr: Intrinsics) -> np.ndarray
     return np.stack([u, v, depth], axis=1)
 
 
-# -- transforms.json --------------------------------------------------------------------------
+# -- transforms.json: the one reader (the add-on's import and fit, the backend's dataset layer) --
+
+DISTORTION_KEYS = ("k1", "k2", "k3", "p1", "p2")
+PINHOLE_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
 
 def frame_stem(split: str, i: int) -> str:
     return f"{split}_{i:03d}"
 
 
 def transforms_doc(intr: Intrinsics, frames: list[tuple[str, np.ndarray]],
-                   aabb: tuple[Sequence[float], Sequence[float]] | None = None,
+                   aabb: Sequence[Sequence[float]] | None = None,
                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The NeRF-synthetic document: camera_angle_x (+ fl_x, fl_y, cx, cy, w, h), frames with a
     relative ``file_path`` (no extension, as in the synthetic sets; the image is that + .png)."""
@@ -252,15 +276,34 @@ def write_json(path: str, doc: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: str) -> dict[str, Any]:
+    """A transforms file's JSON object (the messages say which file and where it breaks)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read ({exc})") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    if not isinstance(doc, dict):
+        raise DatasetError(f"{path}: top level must be a JSON object with 'frames'")
+    return doc
+
+
 def resolve_image(base_dir: str, file_path: str) -> str:
-    """A frame's image file: the path as given, else with .png (the synthetic sets omit it)."""
+    """A frame's image file: the path as given, else with an image extension (the synthetic sets
+    omit it)."""
     path = os.path.normpath(os.path.join(base_dir, file_path))
-    if os.path.isfile(path):
+    if path.lower().endswith(IMAGE_EXTS) and os.path.isfile(path):
         return path
-    for ext in (".png", ".PNG", ".jpg", ".jpeg"):
+    for ext in IMAGE_EXTS + tuple(e.upper() for e in IMAGE_EXTS):
         if os.path.isfile(path + ext):
             return path + ext
-    raise DatasetError(f"image of frame '{file_path}' not found next to the transforms file "
+    raise DatasetError(f"image {file_path!r} not found next to the transforms file "
                        f"(looked for {path} and {path}.png)")
 
 
@@ -273,8 +316,37 @@ def find_transforms(path: str, split: str = "train") -> str:
                 return candidate
         raise DatasetError(f"no transforms_{split}.json or transforms.json in {path}")
     if not os.path.isfile(path):
-        raise DatasetError(f"transforms file not found: {path}")
+        raise DatasetError(f"{path}: file not found")
     return path
+
+
+def frame_poses(doc: dict[str, Any], where: str = "transforms") -> list[np.ndarray]:
+    """The rigid c2w of every frame (``check_pose``); 'frames' must be a non-empty list."""
+    frames = doc.get("frames")
+    if not isinstance(frames, list) or not frames:
+        raise DatasetError(f"{where}: 'frames' must be a non-empty list")
+    poses = []
+    for i, fr in enumerate(frames):
+        if not isinstance(fr, dict):
+            raise DatasetError(f"{where}: frames[{i}] must be an object")
+        if "transform_matrix" not in fr:
+            raise DatasetError(f"{where}: frames[{i}] has no 'transform_matrix'")
+        poses.append(check_pose(fr["transform_matrix"], f"{where}: frames[{i}]"))
+    return poses
+
+
+def aabb_of(doc: dict[str, Any], where: str = "transforms") -> np.ndarray | None:
+    """The optional scene box ``aabb`` [[xmin,ymin,zmin],[xmax,ymax,zmax]] (world units)."""
+    if "aabb" not in doc:
+        return None
+    shape = "'aabb' must be [[xmin,ymin,zmin],[xmax,ymax,zmax]]"
+    try:
+        box = np.asarray(doc["aabb"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{where}: {shape}") from None
+    if box.shape != (2, 3) or not np.isfinite(box).all() or np.any(box[1] <= box[0]):
+        raise DatasetError(f"{where}: {shape} with min < max")
+    return box
 
 
 @dataclass
@@ -282,97 +354,117 @@ class Dataset:
     path: str  # the transforms file
     doc: dict[str, Any]
     intrinsics: Intrinsics
-    frames: list[tuple[str, np.ndarray]]  # (image path, c2w)
+    frames: list[tuple[str, np.ndarray]]  # (image path, rigid c2w)
+    aabb: np.ndarray | None
 
 
-def read_transforms(path: str, split: str = "train", need_images: bool = True) -> Dataset:
-    """Read and validate a transforms file (with clear DatasetErrors)."""
+def read_transforms(path: str, split: str = "train", need_images: bool = True,
+                    size_of: Callable[[str], tuple[int, int]] | None = None) -> Dataset:
+    """Read and validate a transforms file (file or dataset folder) with clear DatasetErrors.
+
+    ``need_images``: every frame's image must exist and all have one size; without it (cameras
+    only) the first image is looked at only when the file gives no w/h. ``size_of(path)`` -> (w, h)
+    defaults to ``image_size`` (PNG/JPEG headers: Blender ships no Pillow)."""
     path = find_transforms(path, split)
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"cannot read {path}: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("frames"), list) or not doc["frames"]:
-        raise DatasetError(f"{path} has no frames")
+    doc = read_json(path)
+    poses = frame_poses(doc, path)
+    aabb = aabb_of(doc, path)
     base = os.path.dirname(path)
+
+    def size(i: int, img: str) -> tuple[int, int]:
+        try:
+            return tuple((size_of or image_size)(img))  # type: ignore[return-value]
+        except Exception as exc:  # a pluggable reader (Pillow) raises many types for a bad file
+            raise DatasetError(f"{img}: cannot read the image size ({exc}); give 'w' and 'h' in the "
+                               "transforms file or fix the image") from None
+
     frames: list[tuple[str, np.ndarray]] = []
     first_size: tuple[int, int] | None = None
-    for i, fr in enumerate(doc["frames"]):
-        if not isinstance(fr, dict) or "transform_matrix" not in fr or "file_path" not in fr:
-            raise DatasetError(f"frame {i} of {path} needs file_path and transform_matrix")
-        m = check_pose(fr["transform_matrix"], f"frame {i} transform_matrix")
-        img = os.path.normpath(os.path.join(base, str(fr["file_path"])))
-        if need_images or first_size is None:
+    for i, (fr, m) in enumerate(zip(doc["frames"], poses)):
+        file_path = fr.get("file_path")
+        if not isinstance(file_path, str) or not file_path:
+            if need_images:
+                raise DatasetError(f"{path}: frames[{i}] has no 'file_path'")
+            frames.append(("", m))
+            continue
+        img = os.path.normpath(os.path.join(base, file_path))
+        if need_images:
+            img = resolve_image(base, file_path)
+            wh = size(i, img)
+            if first_size is not None and wh != first_size:
+                raise DatasetError(f"{path}: frames[{i}]: image is {wh[0]} x {wh[1]} but frames[0] is "
+                                   f"{first_size[0]} x {first_size[1]} (mixed sizes); all images must "
+                                   "have the same size")
+            first_size = first_size or wh
+        elif i == 0 and (doc.get("w") is None or doc.get("h") is None):
             try:
-                img = resolve_image(base, str(fr["file_path"]))
+                img = resolve_image(base, file_path)
             except DatasetError:
-                if need_images:
-                    raise
+                pass  # intrinsics_from_doc says the size is unknown
             else:
-                size = image_size(img)
-                if first_size is None:
-                    first_size = size
-                elif size != first_size:
-                    raise DatasetError(f"frame {i} image is {size[0]}x{size[1]}, the first is "
-                                       f"{first_size[0]}x{first_size[1]} (mixed sizes)")
+                first_size = size(i, img)
         frames.append((img, m))
-    intr = intrinsics_from_doc(doc, first_size)
-    return Dataset(path, doc, intr, frames)
+    return Dataset(path, doc, intrinsics_from_doc(doc, first_size, path), frames, aabb)
 
 
-def _doc_number(doc: dict[str, Any], key: str, kind: type = float) -> Any:
-    """``doc[key]`` as a finite ``kind`` (int or float), else a DatasetError naming the key."""
-    v = doc[key]
-    try:
-        if isinstance(v, bool):
-            raise TypeError(key)
-        out = kind(v)
-    except (TypeError, ValueError, OverflowError):
-        raise DatasetError(f"'{key}' must be {'an integer' if kind is int else 'a number'}, "
-                           f"got {v!r}") from None
-    if not math.isfinite(out):
-        raise DatasetError(f"'{key}' must be finite, got {v!r}")
-    return out
+def intrinsics_from_doc(doc: dict[str, Any], image_wh: tuple[int, int] | None = None,
+                        where: str = "transforms") -> Intrinsics:
+    """fl_x/fl_y/cx/cy or camera_angle_x(/y), with w/h from the document or the images.
 
-
-def _doc_angle(doc: dict[str, Any], key: str) -> float:
-    a = float(_doc_number(doc, key))
-    if not 0.0 < a < math.pi:
-        raise DatasetError(f"'{key}' must be in (0, pi) radians, got {a} (degrees given?)")
-    return a
-
-
-def intrinsics_from_doc(doc: dict[str, Any], image_wh: tuple[int, int] | None = None) -> Intrinsics:
-    """fl_x/fl_y/cx/cy or camera_angle_x(/y), with w/h from the file or the first image.
-
-    Every problem is a DatasetError (the operators report those), values that are not numbers
-    included; angles outside (0, pi) radians are refused as the backend refuses them (degrees are
-    a common slip).
+    Every problem is a DatasetError naming ``where`` and the key: values that are not numbers,
+    angles outside (0, pi) radians (degrees are a common slip), a w/h that disagrees with the
+    images, lens distortion and non-pinhole camera models (refused rather than silently ignored).
     """
-    w = _doc_number(doc, "w", int) if doc.get("w") else (image_wh[0] if image_wh else 0)
-    h = _doc_number(doc, "h", int) if doc.get("h") else (image_wh[1] if image_wh else 0)
-    if w <= 0 or h <= 0:
-        raise DatasetError("image size unknown: the file has no w/h and no image was found")
+    def number(key: str, kind: type = float) -> Any:
+        v = doc[key]
+        try:
+            if isinstance(v, bool):
+                raise TypeError(key)
+            out = kind(v)
+        except (TypeError, ValueError, OverflowError):
+            raise DatasetError(f"{where}: '{key}' must be {'an integer' if kind is int else 'a number'}, "
+                               f"got {v!r}") from None
+        if not math.isfinite(out):
+            raise DatasetError(f"{where}: '{key}' must be finite, got {v!r}")
+        return out
+
+    def angle(key: str) -> float:
+        a = float(number(key))
+        if not 0.0 < a < math.pi:
+            raise DatasetError(f"{where}: '{key}' must be in (0, pi) radians, got {a} (degrees given?)")
+        return a
+
+    def given(key: str) -> bool:
+        return doc.get(key) is not None
+
+    for key in DISTORTION_KEYS:
+        if doc.get(key) and not abs(number(key)) <= 1e-9:
+            raise DatasetError(f"{where}: lens distortion ({key}={doc[key]}) is not supported; "
+                               "undistort the images first")
+    if doc.get("camera_model", PINHOLE_MODELS[0]) not in PINHOLE_MODELS:
+        raise DatasetError(f"{where}: camera_model {doc['camera_model']!r} is not supported "
+                           "(use a pinhole camera)")
+    w = number("w", int) if given("w") else (image_wh[0] if image_wh else None)
+    h = number("h", int) if given("h") else (image_wh[1] if image_wh else None)
+    if w is None or h is None:
+        raise DatasetError(f"{where}: image size unknown; give 'w' and 'h' or provide the images")
     if image_wh is not None and (w, h) != tuple(image_wh):
-        raise DatasetError(f"w/h in the file ({w}x{h}) differ from the images "
-                           f"({image_wh[0]}x{image_wh[1]})")
-    if doc.get("fl_x"):
-        fl_x = float(_doc_number(doc, "fl_x"))
-    elif doc.get("camera_angle_x"):
-        fl_x = 0.5 * w / math.tan(0.5 * _doc_angle(doc, "camera_angle_x"))
+        raise DatasetError(f"{where}: declares w x h = {w} x {h} but the images are "
+                           f"{image_wh[0]} x {image_wh[1]}")
+    if w <= 0 or h <= 0:
+        raise DatasetError(f"{where}: image size must be positive, got {w} x {h}")
+    if given("fl_x"):
+        fl_x = float(number("fl_x"))
+        fl_y = float(number("fl_y")) if given("fl_y") else fl_x
+    elif given("camera_angle_x"):
+        fl_x = 0.5 * w / math.tan(0.5 * angle("camera_angle_x"))
+        fl_y = 0.5 * h / math.tan(0.5 * angle("camera_angle_y")) if given("camera_angle_y") else fl_x
     else:
-        raise DatasetError("the file has neither fl_x nor camera_angle_x")
-    if doc.get("fl_y"):
-        fl_y = float(_doc_number(doc, "fl_y"))
-    elif doc.get("camera_angle_y") and not doc.get("fl_x"):
-        fl_y = 0.5 * h / math.tan(0.5 * _doc_angle(doc, "camera_angle_y"))
-    else:
-        fl_y = fl_x
+        raise DatasetError(f"{where}: no intrinsics; give 'camera_angle_x' (radians) or 'fl_x' (pixels)")
     if not (fl_x > 0 and fl_y > 0):
-        raise DatasetError("focal length must be positive")
-    cx = float(_doc_number(doc, "cx")) if doc.get("cx") is not None else 0.5 * w
-    cy = float(_doc_number(doc, "cy")) if doc.get("cy") is not None else 0.5 * h
+        raise DatasetError(f"{where}: focal lengths must be positive, got fl_x={fl_x}, fl_y={fl_y}")
+    cx = float(number("cx")) if given("cx") else 0.5 * w
+    cy = float(number("cy")) if given("cy") else 0.5 * h
     return Intrinsics(w, h, fl_x, fl_y, cx, cy)
 
 
@@ -444,7 +536,7 @@ def _camera_params(intr: Intrinsics) -> dict[str, Any]:
 def fit_request(ds: Dataset, field: str = "fast", minutes: float = 0.0, steps: int = 0,
                 read: Any = None) -> tuple[dict[str, Any], dict[str, bytes], dict[str, str]]:
     """op "nerf_fit": (params, blobs, media). Images travel as bytes (the server opens no paths):
-    blob ``image_i`` belongs to ``transform_matrices[i]``. Names as in backend/nerf_ops.py."""
+    blob ``image_i`` belongs to ``transform_matrices[i]``. Names as in backend/nerf/ops.py."""
     def _read(path: str) -> bytes:
         with open(path, "rb") as f:
             return f.read()
@@ -457,8 +549,8 @@ def fit_request(ds: Dataset, field: str = "fast", minutes: float = 0.0, steps: i
         params["minutes"] = float(minutes)
     if steps > 0:
         params["steps"] = int(steps)
-    if "aabb" in ds.doc:
-        params["aabb"] = ds.doc["aabb"]
+    if ds.aabb is not None:
+        params["aabb"] = ds.aabb.tolist()
     blobs: dict[str, bytes] = {}
     media: dict[str, str] = {}
     for i, (path, _m) in enumerate(ds.frames):

@@ -1,6 +1,7 @@
 """Binary PLY for coloured points (float x,y,z + uchar red,green,blue), in a few lines of numpy.
 
-Pure numpy so the backend CLI, the batch entry and tests all write byte-identical files.
+Pure numpy because Blender ships no plyfile; the backend writes the same layout through plyfile
+(backend/ply.py, cross-read in tests/test_plyio.py).
 """
 
 from __future__ import annotations

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import torch
 
-from .nerf_data import Intrinsics
+from image2points.addon.core.nerf_capture import Intrinsics
 
 
 def pixel_grid(intr: Intrinsics, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Pixel-centre coordinates (u right, v down), each (H, W): u = i + 0.5, v = j + 0.5."""
-    v, u = torch.meshgrid(torch.arange(intr.height, dtype=torch.float32, device=device) + 0.5,
-                          torch.arange(intr.width, dtype=torch.float32, device=device) + 0.5, indexing="ij")
+    v, u = torch.meshgrid(torch.arange(intr.h, dtype=torch.float32, device=device) + 0.5,
+                          torch.arange(intr.w, dtype=torch.float32, device=device) + 0.5, indexing="ij")
     return u, v
 
 
@@ -24,8 +24,8 @@ def rays_through_pixels(c2w: torch.Tensor, intr: Intrinsics, u: torch.Tensor, v:
     ``c2w`` is (4,4)/(3,4) or batched (..., 4, 4) broadcastable with u/v. Returns origins and
     unit directions, both (..., 3), so a ray parameter t is a distance in world units.
     """
-    x = (u - intr.cx) / intr.fx
-    y = -(v - intr.cy) / intr.fy
+    x = (u - intr.cx) / intr.fl_x
+    y = -(v - intr.cy) / intr.fl_y
     d_cam = torch.stack([x, y, -torch.ones_like(x)], dim=-1)
     rot = c2w[..., :3, :3]
     d = (d_cam.unsqueeze(-2) * rot).sum(-1) if rot.dim() > 2 else d_cam @ rot.T

@@ -1,4 +1,4 @@
-"""Coloured point clouds from a fitted field (written as PLY by ``addon.plyio``).
+"""Coloured point clouds from a fitted field (written as PLY by ``backend/ply.py``).
 
 Why surface points from rays rather than thresholded voxels: a NeRF's density inside solid
 objects and its colour there are arbitrary (never seen by any camera). Rendering the training
@@ -23,10 +23,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .nerf_data import Intrinsics
-from .nerf_rays import camera_rays
-from .nerf_render import median_depth, render_rays
-from .nerf_train import Cancelled, NerfModel
+from image2points.addon.core.nerf_capture import Intrinsics
+
+from .rays import camera_rays
+from .rendering import Cancelled, median_depth, render_rays
+from .training import NerfModel, intrinsics_from_meta
 
 MAX_POINT_RAYS = 2**22  # ~4.2 M rays in all (see the module docstring)
 MAX_POINT_VIEWS = 64
@@ -38,7 +39,7 @@ def point_cameras(cameras: np.ndarray, intrinsics: Intrinsics, max_rays: int = M
     that is at most ``max_rays`` rays, else at most ``max_views`` cameras evenly spread over
     ``cameras`` at a resolution lowered (same field of view) to ``max_rays`` rays in all."""
     cameras = np.asarray(cameras)
-    w, h = intrinsics.width, intrinsics.height
+    w, h = intrinsics.w, intrinsics.h
     if len(cameras) * w * h <= max_rays:
         return cameras, intrinsics
     k = max(1, min(len(cameras), int(max_views), int(max_rays)))
@@ -58,13 +59,13 @@ def extract_points(model: NerfModel, max_points: int = 200_000, acc_threshold: f
     """xyz float32 (N,3) in the scene's world frame (Blender world, Z up, scene units) and rgb
     uint8 (N,3). Uses the training cameras stored in the model unless ``cameras`` are given,
     thinned to ``max_rays`` rays by ``point_cameras``. ``should_stop()`` is checked before every
-    chunk of rays; when true, ``nerf_train.Cancelled`` is raised."""
+    chunk of rays; when true, ``rendering.Cancelled`` is raised."""
     field = model.field
     dev = field.aabb.device
     if cameras is None:
         cameras = np.asarray(model.meta.get("train_c2w", []), dtype=np.float32)
     if intrinsics is None:
-        intrinsics = Intrinsics(**model.meta["intrinsics"])
+        intrinsics = intrinsics_from_meta(model.meta["intrinsics"])
     if len(cameras) == 0:
         raise ValueError("no cameras to extract points from")
     cameras, intrinsics = point_cameras(cameras, intrinsics, max_rays)

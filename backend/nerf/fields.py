@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .nerf_encoding import encoded_dim, positional_encoding
+from .encoding import encoded_dim, positional_encoding
 
 
 class Field(nn.Module):

@@ -2,14 +2,28 @@
 
 alpha_i = 1 - exp(-sigma_i delta_i), T_i = prod_{j<i} (1 - alpha_j), w_i = T_i alpha_i,
 C = sum w_i c_i + (1 - sum w_i) * background, depth = sum w_i t_i (expected termination distance,
-unnormalised: a ray that hits nothing has depth ~0 and opacity ~0).
+unnormalised: a ray that hits nothing has depth ~0 and opacity ~0). ``render_rays`` renders a
+batch of rays through a field, ``render_image`` a whole camera in chunks (cancellable).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
+import numpy as np
 import torch
+
+from image2points.addon.core.nerf_capture import Intrinsics
+
+from .rays import camera_rays, ray_aabb
+from .sampling import fixed_step, stratified
+
+WHITE = (1.0, 1.0, 1.0)  # evaluation and rendering background
+
+
+class Cancelled(Exception):
+    """Raised by ``render_image``/``extract_points`` when their ``should_stop()`` says so."""
 
 
 def volume_weights(sigma: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -50,9 +64,6 @@ def render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, background: to
     Box-bounded sampling: rays that miss the scene box see only the background. Samples where
     the field's occupancy grid says "empty" are never evaluated (density 0 there).
     """
-    from .nerf_rays import ray_aabb  # local: keeps this module's math importable on its own
-    from .nerf_sampling import fixed_step, stratified
-
     r = origins.shape[0]
     if field.bounds == "near_far":
         near = torch.full((r,), field.near, device=origins.device)
@@ -92,3 +103,31 @@ def render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, background: to
     if keep_samples:
         out["weights"], out["t"] = weights, t
     return out
+
+
+@torch.no_grad()
+def render_image(field, c2w: np.ndarray | torch.Tensor, intr: Intrinsics,
+                 background: tuple[float, float, float] = WHITE, chunk: int = 8192,
+                 should_stop: Callable[[], bool] | None = None) -> dict[str, np.ndarray]:
+    """Render one camera: rgb (H,W,3) float in [0,1] on ``background``, acc (H,W), depth (H,W).
+
+    ``should_stop()`` is checked before every chunk of rays; when true, ``Cancelled`` is raised."""
+    dev = field.aabb.device
+    o, d = camera_rays(torch.as_tensor(np.asarray(c2w), dtype=torch.float32, device=dev), intr)
+    o, d = o.reshape(-1, 3), d.reshape(-1, 3)
+    bg = torch.tensor(background, dtype=torch.float32, device=dev)
+    outs: dict[str, list] = {"rgb": [], "acc": [], "depth": []}
+    for i in range(0, o.shape[0], chunk):
+        if should_stop is not None and should_stop():
+            raise Cancelled("rendering cancelled")
+        r = render_rays(field, o[i:i + chunk], d[i:i + chunk], bg)
+        for k in outs:
+            outs[k].append(r[k])
+    h, w = intr.h, intr.w
+    return {"rgb": torch.cat(outs["rgb"]).reshape(h, w, 3).clamp(0, 1).cpu().numpy(),
+            "acc": torch.cat(outs["acc"]).reshape(h, w).cpu().numpy(),
+            "depth": torch.cat(outs["depth"]).reshape(h, w).cpu().numpy()}
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

@@ -1,6 +1,6 @@
 """``image2points nerf ...``: make a scene, fit, render and export points from the command line.
 
-The lead's ``backend/cli.py`` calls :func:`register`; ``python -m image2points.backend.nerf_cli nerf ...``
+The lead's ``backend/cli.py`` calls :func:`register`; ``python -m image2points.backend.nerf.cli nerf ...``
 works on its own too.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli_args import err, fraction, nonneg_int, pos_float, pos_int, why, writable_file
+from ..cli_args import err, fraction, nonneg_int, pos_float, pos_int, why, writable_file
 
 
 def _threads(n: int | None) -> None:
@@ -24,7 +24,7 @@ def _threads(n: int | None) -> None:
 
 
 def run_make_scene(args: argparse.Namespace) -> int:
-    from .data.nerf_scene import make_scene
+    from ..data.nerf_scene import make_scene
 
     out = make_scene(args.name, args.out, seed=args.seed, width=args.size, n_train=args.train, n_test=args.test,
                      samples=args.samples, workers=args.workers, force=args.force)
@@ -35,15 +35,15 @@ def run_make_scene(args: argparse.Namespace) -> int:
 def run_fit(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .model.nerf_data import NerfDataError, cameras_from_transforms, load_transforms
-    from .model.nerf_train import FitConfig, FitTooLarge, check_fit_size, evaluate, fit, save_model
+    from .dataset import NerfDataError, cameras_from_transforms, load_transforms
+    from .training import FitConfig, FitTooLarge, check_fit_size, evaluate, fit, save_model
 
     _threads(args.threads)
     if args.minutes is None and args.steps is None:
         args.minutes = 2.0
     try:
         cams, intr, _, _ = cameras_from_transforms(args.data, "train")  # the size, before decoding
-        check_fit_size(len(cams), intr.width, intr.height)
+        check_fit_size(len(cams), intr.w, intr.h)
         reason = writable_file(args.out, "--out")  # before minutes of fitting, not after
         if reason:
             return err(reason)
@@ -91,8 +91,9 @@ def run_fit(args: argparse.Namespace) -> int:
 def run_render(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from .model.nerf_data import NerfDataError, cameras_from_transforms, load_transforms
-    from .model.nerf_train import load_model, psnr, render_image, to_uint8
+    from .dataset import NerfDataError, cameras_from_transforms, load_transforms
+    from .rendering import render_image, to_uint8
+    from .training import load_model, psnr
 
     _threads(args.threads)
     try:
@@ -128,10 +129,9 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def run_points(args: argparse.Namespace) -> int:
-    from image2points.addon.core.plyio import write_ply
-
-    from .model.nerf_points import extract_points
-    from .model.nerf_train import load_model
+    from ..ply import write_ply
+    from .points import extract_points
+    from .training import load_model
 
     _threads(args.threads)
     try:

@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from image2points.addon.core import nerf_capture as nc
 from image2points.addon.core.limits import MAX_POINTS
 
-from .model.nerf_data import NerfDataError, decode_image, intrinsics_from_json, parse_frames, validate_c2w
-from .ops import Job, JobError, Output, register_op
+from ..ops import Job, JobError, Output, register_op
+from .dataset import NerfDataError, dataset_from_doc, decode_image
 
 MAX_MODELS = 3
 MAX_IMAGES = 400
@@ -42,7 +43,7 @@ def _store(model: Any) -> str:
 
 
 def _get_model(job: Job) -> Any:
-    from .model.nerf_train import model_from_bytes
+    from .training import model_from_bytes
 
     mid = job.params.get("model_id")
     if isinstance(mid, str):
@@ -68,8 +69,8 @@ def _cameras(params: dict, key: str = "transform_matrices") -> list[np.ndarray]:
     if not isinstance(mats, list) or not mats:
         raise JobError("BAD_INPUT", f"'{key}' must be a non-empty list of 4x4 camera-to-world matrices")
     try:
-        return [validate_c2w(m, f"{key}[{i}]") for i, m in enumerate(mats)]
-    except NerfDataError as e:
+        return [nc.check_pose(m, f"{key}[{i}]") for i, m in enumerate(mats)]
+    except nc.DatasetError as e:
         raise JobError("BAD_INPUT", str(e)) from None
 
 
@@ -89,7 +90,7 @@ def nerf_fit(job: Job) -> Output:
     blobs image_0..image_K (PNG). Streams progress with a preview every few seconds."""
     import torch
 
-    from .model.nerf_train import FitConfig, FitTooLarge, check_fit_size, fit, model_to_bytes
+    from .training import FitConfig, FitTooLarge, check_fit_size, fit, model_to_bytes
 
     p = job.params
     field = p.get("field", "fast")
@@ -127,19 +128,19 @@ def nerf_fit(job: Job) -> Output:
     if isinstance(doc.get("w"), int) and isinstance(doc.get("h"), int):
         check_size(doc["w"], doc["h"])  # before decoding any image
 
-    def load(i: int, fr: dict) -> np.ndarray:
+    def load(i: int) -> np.ndarray:
         blob = job.blobs.get(f"image_{i}")
         if blob is None:
             raise NerfDataError(f"image_{i} is missing: send one image blob per transform matrix")
         img = decode_image(blob if isinstance(blob, np.ndarray) and blob.ndim == 3 else
                            (blob.tobytes() if isinstance(blob, np.ndarray) else bytes(blob)), f"image_{i}")
-        if i == 0:  # all images have this size (parse_frames checks): refuse before decoding the rest
+        if i == 0:  # all images have this size (dataset_from_doc checks): refuse before decoding the rest
             check_size(img.shape[1], img.shape[0])
         return img
 
     job.progress(0.0, "load")
     try:
-        data = parse_frames(doc, load, "nerf_fit")
+        data = dataset_from_doc(doc, load, "nerf_fit")
     except NerfDataError as e:
         raise JobError("BAD_INPUT", str(e)) from None
 
@@ -178,16 +179,16 @@ def nerf_fit(job: Job) -> Output:
 def nerf_render(job: Job) -> Output:
     """params: model_id, transform_matrices (c2w list), intrinsics (camera_angle_x/fl_x.., w, h);
     returns image_0..image_K as uint8 HxWx3 (white background)."""
-    from .model.nerf_train import Cancelled, render_image, to_uint8
+    from .rendering import Cancelled, render_image, to_uint8
 
     model = _get_model(job)
     cams = _cameras(job.params)
     doc = _intrinsics_doc(job.params)
     try:
-        intr = intrinsics_from_json(doc, None, None, "nerf_render")
-    except NerfDataError as e:
+        intr = nc.intrinsics_from_doc(doc, None, "nerf_render")
+    except nc.DatasetError as e:
         raise JobError("BAD_INPUT", str(e)) from None
-    if intr.width * intr.height * len(cams) > MAX_RENDER_PIXELS * 4:
+    if intr.w * intr.h * len(cams) > MAX_RENDER_PIXELS * 4:
         raise JobError("TOO_LARGE", "too many pixels requested; render fewer or smaller views")
     blobs = {}
     for i, m in enumerate(cams):
@@ -203,9 +204,9 @@ def nerf_render(job: Job) -> Output:
 @register_op("nerf_points")
 def nerf_points(job: Job) -> Output:
     """params: model_id, max_points; returns xyz float32 (N,3) world frame and rgb uint8 (N,3).
-    Casts at most ``nerf_points.MAX_POINT_RAYS`` rays (see that module); stops on cancel."""
-    from .model.nerf_points import extract_points
-    from .model.nerf_train import Cancelled
+    Casts at most ``points.MAX_POINT_RAYS`` rays (see that module); stops on cancel."""
+    from .points import extract_points
+    from .rendering import Cancelled
 
     model = _get_model(job)
     try:

@@ -1,0 +1,44 @@
+"""The backend's PLY files, through ``plyfile``: coloured points as binary little-endian
+x,y,z float32 + red,green,blue uint8 (the layout ``addon/core/plyio.py`` reads inside Blender,
+which has no plyfile).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+from plyfile import PlyData, PlyElement
+
+_VERTEX = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
+                    ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+
+
+def write_ply(path: str | os.PathLike[str], xyz: np.ndarray, rgb: np.ndarray,
+              comment: str = "Image2Points") -> None:
+    """Write points atomically: a failed write leaves neither a half file nor a ``.part``."""
+    xyz = np.asarray(xyz, dtype=np.float32).reshape(-1, 3)
+    rgb = np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)
+    if len(xyz) != len(rgb):
+        raise ValueError(f"{len(xyz)} points but {len(rgb)} colours")
+    v = np.empty(len(xyz), _VERTEX)
+    v["x"], v["y"], v["z"] = xyz.T
+    v["red"], v["green"], v["blue"] = rgb.T
+    ply = PlyData([PlyElement.describe(v, "vertex")], text=False, byte_order="<", comments=[comment])
+    tmp = f"{os.fspath(path)}.part"
+    try:
+        ply.write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def read_ply(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(xyz float32 (N, 3), rgb uint8 (N, 3)) of any PLY with those vertex properties."""
+    v = PlyData.read(os.fspath(path))["vertex"]
+    xyz = np.stack([v["x"], v["y"], v["z"]], 1).astype(np.float32)
+    rgb = np.stack([v["red"], v["green"], v["blue"]], 1).astype(np.uint8)
+    return xyz, rgb
