@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from image2points.addon.core.camera import look_at
+
 SCENES = ("blocks", "gallery")
 
 
@@ -51,21 +53,6 @@ class SceneSpec:
     aabb: list[list[float]] = field(default_factory=lambda: [[-1.3, -1.3, -0.1], [1.3, 1.3, 1.5]])
 
 
-def _look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Camera-to-world matrix (OpenGL/Blender: camera looks down -Z, +Y up) from eye to target."""
-    fwd = target - eye
-    fwd = fwd / np.linalg.norm(fwd)
-    up = np.array([0.0, 0.0, 1.0])
-    right = np.cross(fwd, up)
-    if np.linalg.norm(right) < 1e-6:
-        right = np.array([1.0, 0.0, 0.0])
-    right = right / np.linalg.norm(right)
-    true_up = np.cross(right, fwd)
-    m = np.eye(4)
-    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = right, true_up, -fwd, eye
-    return m
-
-
 def camera_poses(spec: SceneSpec) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Train poses (random upper hemisphere) and test poses (separate orbit), both c2w 4x4."""
     rng = np.random.default_rng(spec.seed + 1000)
@@ -75,13 +62,13 @@ def camera_poses(spec: SceneSpec) -> tuple[list[np.ndarray], list[np.ndarray]]:
         az = rng.uniform(0, 2 * math.pi)
         el = math.asin(rng.uniform(math.sin(math.radians(12)), math.sin(math.radians(80))))
         eye = target + spec.radius * np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
-        train.append(_look_at(eye, target))
+        train.append(look_at(eye, target))
     test = []
     for i in range(spec.n_test):
         el = math.radians(22.0 if i % 2 == 0 else 48.0)
         az = 2 * math.pi * (i + 0.5) / spec.n_test + 0.1
         eye = target + spec.test_radius * np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
-        test.append(_look_at(eye, target))
+        test.append(look_at(eye, target))
     return train, test
 
 
@@ -165,7 +152,7 @@ def _build_gallery(bpy, rng: np.random.Generator) -> None:
         obj = bpy.data.objects.new(name, light)
         bpy.context.scene.collection.objects.link(obj)
         # An area light emits down its local -Z, like a camera looks: reuse the look-at matrix.
-        obj.matrix_world = mathutils.Matrix(_look_at(np.array(loc), np.array([0.0, 0.0, 0.5])).tolist())
+        obj.matrix_world = mathutils.Matrix(look_at(np.array(loc), np.array([0.0, 0.0, 0.5])).tolist())
     _world(bpy, (0.35, 0.3, 0.3), 0.6)
 
 
