@@ -8,27 +8,22 @@ recently used on ties; several slots per worker keep micro-batching alive), forw
 results back by job id, and when a worker goes silent for ``LIVENESS_S`` it re-queues that
 worker's jobs once (a second loss answers a coded error). Clients speak the ordinary protocol.
 
-Worker link (DEALER -> broker ROUTER), every message starts with ``W_MAGIC, command``:
-  worker -> broker: READY json | HB json | REPLY client_ident *message | BYE json
-  broker -> worker: REQ client_ident *message | HB | READY (please announce again)
-No torch here: the broker is cheap and can run on a host without a GPU.
+The worker link's frames and the ownership rules are in ``worker_protocol.py``, which the
+worker side (``serve --connect-broker``) imports too. No torch here: the broker is cheap and can run on a host without a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import json
 import logging
 import os
 import signal
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import zmq
 import zmq.auth
@@ -37,22 +32,28 @@ from image2points.addon.core import protocol
 from image2points.addon.core.protocol import ProtocolError
 
 from . import __version__, logsafe
+from .worker_protocol import (
+    HEARTBEAT_S,
+    LIVENESS_S,
+    SHUTDOWN_GRACE_S,
+    W_BYE,
+    W_HEARTBEAT,
+    W_MAGIC,
+    W_READY,
+    W_REPLY,
+    W_REQUEST,
+    KeptFinals,
+    curve_server,
+    digest_for,
+    host_of,
+    may_follow,
+    owner_of,
+    read_request,
+    refuse_open_bind,
+)
 
-W_MAGIC = b"I2PW1"
-W_READY = b"READY"
-W_HEARTBEAT = b"HB"
-W_REQUEST = b"REQ"
-W_REPLY = b"REPLY"
-W_BYE = b"BYE"
-
-HEARTBEAT_S = 1.0
-LIVENESS_S = 3.0  # a worker silent this long is dead (3 missed heartbeats)
 MAX_ATTEMPTS = 2  # a job is run at most twice: once, and once more after its worker died
-FINAL_KEEP_S = 60.0
-FINAL_KEEP_MAX = 1024
 NO_WORKER_TIMEOUT_S = 30.0  # a job queued this long while no worker is connected fails (BUSY)
-FINAL_KEEP_BYTES = 512 << 20  # results are up to hundreds of MB: a count alone does not bound memory
-SHUTDOWN_GRACE_S = 0.75  # keep answering this long after telling pending clients SHUTDOWN
 
 log = logging.getLogger("image2points.broker")
 
@@ -99,37 +100,6 @@ class BJob:
     digest: bytes = b""  # submit_digest() of its frames when the owner is an AUTO_ID
 
 
-class KeptFinals:
-    """The job ids whose final reply is kept (so a reconnecting client gets it again), oldest
-    first, bounded by age, count and bytes; ``expire`` says which to forget. Server and broker."""
-
-    def __init__(self, keep_s: float = FINAL_KEEP_S, max_count: int = FINAL_KEEP_MAX,
-                 max_bytes: int = FINAL_KEEP_BYTES):
-        self.keep_s, self.max_count, self.max_bytes = keep_s, max_count, max_bytes
-        self._kept: collections.OrderedDict[str, tuple[float, int]] = collections.OrderedDict()
-        self.nbytes = 0
-
-    def __len__(self) -> int:
-        return len(self._kept)
-
-    def add(self, job_id: str, frames: list[Any]) -> None:
-        n = sum(memoryview(getattr(f, "buffer", f)).nbytes for f in frames)
-        self._kept[job_id] = (time.monotonic(), n)
-        self.nbytes += n
-
-    def expire(self) -> list[str]:
-        now, gone = time.monotonic(), []
-        while self._kept:
-            job_id, (t, n) = next(iter(self._kept.items()))
-            if (now - t <= self.keep_s and len(self._kept) <= self.max_count
-                    and self.nbytes <= self.max_bytes):
-                break
-            self._kept.popitem(last=False)
-            self.nbytes -= n
-            gone.append(job_id)
-        return gone
-
-
 def _check_key_dirs(clients: str | None, workers: str | None) -> None:
     """A worker sees every job's images and answers for them, so an artist's key must not be
     able to register as one: CURVE needs a workers allow-list of its own, sharing no key."""
@@ -144,59 +114,12 @@ def _check_key_dirs(clients: str | None, workers: str | None) -> None:
                          f"worker ({workers}); give clients and workers separate key pairs")
 
 
-def owner_of(frames: list[Any], curve: bool) -> bytes:
-    """Who may re-send or cancel a job. Job ids show up in logs and screenshots, so they cannot be
-    the capability: under CURVE the owner is the client's key (the same after a new socket or a
-    restarted Blender), else the ROUTER routing id, which a Client keeps across reconnects."""
-    if curve:
-        try:
-            return b"key:" + str(frames[-1].get("User-Id")).encode()
-        except (zmq.ZMQError, AttributeError):  # no metadata: fall back to the connection
-            pass
-    return b"id:" + bytes(frames[0])
-
-
-AUTO_ID = b"id:\x00"  # how owner_of() names a peer libzmq named itself (5 bytes, first 0)
-
-
-def submit_digest(frames: list[Any]) -> bytes:
-    """A fingerprint of a submit's frames, kept only for jobs whose owner is an AUTO_ID."""
-    h = hashlib.blake2b(digest_size=16)
-    for f in frames:
-        b = memoryview(f)
-        h.update(b.nbytes.to_bytes(8, "little"))
-        h.update(b)
-    return h.digest()
-
-
-def may_follow(kept_owner: bytes, kept_digest: bytes, owner: bytes, frames: list[Any]) -> bool:
-    """May this re-sent submit follow the job kept under the same id?
-
-    Its owner must match, with one exception. ROUTER_HANDOVER gives a reconnecting client's
-    routing id to its new connection at once and renames the old connection to an AUTO_ID, so a
-    submit still unread on the old connection arrives under that name. Such a job may be followed
-    by whoever re-sends byte-identical frames (its random job id and its whole content), which is
-    what the reconnected client does; a stranger knowing the job id alone cannot.
-    """
-    if kept_owner == owner:
-        return True
-    return kept_owner.startswith(AUTO_ID) and kept_digest != b"" and \
-        kept_digest == submit_digest(frames)
-
-
-def host_of(endpoint: str) -> str:
-    return urlsplit(endpoint).hostname or ""
-
-
 class Broker:
     def __init__(self, cfg: BrokerConfig):
-        from .server import is_loopback
-
         self.cfg = cfg
         for ep in (cfg.frontend, cfg.backend):
-            if not is_loopback(host_of(ep)) and not cfg.curve_secret and not cfg.insecure:
-                raise SystemExit(f"refusing to listen on {ep} without CurveZMQ: pass --curve-secret "
-                                 "and --curve-clients, or --insecure to accept the risk")
+            refuse_open_bind(ep, host_of(ep), bool(cfg.curve_secret), cfg.insecure,
+                             "pass --curve-secret and --curve-clients")
         if cfg.curve_secret:
             _check_key_dirs(cfg.curve_clients, cfg.curve_workers)
         self.ctx = zmq.Context()
@@ -225,19 +148,9 @@ class Broker:
         s.setsockopt(zmq.SNDHWM, 10000)
         s.setsockopt(zmq.MAXMSGSIZE, self.cfg.max_message_bytes)
         if self.cfg.curve_secret:
-            from zmq.auth.thread import ThreadAuthenticator
-
-            public, secret = zmq.auth.load_certificate(self.cfg.curve_secret)
-            if not secret:
-                raise SystemExit(f"{self.cfg.curve_secret} holds no secret key")
             if not allow_dir or not os.path.isdir(allow_dir):
                 raise SystemExit(f"CURVE for {domain} needs a directory of allowed .key files")
-            if self.auth is None:
-                self.auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("image2points.auth"))
-                self.auth.start()
-            self.auth.configure_curve(domain=domain, location=allow_dir)
-            s.zap_domain = domain.encode()
-            s.curve_secretkey, s.curve_publickey, s.curve_server = secret, public, True
+            self.auth = curve_server(self.ctx, self.auth, s, self.cfg.curve_secret, allow_dir, domain)
         return s
 
     @staticmethod
@@ -289,16 +202,10 @@ class Broker:
     # -- clients ---------------------------------------------------------------------------
     def _from_client(self, frames: list[Any]) -> None:
         ident = bytes(frames[0])
-        try:
-            msg = protocol.decode(frames[1:], max_bytes=self.cfg.max_message_bytes)
-        except ProtocolError as exc:
+        msg = read_request(frames, self.cfg.max_message_bytes)
+        if isinstance(msg, ProtocolError):
             self.rejected += 1
-            self._error(ident, exc.job, exc.code, exc.message)
-            return
-        except RecursionError:  # absurdly nested JSON
-            self.rejected += 1
-            self._error(ident, "", "BAD_INPUT", "header nests too deeply")
-            return
+            return self._error(ident, msg.job, msg.code, msg.message)
         t, job_id = msg.type, msg.job
         owner = owner_of(frames, self.cfg.curve_secret is not None)
         if t == "hello":
@@ -341,8 +248,7 @@ class Broker:
             return self._error(ident, job_id, "BUSY", f"{mine} jobs of yours are already queued "
                                f"or running (limit {self.cfg.max_inflight_per_client})")
         self.jobs[job_id] = BJob(job_id, ident, list(msg_frames), owner=owner,
-                                 digest=submit_digest(msg_frames) if owner.startswith(AUTO_ID)
-                                 else b"")
+                                 digest=digest_for(owner, msg_frames))
         self.pending.append(job_id)
         log.debug("job=%s queued at the broker (%d waiting, %d workers)", job_id, len(self.pending),
                   len(self.workers), extra={"job": job_id})
@@ -544,12 +450,7 @@ class Broker:
         return 0
 
     def _log_bug(self, exc: BaseException) -> None:
-        """Call in an ``except``: a bug must not stop the broker, nor let a client that can
-        trigger it over and over fill the log with its traceback."""
-        self.tally.add("bugs", exc.__class__.__name__)
-        if self.throttle.allow(exc.__class__.__name__):
-            log.error("unexpected error (logged once per %.0f s, all counted):\n%s",
-                      self.throttle.every_s, traceback.format_exc())
+        logsafe.log_bug(log, self.tally, self.throttle, "in the broker", exc)
 
     def stop(self, *_: Any) -> None:
         """SIGTERM/SIGINT: a clean stop, bounded in time (exit code 0)."""
@@ -579,9 +480,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
         with open(args.ready_file + ".tmp", "w") as f:
             json.dump({"frontend": b.front_ep, "backend": b.back_ep}, f)
         os.replace(args.ready_file + ".tmp", args.ready_file)
-    from .server import leave
-
-    return leave(b.run())
+    return logsafe.leave(b.run())
 
 
 def register(sub: argparse._SubParsersAction) -> None:

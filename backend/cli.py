@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
 from collections.abc import Callable
 
-from image2points.addon.core.limits import MAX_POINTS
-
-from . import __version__
+from . import __version__, threads
+from .limits import Limits
 
 # sub-command -> module defining register(sub), relative to this package (imported lazily)
 BUILTINS = ("serve", "ping", "reconstruct", "keys")
@@ -31,14 +31,11 @@ PLUGINS = {
 }
 
 
-def _quiet_threads_env() -> None:
-    # Beside Blender on few cores, busy-waiting OpenMP threads slow torch 10-25x (measured).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    _quiet_threads_env()
-    from .server import Limits, ServerConfig, serve, setup_logging
+    threads.quiet_openmp()
+    from .frontend import ServerConfig
+    from .logsafe import setup_logging
+    from .server import serve
 
     setup_logging(args.log_level, args.log_json)
     limits = Limits(max_queue=args.max_queue, max_batch=args.max_batch,
@@ -46,8 +43,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     max_inflight_per_client=args.max_inflight, max_points=args.max_points,
                     max_message_bytes=args.max_message_mb << 20,
                     max_image_bytes=args.max_image_mb << 20)
-    threads = args.threads if args.threads is not None else max(1, (os.cpu_count() or 2) // 2)
-    cfg = ServerConfig(host=args.host, port=args.port, device=args.device, threads=threads,
+    n_threads = args.threads if args.threads is not None else max(1, (os.cpu_count() or 2) // 2)
+    cfg = ServerConfig(host=args.host, port=args.port, device=args.device, threads=n_threads,
                        checkpoint=args.checkpoint, preload=not args.lazy, insecure=args.insecure,
                        curve_secret=args.curve_secret, curve_clients=args.curve_clients,
                        connect_broker=args.connect_broker, broker_key=args.broker_key,
@@ -82,7 +79,7 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    _quiet_threads_env()
+    threads.quiet_openmp()
     import numpy as np
 
     from .images import decode_image
@@ -201,14 +198,19 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                    help="torch intra-op threads (default: half the cores, leaving Blender room)")
     s.add_argument("--checkpoint", default=None, help="model checkpoint (default: shipped one)")
     s.add_argument("--lazy", action="store_true", help="load the model on the first job")
-    s.add_argument("--max-queue", type=int, default=64)
-    s.add_argument("--max-batch", type=int, default=8)
-    s.add_argument("--batch-wait-ms", type=float, default=5.0)
-    s.add_argument("--max-image-px", type=int, default=4096, help="max image side (pixels^2 cap)")
-    s.add_argument("--max-image-mb", type=int, default=64, help="max encoded image size")
-    s.add_argument("--max-message-mb", type=int, default=256, help="ZeroMQ MAXMSGSIZE per frame")
-    s.add_argument("--max-points", type=int, default=MAX_POINTS, help="max points per result")
-    s.add_argument("--max-inflight", type=int, default=32, help="queued+running jobs per client")
+    d = Limits()  # the defaults are Limits' own
+    s.add_argument("--max-queue", type=int, default=d.max_queue)
+    s.add_argument("--max-batch", type=int, default=d.max_batch)
+    s.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_s * 1000.0)
+    s.add_argument("--max-image-px", type=int, default=math.isqrt(d.max_pixels),
+                   help="max image side (pixels^2 cap)")
+    s.add_argument("--max-image-mb", type=int, default=d.max_image_bytes >> 20,
+                   help="max encoded image size")
+    s.add_argument("--max-message-mb", type=int, default=d.max_message_bytes >> 20,
+                   help="ZeroMQ MAXMSGSIZE per frame")
+    s.add_argument("--max-points", type=int, default=d.max_points, help="max points per result")
+    s.add_argument("--max-inflight", type=int, default=d.max_inflight_per_client,
+                   help="queued+running jobs per client")
     s.add_argument("--curve-secret", default=None, help="server .key_secret file (enables CURVE)")
     s.add_argument("--curve-clients", default=None, help="directory of allowed client .key files")
     s.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without CURVE")

@@ -131,9 +131,9 @@ def run(args: argparse.Namespace) -> int:
     if args.n <= 0 or min(args.size) < 32 or args.e2e < 0:
         print("image2points eval-mask: --n must be positive, --size at least 32, --e2e >= 0", file=sys.stderr)
         return 2
-    import torch
+    from .threads import use_threads
 
-    torch.set_num_threads(1)
+    use_threads(1)
     try:
         report = evaluate(args.split, args.n, tuple(args.size), args.e2e, args.checkpoint)
     except (FileNotFoundError, OSError) as exc:

@@ -4,7 +4,7 @@ Why one: photographs arrive rotated (EXIF), 16-bit, greyscale, CMYK, paletted, a
 bigger than the model needs. ``open_image`` handles the container (limits on the header, format
 allow-list, JPEG draft decoding, orientation); ``decode_image`` turns it into the uint8 RGB/RGBA the
 reconstruction uses, scaled down to ``WORK_SIDE``. Size refusals are kept only for byte limits and
-decompression-bomb pixel counts.
+decompression-bomb pixel counts; their numbers and the check are ``limits.py``'s.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .limits import DECODE_PIXELS, MAX_IMAGE_BYTES, check_image
 from .ops import JobError
 
 WORK_SIDE = 1024  # longest side after decoding; the model sees a 64x64 crop, lifting <= 1 Mpx
-DEFAULT_MAX_PIXELS = 16384 * 16384  # decompression-bomb scale: anything smaller is scaled down
-DEFAULT_MAX_BYTES = 64 << 20
 FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "TIFF"}  # MPO: phone JPEGs with a preview picture
 ALPHA_MODES = {"RGBA", "LA", "PA", "La", "RGBa"}
 
@@ -31,12 +30,11 @@ def _clean(exc: BaseException) -> str:
     return re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the data", str(exc))[:160]
 
 
-def open_image(data: bytes | memoryview, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS,
-               max_bytes: int = DEFAULT_MAX_BYTES, max_side: int | None = WORK_SIDE) -> Image.Image:
+def open_image(data: bytes | memoryview, name: str = "image", max_pixels: int = DECODE_PIXELS,
+               max_bytes: int = MAX_IMAGE_BYTES, max_side: int | None = WORK_SIDE) -> Image.Image:
     """Encoded bytes -> a loaded, upright PIL image (any mode). JPEGs bigger than ``max_side`` are
     decoded at a reduced DCT scale (``draft``), which is what makes a 24 Mpx photo cheap."""
-    if len(data) > max_bytes:
-        raise JobError("TOO_LARGE", f"{name} is {len(data) >> 20} MB; the limit is {max_bytes >> 20} MB")
+    check_image(name, len(data), None, max_bytes, max_pixels)
     if len(data) == 0:
         raise JobError("BAD_INPUT", f"{name} is empty")
     try:
@@ -44,9 +42,7 @@ def open_image(data: bytes | memoryview, name: str = "image", max_pixels: int = 
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below
             im = Image.open(io.BytesIO(bytes(data)))
             w, h = im.size  # read from the header only; no pixels decoded yet
-            if w * h > max_pixels:
-                raise JobError("TOO_LARGE", f"{name} is {w}x{h} pixels; the limit is {max_pixels} "
-                               "pixels. Scale it down first.")
+            check_image(name, 0, (w, h), max_bytes, max_pixels)
             if im.format not in FORMATS:
                 raise JobError("BAD_INPUT", f"{name}: format {im.format} is not supported; "
                                "send PNG, JPEG, WebP or TIFF")
@@ -96,8 +92,8 @@ def to_rgb8(im: Image.Image) -> Image.Image:
     return im.convert("RGBA" if has_alpha(im) else "RGB")
 
 
-def decode_image(data: bytes | memoryview, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 max_bytes: int = DEFAULT_MAX_BYTES, name: str = "image",
+def decode_image(data: bytes | memoryview, max_pixels: int = DECODE_PIXELS,
+                 max_bytes: int = MAX_IMAGE_BYTES, name: str = "image",
                  max_side: int | None = WORK_SIDE) -> np.ndarray:
     """Encoded PNG/JPEG/WebP/TIFF bytes -> HxWx3 or HxWx4 uint8, upright, longest side at most
     ``max_side`` (Lanczos; Pillow premultiplies alpha while resizing)."""
@@ -109,8 +105,8 @@ def decode_image(data: bytes | memoryview, max_pixels: int = DEFAULT_MAX_PIXELS,
     return np.asarray(im, dtype=np.uint8).copy()
 
 
-def decode_mask(data: bytes | memoryview, shape: tuple[int, int], max_pixels: int = DEFAULT_MAX_PIXELS,
-                max_bytes: int = DEFAULT_MAX_BYTES, name: str = "mask") -> np.ndarray:
+def decode_mask(data: bytes | memoryview, shape: tuple[int, int], max_pixels: int = DECODE_PIXELS,
+                max_bytes: int = MAX_IMAGE_BYTES, name: str = "mask") -> np.ndarray:
     """A user's mask image -> float32 (H,W) in [0,1] at ``shape``: its alpha when it has a real
     one, else its grey level (white = object). The aspect ratio must match the image's."""
     im = open_image(data, name, max_pixels, max_bytes, max_side=None)

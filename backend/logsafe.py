@@ -25,6 +25,7 @@ import queue
 import sys
 import threading
 import time
+import traceback
 from typing import IO, Any
 
 QUEUE_RECORDS = 1000  # log records waiting for the writer; beyond this they are dropped
@@ -243,3 +244,34 @@ class Throttle:
                 return False
             self._last[key] = now
             return True
+
+
+def log_bug(logger: logging.Logger, tally: Tally, throttle: Throttle, where: str,
+            exc: BaseException) -> None:
+    """Call in an ``except``: a bug must not take a service down, and a client that can trigger it
+    over and over must not fill the log with its traceback (counted, logged once per interval)."""
+    tally.add("bugs", exc.__class__.__name__)
+    if throttle.allow((where, exc.__class__.__name__)):
+        logger.error("unexpected error %s (logged once per %.0f s, all counted):\n%s", where,
+                     throttle.every_s, traceback.format_exc())
+
+
+def leave(code: int) -> int:
+    """End the process with ``code``, now: give the log writer a bounded moment, then
+    ``os._exit``. Why not a normal return: the interpreter's teardown with torch loaded took
+    1.5 s here (SIGTERM must end the service within 3 s), and it would wait on a job that ignored
+    its cancel or on a log writer stuck on a stream nobody reads. Sockets are closed by now."""
+    stop()
+    # whatever else sits in stdio buffers, in a thread: that stream may be a full, unread pipe
+    flusher = threading.Thread(target=_flush_stdio, daemon=True)
+    flusher.start()
+    flusher.join(0.1)
+    os._exit(code)
+
+
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass

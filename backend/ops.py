@@ -1,8 +1,9 @@
-"""Job operations the server runs, behind one small registry.
+"""What an op is: the Job it gets, the Output or JobError it gives back, and its OpSpec.
 
 An op is a plain function of a Job (or, for batchable ops, of a list of Jobs, so queued work can
 share one forward pass). Ops never see sockets: they report through ``job.progress`` and raise
-``JobError`` with a protocol error code, and the server turns both into wire messages.
+``JobError`` with a protocol error code, and the server turns both into wire messages. Op modules
+import this module and nothing imports them back but ``registry.py``, which lists them.
 """
 
 from __future__ import annotations
@@ -65,31 +66,17 @@ class OpSpec:
     requires: tuple[str, ...] = ()  # blobs a job cannot run without: refused at admission
 
 
-OPS: dict[str, OpSpec] = {}
-
-
 def register_op(name: str, batch: bool = False, requires: tuple[str, ...] = ()
                 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``@register_op("x")`` for ``fn(job) -> Output``; with batch=True ``fn(jobs) -> list``.
+    """``@register_op("x")`` for ``fn(job) -> Output``; with batch=True ``fn(jobs, limits) ->
+    list``. It attaches the OpSpec as ``fn.op_spec``; ``registry.py`` puts it in the table.
 
     ``requires`` names the blobs every job of the op must carry; the server's front end refuses a
     submit without them (BAD_INPUT) before it takes a queue slot.
     """
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        OPS[name] = OpSpec(name, fn, batch, tuple(requires))
+        fn.op_spec = OpSpec(name, fn, batch, tuple(requires))  # type: ignore[attr-defined]
         return fn
 
     return deco
-
-
-def load_builtin_ops() -> dict[str, OpSpec]:
-    """Import the modules that register ops (lazily: they pull in torch)."""
-    from . import mesh_op, ops_builtin, reconstruct_op  # noqa: F401  (ops_builtin: model-free echo)
-
-    try:
-        from .nerf import ops as _nerf_ops  # noqa: F401
-    except ImportError as exc:  # NeRF ops are optional until that module lands
-        if "nerf" not in str(exc):
-            raise
-    return OPS

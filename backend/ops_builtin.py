@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 
+from .limits import Limits
 from .ops import Job, JobError, Output, register_op
 
 MAX_DELAY_S = 10.0
@@ -24,7 +25,7 @@ def _delay(job: Job) -> float:
 
 
 @register_op("echo", batch=True)
-def echo(jobs: list[Job], limits: dict | None = None) -> list[Output | JobError]:
+def echo(jobs: list[Job], limits: Limits | None = None) -> list[Output | JobError]:
     """Each job gets back its blob ``data`` (any whitelisted dtype), plus its batch size."""
     outs: list[Output | JobError] = []
     delays: list[float] = []

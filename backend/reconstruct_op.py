@@ -12,7 +12,8 @@ import numpy as np
 from image2points.addon.core.camera import VIEWER_FRAME as FRAME
 from image2points.addon.core.limits import MAX_POINTS
 
-from .images import DEFAULT_MAX_PIXELS, decode_image
+from .images import decode_image
+from .limits import Limits, decode_limits
 from .ops import Job, JobError, Output, register_op
 
 DEFAULT_MAX_POINTS = 1_000_000  # a cap; how many points come is `density`
@@ -131,17 +132,15 @@ def _preprocess(img: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
 
 
 def cut_out(img: np.ndarray, mask: bytes | memoryview | None = None, strict: bool = False,
-            limits: dict[str, int] | None = None) -> tuple[np.ndarray, str, list[dict[str, str]]]:
+            limits: Limits | None = None) -> tuple[np.ndarray, str, list[dict[str, str]]]:
     """(alpha, source, warnings) for one decoded image: the user's mask (source "mask"), else its
     alpha ("alpha"), else the automatic cut ("auto"), which is checked; ``strict`` turns a warning
-    into BAD_INPUT. Shared by the server op and the in-process CLI."""
+    into BAD_INPUT. Shared by the server op and the in-process CLI (``limits`` None)."""
     from .images import decode_mask
     from .segment import cut_warnings, object_mask
 
     if mask is not None:
-        lim = limits or {}
-        alpha = decode_mask(mask, img.shape[:2], max_pixels=lim.get("max_pixels", DEFAULT_MAX_PIXELS),
-                            max_bytes=lim.get("max_image_bytes", 64 << 20))
+        alpha = decode_mask(mask, img.shape[:2], **decode_limits(limits))
         return alpha, "mask", []
     try:
         alpha, source = object_mask(img)
@@ -162,8 +161,7 @@ def _strict(job: Job) -> bool:
 
 
 @register_op("reconstruct", batch=True, requires=("image",))
-def reconstruct(jobs: list[Job], limits: dict[str, int] | None = None) -> list[Output | JobError]:
-    limits = limits or {}
+def reconstruct(jobs: list[Job], limits: Limits | None = None) -> list[Output | JobError]:
     outs: list[Output | JobError | None] = [None] * len(jobs)
     images, idx = [], []
     sources: list[Any] = []
@@ -175,8 +173,7 @@ def reconstruct(jobs: list[Job], limits: dict[str, int] | None = None) -> list[O
             if not isinstance(data, (bytes, memoryview)):
                 raise JobError("BAD_INPUT", "reconstruct needs an encoded image blob named 'image'")
             job.progress(0.05, "decoding image")
-            img = decode_image(data, max_pixels=limits.get("max_pixels", DEFAULT_MAX_PIXELS),
-                               max_bytes=limits.get("max_image_bytes", 64 << 20), name="image")
+            img = decode_image(data, name="image", **decode_limits(limits))
             _max_points(job)
             dens = _density(job)
             mask = job.blobs.get("mask")

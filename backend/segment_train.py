@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .model import segnet
+from .threads import use_threads
 
 
 def make_arrays(n: int, size: tuple[int, int] = (96, 128), start: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--out", default=str(segnet.default_path()))
     a = p.parse_args(argv)
-    torch.set_num_threads(1)
+    use_threads(1)
     if a.make:
         x, y = make_arrays(a.make, start=a.start)
         np.savez_compressed(a.data, x=x, y=y)

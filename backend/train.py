@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from .cli_args import err, fraction, nonneg_float, nonneg_int, pos_float, pos_int, why, writable_dir
 from .model import checkpoint, geometry
 from .model.generator import GeneratorConfig, StructureGenerator
+from .threads import use_threads
 
 
 @dataclass
@@ -166,7 +167,7 @@ def train(cfg: TrainConfig, gen_cfg: GeneratorConfig | None = None, resume: bool
     from .data.dataset import ShapeDataset
 
     rank, world = _dist()
-    torch.set_num_threads(cfg.threads)
+    use_threads(cfg.threads)
     torch.manual_seed(cfg.seed + rank)
     rng = np.random.default_rng([cfg.seed, rank])
     device = f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"

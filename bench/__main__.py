@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from image2points.backend import threads
 from image2points.backend.cli_args import err, writable_dir
 
 NAMES = ["import", "wire", "roundtrip", "model", "serve", "nerf", "mesh"]
@@ -27,7 +28,7 @@ def machine() -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    threads.quiet_openmp()
     names = args.names or NAMES
     unknown = [n for n in names if n not in NAMES]
     if unknown:

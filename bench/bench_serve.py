@@ -118,19 +118,16 @@ def _forward_ceiling(threads: int) -> float:
 
     from image2points.backend.model import checkpoint
     from image2points.backend.model.reconstruct import default_checkpoint_path
+    from image2points.backend.threads import torch_threads
 
     from .timing import measure
 
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         model, _ = checkpoint.load(default_checkpoint_path())
         x1, x8 = torch.rand(1, 4, 64, 64), torch.rand(8, 4, 64, 64)
         with torch.inference_mode():
             s1 = measure(lambda: model(x1), 10, warmup=3)
             s8 = measure(lambda: model(x8), 10, warmup=3)
-    finally:
-        torch.set_num_threads(old)
     return 8 * s1.median / s8.median
 
 

@@ -193,7 +193,7 @@ def test_non_loopback_bind_refused_without_curve():
 
 def test_kept_finals_are_bounded_by_bytes_as_well_as_by_count():
     """Finals kept for reconnecting clients: 40 results of 64 MB once held 2.8 GB."""
-    from image2points.backend.broker import KeptFinals
+    from image2points.backend.worker_protocol import KeptFinals
 
     kept = KeptFinals(keep_s=60, max_count=4, max_bytes=1000)
     for i in range(5):

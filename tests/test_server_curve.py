@@ -164,7 +164,8 @@ def test_no_pickle_and_no_client_supplied_paths():
         for call in re.findall(r"torch\.load\(.*", text):  # the rest of the line
             assert "weights_only=True" in call, (p, call)
     allowed = {'"/proc/meminfo"', "tmp", 'args.ready_file + ".tmp"'}
-    for name in ("server.py", "broker.py", "ops_builtin.py", "images.py", "reconstruct_op.py",
-                 "ops.py"):
+    for name in ("server.py", "frontend.py", "broker_link.py", "worker.py", "worker_protocol.py",
+                 "broker.py", "ops_builtin.py", "images.py", "reconstruct_op.py", "ops.py",
+                 "registry.py", "limits.py", "image_header.py"):
         for arg in re.findall(r"(?<![\w.])open\(([^,)]*)", src[ROOT / "backend" / name]):
             assert arg.strip() in allowed, (name, arg)
