@@ -69,7 +69,6 @@ class Record:
     state: str = "queued"  # queued | running | done
     value: float = 0.0
     stage: str = "queued"
-    done_at: float = 0.0
     final: list[Any] | None = None  # last frames, re-sent to a reconnecting client
     client_cancelled: bool = False
     owner: bytes = b""  # owner_of() its submit: only the owner may re-send or cancel it
@@ -197,7 +196,7 @@ class Frontend:
         for d in msg.header.get("blobs", []):
             if not str(d.get("media", "")).startswith("image/"):
                 continue
-            size = image_size(msg.blobs[d["name"]])
+            size = image_size(msg.blobs[d["name"]])  # type: ignore[arg-type]  # media: bytes
             try:
                 check_image(f"image {d['name']!r}", d["nbytes"],
                             (size.width, size.height) if size else None,
@@ -272,7 +271,7 @@ class Frontend:
     def _finish(self, rec: Record, frames: list[Any]) -> None:
         if rec.state == "done":
             return
-        rec.state, rec.done_at, rec.final = "done", time.monotonic(), frames
+        rec.state, rec.final = "done", frames
         self.active.pop(rec.job.id, None)
         rec.job.blobs = {}  # the inputs are no longer needed; keep only the final reply
         self.done.add(rec.job.id, frames)

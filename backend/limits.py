@@ -42,11 +42,11 @@ class Limits:
         return max(self.max_header_pixels, self.max_pixels)
 
 
-def decode_limits(limits: Limits | None) -> dict[str, int]:
-    """``max_pixels``/``max_bytes`` for the decoder: the service's, or the in-process ones."""
+def decode_limits(limits: Limits | None) -> tuple[int, int]:
+    """(max_pixels, max_bytes) for the decoder: the service's, or the in-process ones."""
     if limits is None:
-        return {"max_pixels": DECODE_PIXELS, "max_bytes": MAX_IMAGE_BYTES}
-    return {"max_pixels": limits.max_pixels, "max_bytes": limits.max_image_bytes}
+        return DECODE_PIXELS, MAX_IMAGE_BYTES
+    return limits.max_pixels, limits.max_image_bytes
 
 
 def check_image(name: str, nbytes: int, size: tuple[int, int] | None, max_bytes: int,

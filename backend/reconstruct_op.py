@@ -140,7 +140,7 @@ def cut_out(img: np.ndarray, mask: bytes | memoryview | None = None, strict: boo
     from .segment import cut_warnings, object_mask
 
     if mask is not None:
-        alpha = decode_mask(mask, img.shape[:2], **decode_limits(limits))
+        alpha = decode_mask(mask, img.shape[:2], *decode_limits(limits))
         return alpha, "mask", []
     try:
         alpha, source = object_mask(img)
@@ -173,7 +173,7 @@ def reconstruct(jobs: list[Job], limits: Limits | None = None) -> list[Output | 
             if not isinstance(data, (bytes, memoryview)):
                 raise JobError("BAD_INPUT", "reconstruct needs an encoded image blob named 'image'")
             job.progress(0.05, "decoding image")
-            img = decode_image(data, name="image", **decode_limits(limits))
+            img = decode_image(data, *decode_limits(limits), name="image")
             _max_points(job)
             dens = _density(job)
             mask = job.blobs.get("mask")

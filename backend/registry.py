@@ -16,5 +16,5 @@ def builtin_ops() -> dict[str, OpSpec]:
 
     fns = (ops_builtin.echo, reconstruct_op.reconstruct, mesh_op.mesh, nerf_ops.nerf_fit,
            nerf_ops.nerf_render, nerf_ops.nerf_points)
-    specs = [fn.op_spec for fn in fns]
+    specs: list[OpSpec] = [fn.op_spec for fn in fns]  # type: ignore[attr-defined]
     return {spec.name: spec for spec in specs}
