@@ -203,3 +203,15 @@ def test_kept_finals_are_bounded_by_bytes_as_well_as_by_count():
         kept.add(f"j{i}", [b"", b"y"])
     assert kept.expire() == ["j2", "j3"] and len(kept) == 4  # the count bound
     assert KeptFinals(keep_s=0).expire() == []
+
+
+
+def test_broker_and_server_share_only_the_worker_protocol():
+    """Neither side imports the other (tests/test_layout.py checks for circles in general)."""
+    from test_layout import graph
+
+    g, b = graph(), "image2points.backend."
+    server_side = {b + m for m in ("server", "frontend", "broker_link", "worker")}
+    assert b + "broker" not in set().union(*(g[m] for m in server_side))
+    assert not g[b + "broker"] & server_side
+    assert b + "worker_protocol" in g[b + "broker"] & g[b + "frontend"] & g[b + "broker_link"]
