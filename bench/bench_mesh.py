@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from image2points.backend.evaluate import N_EVAL, metrics, subsample
 from image2points.backend.model import meshing
+from image2points.backend.threads import torch_threads
 from image2points.bench.timing import measure, table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,7 +169,11 @@ def score_set(cases: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], with_
 
 
 def run(quick: bool) -> dict:
-    torch.set_num_threads(1)
+    with torch_threads(1):
+        return _run(quick)
+
+
+def _run(quick: bool) -> dict:
     res: dict[str, Any] = {"threads": 1}
     rows = []
     gn = have_bpy()

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from image2points.backend.threads import quiet_openmp, torch_threads
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -68,69 +70,67 @@ def _baselines(train, test) -> dict[str, float]:
 
 
 def run(quick: bool) -> dict:
-    import torch
+    quiet_openmp()
+    with torch_threads(1):
+        return _run(quick)
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        if quick:
-            cache = Path(tempfile.gettempdir()) / "i2p-nerf-bench"
-            size, n_train, n_test, samples, minutes = 32, 20, 4, 16, 0.1
-            fast_min = unseen_min = minutes
-            cps = [2.0, 4.0, 6.0]
-            dense = cps
-        else:
-            cache = ROOT / "data" / "nerf"
-            size, n_train, n_test, samples, minutes = 100, 100, 20, 64, 5.0
-            fast_min, unseen_min = 2.0, 2.0
-            cps = [30.0, 60.0, 120.0, 180.0, 300.0]
-            dense = [5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0]
-        load0 = os.getloadavg()
-        t0 = time.perf_counter()
-        train, test = _load("blocks", size, n_train, n_test, samples, cache)
-        result: dict[str, Any] = {"scene": f"blocks {size}x{size}, {len(train)} train / {len(test)} held-out views",
-                                  "torch_threads": 1, "loadavg_before": [round(x, 2) for x in load0],
-                                  "baselines": _baselines(train, test)}
-        fast = _curve(train, test, "fast", fast_min, dense)
-        mlp = _curve(train, test, "mlp", minutes, cps)
-        mlp_final = mlp["curve"][-1]["psnr"]
-        reach = _time_to_reach(fast["curve"], mlp_final)
-        budget = minutes * 60.0
-        fast_best_5min = max((r["psnr"] for r in fast["curve"] if r["seconds"] <= 300.0), default=None)
-        result.update({"fast": fast, "mlp": mlp, "mlp_final_psnr": mlp_final,
-                       "minutes": {"fast": fast_min, "mlp": minutes, "unseen_fast": unseen_min},
-                       "fast_best_psnr_within_5min": fast_best_5min,
-                       "fast_seconds_to_mlp_final": None if reach is None else round(reach, 2),
-                       "ratio_fast_time_to_mlp_final_over_budget": None if reach is None else round(reach / budget, 4)})
-        load_mid = os.getloadavg()
-        u_train, u_test = _load("gallery", size, n_train, n_test, samples, cache)
-        unseen = _curve(u_train, u_test, "fast", unseen_min, [c for c in cps if c <= unseen_min * 60])
-        unseen["baselines"] = _baselines(u_train, u_test)
-        result["unseen_gallery_fast"] = unseen
-        result["loadavg_mid"] = [round(x, 2) for x in load_mid]
-        result["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-        result["wall_seconds"] = round(time.perf_counter() - t0, 1)
 
-        def cell(curve, s):  # the PSNR logged at checkpoint s, or "-" when the run ended before it
-            return next((f"{r['psnr']:9.2f}" for r in curve if r["seconds"] == s), f"{'-':>9s}")
+def _run(quick: bool) -> dict:
+    if quick:
+        cache = Path(tempfile.gettempdir()) / "i2p-nerf-bench"
+        size, n_train, n_test, samples, minutes = 32, 20, 4, 16, 0.1
+        fast_min = unseen_min = minutes
+        cps = [2.0, 4.0, 6.0]
+        dense = cps
+    else:
+        cache = ROOT / "data" / "nerf"
+        size, n_train, n_test, samples, minutes = 100, 100, 20, 64, 5.0
+        fast_min, unseen_min = 2.0, 2.0
+        cps = [30.0, 60.0, 120.0, 180.0, 300.0]
+        dense = [5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0]
+    load0 = os.getloadavg()
+    t0 = time.perf_counter()
+    train, test = _load("blocks", size, n_train, n_test, samples, cache)
+    result: dict[str, Any] = {"scene": f"blocks {size}x{size}, {len(train)} train / {len(test)} held-out views",
+                              "torch_threads": 1, "loadavg_before": [round(x, 2) for x in load0],
+                              "baselines": _baselines(train, test)}
+    fast = _curve(train, test, "fast", fast_min, dense)
+    mlp = _curve(train, test, "mlp", minutes, cps)
+    mlp_final = mlp["curve"][-1]["psnr"]
+    reach = _time_to_reach(fast["curve"], mlp_final)
+    budget = minutes * 60.0
+    fast_best_5min = max((r["psnr"] for r in fast["curve"] if r["seconds"] <= 300.0), default=None)
+    result.update({"fast": fast, "mlp": mlp, "mlp_final_psnr": mlp_final,
+                   "minutes": {"fast": fast_min, "mlp": minutes, "unseen_fast": unseen_min},
+                   "fast_best_psnr_within_5min": fast_best_5min,
+                   "fast_seconds_to_mlp_final": None if reach is None else round(reach, 2),
+                   "ratio_fast_time_to_mlp_final_over_budget": None if reach is None else round(reach / budget, 4)})
+    load_mid = os.getloadavg()
+    u_train, u_test = _load("gallery", size, n_train, n_test, samples, cache)
+    unseen = _curve(u_train, u_test, "fast", unseen_min, [c for c in cps if c <= unseen_min * 60])
+    unseen["baselines"] = _baselines(u_train, u_test)
+    result["unseen_gallery_fast"] = unseen
+    result["loadavg_mid"] = [round(x, 2) for x in load_mid]
+    result["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    result["wall_seconds"] = round(time.perf_counter() - t0, 1)
 
-        print("\n  held-out PSNR (dB, white bg)  " + "".join(f"{int(c):>8d}s" for c in cps))
-        for label, cur in (("fast (blocks)", fast["curve"]), ("mlp  (blocks)", mlp["curve"]),
-                           ("fast (gallery, unseen)", unseen["curve"])):
-            print(f"  {label:30s}" + "".join(cell(cur, c) for c in cps))
-        print(f"  baselines blocks: {result['baselines']}, gallery: {unseen['baselines']}")
-        print(f"  fast field's best held-out PSNR within 5 minutes: {fast_best_5min} dB (goal >= 28)")
-        if reach is not None:
-            print(f"  fast reaches the MLP's {minutes:g}-min PSNR ({mlp_final:.2f} dB) after {reach:.1f} s: "
-                  f"ratio {reach / budget:.4f} ({budget / reach:.0f}x sooner)")
-        else:
-            print(f"  fast never reached the MLP's {minutes:g}-min PSNR ({mlp_final:.2f} dB)")
-        print(f"  loadavg before {result['loadavg_before']}, mid {result['loadavg_mid']}, "
-              f"after {result['loadavg_after']}")
-        return result
-    finally:
-        torch.set_num_threads(threads)
+    def cell(curve, s):  # the PSNR logged at checkpoint s, or "-" when the run ended before it
+        return next((f"{r['psnr']:9.2f}" for r in curve if r["seconds"] == s), f"{'-':>9s}")
+
+    print("\n  held-out PSNR (dB, white bg)  " + "".join(f"{int(c):>8d}s" for c in cps))
+    for label, cur in (("fast (blocks)", fast["curve"]), ("mlp  (blocks)", mlp["curve"]),
+                       ("fast (gallery, unseen)", unseen["curve"])):
+        print(f"  {label:30s}" + "".join(cell(cur, c) for c in cps))
+    print(f"  baselines blocks: {result['baselines']}, gallery: {unseen['baselines']}")
+    print(f"  fast field's best held-out PSNR within 5 minutes: {fast_best_5min} dB (goal >= 28)")
+    if reach is not None:
+        print(f"  fast reaches the MLP's {minutes:g}-min PSNR ({mlp_final:.2f} dB) after {reach:.1f} s: "
+              f"ratio {reach / budget:.4f} ({budget / reach:.0f}x sooner)")
+    else:
+        print(f"  fast never reached the MLP's {minutes:g}-min PSNR ({mlp_final:.2f} dB)")
+    print(f"  loadavg before {result['loadavg_before']}, mid {result['loadavg_mid']}, "
+          f"after {result['loadavg_after']}")
+    return result
 
 
 if __name__ == "__main__":

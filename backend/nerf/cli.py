@@ -14,13 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from ..cli_args import err, fraction, nonneg_int, pos_float, pos_int, why, writable_file
+from ..threads import quiet_openmp, use_threads
 
 
 def _threads(n: int | None) -> None:
-    import torch
-
     if n:
-        torch.set_num_threads(n)
+        use_threads(n)
 
 
 def run_make_scene(args: argparse.Namespace) -> int:
@@ -197,7 +196,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    quiet_openmp()
     parser = argparse.ArgumentParser(prog="image2points")
     register(parser.add_subparsers(dest="cmd", required=True))
     args = parser.parse_args(argv)
