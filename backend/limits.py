@@ -15,7 +15,7 @@ from image2points.addon.core.limits import MAX_POINTS
 from .ops import JobError
 
 MAX_IMAGE_BYTES = 64 << 20  # one encoded image
-WORK_PIXELS = 4096 * 4096  # what `serve` decodes (--max-image-px 4096)
+WORK_PIXELS = 8192 * 8192  # what `serve` decodes (--max-image-px 8192): any camera photo (scaled down at decode)
 # Pillow refuses more than 2 * Image.MAX_IMAGE_PIXELS as a decompression bomb; the front end
 # refuses such header claims itself, so they never take a queue slot
 BOMB_PIXELS = 2 * 89_478_485
