@@ -1,6 +1,6 @@
 """Image2Points Blender extension: one image in, a coloured point cloud out.
 
-Importable without bpy (the backend does ``from addon import protocol``), so bpy and every
+Importable without bpy (the backend imports ``addon.core``), so bpy and every
 Blender-facing module is imported inside register()/unregister() only.
 """
 
@@ -10,7 +10,8 @@ import importlib
 from types import ModuleType
 
 # Blender-facing modules, registered in this order and unregistered in reverse.
-_MODULE_NAMES = ("props", "preferences", "operators", "nerf_operators", "ui", "mesh")
+_MODULE_NAMES = ("props", "preferences", "connection", "reconstruct", "views", "ply_export", "assets",
+                 "nerf_dataset", "nerf_fit", "nerf_render", "ui", "mesh")
 _modules: list[ModuleType] = []
 
 

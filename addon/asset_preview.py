@@ -33,7 +33,7 @@ def input_view_pose(obj: Any) -> np.ndarray:
 
 def render_preview(context: Any, obj: Any, size: int = PREVIEW_PX, samples: int = 8) -> np.ndarray:
     """(size, size, 4) float RGBA, bottom row first (Blender's pixel order), of ``obj`` alone."""
-    from .operators import scene_render_restored
+    from .views import scene_render_restored
 
     scene = context.scene
     path = os.path.join(tempfile.mkdtemp(prefix="i2p-preview-"), "preview.png")

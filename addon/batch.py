@@ -152,12 +152,12 @@ def plan(args: argparse.Namespace) -> tuple[str, list[Item]]:
 def reconstruct_file(client: Client, path: str, max_points: int | None, timeout: float,
                      density: int | None = None, mask: str | None = None,
                      strict: bool = False) -> tuple[JobResult, bytes]:
-    from .operators import file_bytes_for_backend  # needs bpy: any format Blender opens
+    from .image_input import file_png  # needs bpy: any format Blender opens
 
-    data = file_bytes_for_backend(path)
+    data = file_png(path)
     blobs, media = {"image": data}, {"image": guess_media(data)}
     if mask:
-        blobs["mask"] = file_bytes_for_backend(mask)
+        blobs["mask"] = file_png(mask)
         media["mask"] = guess_media(blobs["mask"])
     params: dict[str, Any] = {}
     if density is not None:
@@ -201,12 +201,10 @@ def import_one(args: argparse.Namespace, item: Item, info: dict[str, Any], resul
     print(f"imported {len(xyz)} points as '{obj.name}'", flush=True)
     mask = result.mask
     if mask is not None:
-        from .operators import encode_png
+        from .image_input import save_png
 
         path = os.path.join(item.out_dir, f"{item.name}_mask.png")
-        rgba = np.dstack([mask, mask, mask, np.full_like(mask, 255)])
-        with open(path, "wb") as f:
-            f.write(encode_png(rgba))
+        save_png(np.dstack([mask, mask, mask, np.full_like(mask, 255)]), path)
         print(f"saved {path} (mask: {result.meta.get('mask_source', '?')})", flush=True)
     if args.views > 0:
         render.configure_render(scene, "CYCLES", args.samples, args.resolution)
@@ -250,7 +248,8 @@ def write_sheet(image: str, result: JobResult, views: list[str], out_path: str, 
     import numpy as np
 
     from .cutout import dimmed
-    from .operators import contact_sheet, image_pixels_u8, load_image
+    from .image_input import image_pixels_u8
+    from .views import contact_sheet, load_image
 
     rgba = image_pixels_u8(load_image(image))
     mask = result.mask

@@ -11,8 +11,7 @@ straight-alpha display sRGB; byte buffers are already display values.
 from __future__ import annotations
 
 import os
-import struct
-import zlib
+import tempfile
 from typing import Any
 
 import bpy
@@ -24,20 +23,30 @@ from .core.colour import linear_to_srgb
 WORKING_SIZE = 1024  # long side in pixels: far above what the model crops to, small on the wire
 
 
-def encode_png(rgba: np.ndarray) -> bytes:
-    """(H, W, 4) or (H, W, 3) uint8, top row first -> PNG bytes (numpy + zlib; Blender ships no
-    Pillow)."""
+def save_png(rgba: np.ndarray, path: str) -> None:
+    """(H, W, 4) or (H, W, 3) uint8, top row first -> an 8-bit PNG file, written by Blender from a
+    temporary byte Image (removed again): RGB stays RGB, every value arrives unchanged."""
     h, w, c = rgba.shape
-    raw = np.zeros((h, 1 + w * c), np.uint8)
-    raw[:, 1:] = np.ascontiguousarray(rgba, dtype=np.uint8).reshape(h, w * c)
+    img = bpy.data.images.new("Image2Points PNG", w, h, alpha=c == 4)
+    try:
+        px = np.ones((h, w, 4), np.float32)
+        px[..., :c] = rgba[::-1] / np.float32(255.0)
+        pixels: Any = img.pixels
+        pixels.foreach_set(px.ravel())
+        img.filepath_raw = path
+        img.file_format = "PNG"
+        img.save()
+    finally:
+        bpy.data.images.remove(img)
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    colour_type = 6 if c == 4 else 2  # RGBA / RGB
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + chunk(b"IEND", b""))
+def png_bytes(rgba: np.ndarray) -> bytes:
+    """``save_png`` into a temporary file (never the add-on folder), as bytes."""
+    with tempfile.TemporaryDirectory(prefix="i2p-png-") as tmp:
+        path = os.path.join(tmp, "image.png")
+        save_png(rgba, path)
+        with open(path, "rb") as f:
+            return f.read()
 
 
 def unreadable(img: Any, label: str) -> BackendError:
@@ -81,7 +90,7 @@ def image_pixels_u8(img: Any, label: str = "") -> np.ndarray:
 def for_backend(rgba: np.ndarray) -> bytes:
     """PNG as sent: RGB when every pixel is opaque (no alpha means no mask: the backend then
     finds the object itself), RGBA when the alpha channel carries one."""
-    return encode_png(rgba[..., :3] if rgba[..., 3].min() == 255 else rgba)
+    return png_bytes(rgba[..., :3] if rgba[..., 3].min() == 255 else rgba)
 
 
 def working_size(w: int, h: int, limit: int = WORKING_SIZE) -> tuple[int, int]:

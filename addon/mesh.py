@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from typing import Any, cast
 
 import bpy
@@ -20,11 +19,15 @@ import numpy as np
 from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper
 
-from . import operators, points, props
+from . import points, props
+from .connection import EndpointProps
 from .core.client import BackendError, JobResult
 from .core.mesh_result import mesh_from_result
+from .job_task import BackendTask, active
 from .mesh_export import FORMATS, bake_texture, export_mesh
 from .modal_task import ModalTaskOperator
+from .paths import resolve_dir, safe_name
+from .selection import select_only, target_objects
 
 MATERIAL = "Image2Points Mesh"
 COLOR_ATTR = points.COLOR_ATTR
@@ -160,92 +163,43 @@ def mesh_object_for(context: Any, src: Any, v: np.ndarray, f: np.ndarray, c: np.
     return obj
 
 
-class MeshTask:
-    """One ``mesh`` job on a socket of its own, driven by ``tick()`` (modal timer: the UI never
-    waits) or ``run_blocking()`` (scripts, background mode); the interface ModalTaskOperator drives."""
+class MeshTask(BackendTask):
+    """One ``mesh`` job (the shared BackendTask skeleton; shown in the reconstruction's state)."""
 
-    def __init__(self, context: Any, src: Any, cfg: Any, params: dict[str, Any]):
-        self.cfg, self.src_name = cfg, src.name
-        self.outcome: set[str] = set()
-        self.cancel_requested = False
-        self.error: BackendError | None = None
+    op = "mesh"
+    slot = "job"
+    what = "meshing"
+    busy = "a reconstruction or meshing job is already running; cancel it first"
+
+    def __init__(self, src: Any, cfg: Any, params: dict[str, Any]):
+        super().__init__(cfg)
+        self.src_name, self.params = src.name, params
         self.result_object: Any = None
-        xyz, rgb = points.point_arrays(src)
-        self.client = operators.new_client(cfg)
-        try:
-            self.client.hello(timeout=cfg.connect_timeout)  # a clear UNREACHABLE now, not a timeout later
-            self.job = self.client.submit("mesh", params, {"xyz": xyz, "rgb": rgb} if rgb is not None
-                                          else {"xyz": xyz})
-        except BackendError:
-            operators.end_client(self.client)
-            raise
-        self.deadline = time.monotonic() + cfg.job_timeout
-        operators.set_state(context, status=f"Meshing '{src.name}'...", error_code="", error_message="")
 
-    def tick(self, context: Any) -> set[str]:
-        if self.outcome:
-            return self.outcome
-        try:
-            if self.cancel_requested:
-                self.client.cancel(self.job)
-                raise BackendError("CANCELLED", "cancelled by the user", self.job)
-            if time.monotonic() > self.deadline:
-                self.client.cancel(self.job)
-                raise BackendError("TIMEOUT", f"meshing did not finish within {self.cfg.job_timeout:.0f} s",
-                                   self.job)
-            for ev in self.client.poll_events(0):
-                if ev.job != self.job:
-                    continue
-                if ev.kind == "result":
-                    res = JobResult(self.job, ev.message.header, dict(ev.message.blobs),
-                                    dict(ev.message.header.get("meta", {})))
-                    return self.finish(context, res)
-                if ev.kind == "error":
-                    err = ev.message.header.get("error", {})
-                    raise BackendError(str(err.get("code", "MODEL")), str(err.get("message", "")), self.job)
-        except BackendError as exc:
-            return self.fail(context, exc)
-        return {"RUNNING_MODAL"}
-
-    def run_blocking(self, context: Any) -> set[str]:
-        try:
-            res = self.client.wait(self.job, timeout=max(0.0, self.deadline - time.monotonic()),
-                                   stall_timeout=self.cfg.stall_timeout,
-                                   should_cancel=lambda: self.cancel_requested)
-        except BackendError as exc:
-            return self.fail(context, exc)
-        return self.finish(context, res)
-
-    def finish(self, context: Any, res: JobResult) -> set[str]:
-        operators.end_client(self.client)
+    def request(self, context: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
         src = bpy.data.objects.get(self.src_name)
         if src is None:
-            return self.fail(context, BackendError("BAD_INPUT", f"'{self.src_name}' was deleted meanwhile"))
-        try:
-            v, f, c, meta = mesh_from_result(res)
-        except BackendError as exc:
-            return self.fail(context, exc)
-        self.result_object = obj = mesh_object_for(context, src, v, f, c, meta)
-        operators.select_only(context, obj)
-        msg = f"Made '{obj.name}': {len(f)} faces" + (", watertight" if obj["i2p_mesh_watertight"] else "")
-        operators.set_state(context, status=msg, error_code="", error_message="")
-        self.outcome = {"FINISHED"}
-        return self.outcome
+            raise BackendError("BAD_INPUT", f"'{self.src_name}' is gone")
+        xyz, rgb = points.point_arrays(src)
+        return self.params, ({"xyz": xyz, "rgb": rgb} if rgb is not None else {"xyz": xyz}), {}
 
-    def fail(self, context: Any, exc: BackendError) -> set[str]:
-        operators.end_client(self.client)
-        self.error = exc
-        cancelled = exc.code == "CANCELLED"
-        operators.set_state(context, status="Meshing cancelled" if cancelled else "Meshing failed",
-                            error_code="" if cancelled else exc.code,
-                            error_message="" if cancelled else exc.message)
-        self.outcome = {"CANCELLED"}
-        return self.outcome
+    def submitted(self) -> str:
+        return f"Meshing '{self.src_name}'..."
+
+    def on_result(self, context: Any, res: JobResult) -> str:
+        src = bpy.data.objects.get(self.src_name)
+        if src is None:
+            raise BackendError("BAD_INPUT", f"'{self.src_name}' was deleted meanwhile")
+        v, f, c, meta = mesh_from_result(res)
+        self.result_object = obj = mesh_object_for(context, src, v, f, c, meta)
+        select_only(context, obj)
+        self.summary = f"made '{obj.name}' ({len(f)} faces)"
+        return f"Made '{obj.name}': {len(f)} faces" + (", watertight" if obj["i2p_mesh_watertight"] else "")
 
 
 # -- operators ------------------------------------------------------------------------------------
 
-class IMAGE2POINTS_OT_make_mesh(ModalTaskOperator, operators._EndpointProps, bpy.types.Operator):
+class IMAGE2POINTS_OT_make_mesh(ModalTaskOperator, EndpointProps, bpy.types.Operator):
     """Turn the selected point object into a watertight, vertex-coloured mesh beside it (backend)"""
 
     bl_idname = "image2points.make_mesh"
@@ -256,25 +210,11 @@ class IMAGE2POINTS_OT_make_mesh(ModalTaskOperator, operators._EndpointProps, bpy
 
     @classmethod
     def poll(cls, context: Any) -> bool:
-        return bool(operators.target_objects(context))
+        return bool(target_objects(context)) and active("job") is None
 
-    def begin(self, context: Any) -> set[Any]:
-        src = operators.target_objects(context)[0]
-        try:
-            self._task = MeshTask(context, src, self.settings(context), mesh_params(mesh_settings(context)))
-        except BackendError as exc:
-            operators.set_state(context, error_code=exc.code, error_message=exc.message)
-            self.report({"ERROR"}, f"Image2Points: {operators.error_text(exc)}")
-            return {"CANCELLED"}
-        return {"RUNNING_MODAL"}
-
-    def report_task(self, task: MeshTask) -> None:
-        if task.result_object is not None:
-            self.report({"INFO"}, f"Image2Points: made '{task.result_object.name}' "
-                                  f"({task.result_object['i2p_mesh_faces']} faces)")
-        elif task.error is not None:
-            self.report({"WARNING"} if task.error.code == "CANCELLED" else {"ERROR"},
-                        f"Image2Points: {operators.error_text(task.error)}")
+    def make_task(self, context: Any) -> MeshTask:
+        return MeshTask(target_objects(context)[0], self.settings(context),
+                        mesh_params(mesh_settings(context)))
 
 
 class IMAGE2POINTS_OT_export_mesh(bpy.types.Operator, ExportHelper):  # type: ignore[misc]
@@ -300,8 +240,8 @@ class IMAGE2POINTS_OT_export_mesh(bpy.types.Operator, ExportHelper):  # type: ig
         self.filename_ext = "." + self.format.lower()
         if not self.filepath:  # type: ignore[has-type]
             sc = props.scene_settings(context)
-            base = operators.resolve_dir(sc.output_dir) if sc is not None else tempfile.gettempdir()
-            name = operators.safe_name(mesh_targets(context)[0].name)
+            base = resolve_dir(sc.output_dir) if sc is not None else tempfile.gettempdir()
+            name = safe_name(mesh_targets(context)[0].name)
             self.filepath = os.path.join(base, name + self.filename_ext)  # type: ignore[has-type]
         return ExportHelper.invoke(self, context, event)  # type: ignore[func-returns-value,return-value]
 
@@ -314,7 +254,7 @@ class IMAGE2POINTS_OT_export_mesh(bpy.types.Operator, ExportHelper):  # type: ig
         except (OSError, RuntimeError) as exc:
             self.report({"ERROR"}, f"Image2Points: cannot write {path}: {exc}")
             return {"CANCELLED"}
-        operators.set_state(context, status=f"Exported '{obj.name}' to {path}")
+        props.set_job(context, "job", status=f"Exported '{obj.name}' to {path}")
         self.report({"INFO"}, f"Image2Points: wrote {path}")
         return {"FINISHED"}
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import bpy
 
-from . import operators
+from .selection import only_selected
+from .views import scene_render_restored
 
 FORMATS = ("GLB", "PLY", "OBJ")
 
@@ -17,7 +18,7 @@ def export_mesh(context: Any, obj: Any, path: str, fmt: str) -> str:
     """Blender's own exporters, the object alone: GLB (+Y up, metres, vertex colours as COLOR_0),
     PLY and OBJ (Z up, sRGB vertex colours). Returns the path written."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with operators.only_selected(context, obj):
+    with only_selected(context, obj):
         if fmt == "GLB":
             kw: dict[str, Any] = {"filepath": path, "export_format": "GLB", "use_selection": True,
                                   "export_yup": True, "export_apply": True}
@@ -47,7 +48,7 @@ def bake_texture(context: Any, obj: Any, size: int = 512, samples: int = 1) -> A
 
     scene = context.scene
     img = bpy.data.images.new(f"{obj.name} Colour", size, size, alpha=False)
-    with operators.only_selected(context, obj):
+    with only_selected(context, obj):
         if obj.data.uv_layers.get("UVMap") is None:
             obj.data.uv_layers.new(name="UVMap")
         with context.temp_override(active_object=obj, object=obj, selected_objects=[obj],
@@ -72,7 +73,7 @@ def bake_texture(context: Any, obj: Any, size: int = 512, samples: int = 1) -> A
         links.new(vcol.outputs["Color"], emit.inputs["Color"])
         old = out.inputs["Surface"].links[0].from_socket
         links.new(emit.outputs["Emission"], out.inputs["Surface"])
-        with operators.scene_render_restored(scene):
+        with scene_render_restored(scene):
             render.configure_render(scene, "CYCLES", samples, 64)
             with context.temp_override(active_object=obj, object=obj, selected_objects=[obj]):
                 bpy.ops.object.bake(type="EMIT", margin=4, use_clear=True)

@@ -1,9 +1,10 @@
-"""One way to drive a long backend job from an operator: a modal timer in the UI, blocking in scripts.
+"""One way to drive a long job from an operator: a modal timer in the UI, blocking in scripts.
 
-The job itself lives in a task object (``ReconstructTask``, ``FitTask``) with ``tick(context)``,
-``run_blocking(context)``, ``cancel_requested`` and ``outcome``; the operator only decides who
-drives it. Mix in before ``bpy.types.Operator`` (as ``ImportHelper`` does) and give ``begin()``
-(make ``self._task`` or return ``{"CANCELLED"}``) and ``report_task()``.
+The job itself lives in a task object (a job_task.BackendTask for backend jobs, the NeRF capture,
+the backend install) with ``start(context)``, ``tick(context)``, ``run_blocking(context)``,
+``report(report)``, ``cancel_requested`` and ``outcome``; the operator only makes it
+(``make_task``) and decides who drives it. Mix in before ``bpy.types.Operator`` (as
+``ImportHelper`` does).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import bpy
+
+from .core.client import BackendError
 
 
 class ModalTaskOperator:
@@ -20,12 +23,22 @@ class ModalTaskOperator:
     _task: Any = None
     _timer: Any = None
 
-    # the two hooks of the operator that mixes this in
-    def begin(self, context: Any) -> set[Any]:
+    def make_task(self, context: Any) -> Any:
+        """The task, not started yet (the operator's one hook)."""
         raise NotImplementedError
 
+    def begin(self, context: Any) -> set[Any]:
+        """Make and start the task (what invoke() does before the timer takes over)."""
+        try:
+            self._task = self.make_task(context).start(context)
+        except BackendError as exc:
+            self._task = None
+            self.report({"ERROR"}, f"Image2Points: [{exc.code}] {exc.message}")  # type: ignore[attr-defined]
+            return {"CANCELLED"}
+        return {"RUNNING_MODAL"}
+
     def report_task(self, task: Any) -> None:
-        raise NotImplementedError
+        task.report(self.report)  # type: ignore[attr-defined]
 
     def tick(self, context: Any) -> set[Any]:
         """The modal timer's work, callable directly (timers never fire in the bpy module)."""

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
 
-from . import backend_install
+from . import backend_install, props
 from .core.client import DEFAULT_ENDPOINT, CurveKeys, endpoint_error
 from .modal_task import ModalTaskOperator
 
@@ -321,14 +321,6 @@ def new_install_task(cfg: Settings) -> backend_install.InstallTask:
                                        env=install_env())
 
 
-def _redraw(context: Any) -> None:
-    wm = getattr(context, "window_manager", None)
-    for window in getattr(wm, "windows", None) or []:
-        for area in window.screen.areas:
-            if area.type in {"PREFERENCES", "VIEW_3D"}:
-                area.tag_redraw()
-
-
 class IMAGE2POINTS_OT_install_backend(ModalTaskOperator, bpy.types.Operator):
     """Make a private Python environment in the extension's user folder and pip-install the backend and PyTorch into it (progress shows here; Esc cancels)"""
 
@@ -356,12 +348,12 @@ class IMAGE2POINTS_OT_install_backend(ModalTaskOperator, bpy.types.Operator):
             self.report({"ERROR"}, f"Image2Points: Install Backend could not start: {exc}")
             return {"CANCELLED"}
         _install = self._task = task
-        _redraw(context)
+        props.redraw(context)
         return {"RUNNING_MODAL"}
 
     def tick(self, context: Any) -> set[Any]:
         outcome = super().tick(context)
-        _redraw(context)
+        props.redraw(context)
         return outcome
 
     def report_task(self, task: Any) -> None:

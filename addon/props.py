@@ -21,12 +21,13 @@ from .core.limits import MAX_POINTS
 
 
 class IMAGE2POINTS_PG_job(bpy.types.PropertyGroup):
-    """State of the current (or last) reconstruction job, shown by the panel."""
+    """State of one kind of job (the current or last one), shown by the panel: one of these per
+    kind, so a NeRF fit and a reconstruction never share a progress bar."""
 
     running: BoolProperty(name="Running", default=False,  # type: ignore[valid-type]
-                          description="A reconstruction is in progress")
+                          description="A job of this kind is in progress")
     status: StringProperty(name="Status", default="",  # type: ignore[valid-type]
-                           description="Last thing the reconstruction did")
+                           description="Last thing the job did")
     progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0,  # type: ignore[valid-type]
                             subtype="FACTOR", description="Share of the job done (0 to 1)")
     stage: StringProperty(name="Stage", default="",  # type: ignore[valid-type]
@@ -37,41 +38,31 @@ class IMAGE2POINTS_PG_job(bpy.types.PropertyGroup):
                                description="Code of the last error (BAD_INPUT, TIMEOUT, ...)")
     error_message: StringProperty(name="Error", default="",  # type: ignore[valid-type]
                                   description="What went wrong last")
+    warning: StringProperty(name="Warning", default="",  # type: ignore[valid-type]
+                            description="The last result's warning (e.g. a doubtful cut-out)")
+    progress_events: IntProperty(name="Progress events", default=0,  # type: ignore[valid-type]
+                                 description="Progress messages received (a count)")
+
+
+class IMAGE2POINTS_PG_state(bpy.types.PropertyGroup):
+    """What the panel shows: the backend check, each job kind's state and the last results."""
+
+    job: PointerProperty(type=IMAGE2POINTS_PG_job,  # type: ignore[valid-type]
+                         name="Job", description="The reconstruction (or meshing) job")
+    nerf_job: PointerProperty(type=IMAGE2POINTS_PG_job,  # type: ignore[valid-type]
+                              name="NeRF job", description="The NeRF capture or fit")
     backend_status: StringProperty(name="Backend", default="",  # type: ignore[valid-type]
                                    description="What the last check found")
     backend_ok: BoolProperty(name="Backend reachable", default=False,  # type: ignore[valid-type]
                              description="The last check reached the backend")
     last_object: StringProperty(name="Last result", default="",  # type: ignore[valid-type]
                                 description="Name of the last imported object")
-    warning: StringProperty(name="Warning", default="",  # type: ignore[valid-type]
-                            description="The last result's warning (e.g. a doubtful cut-out)")
     cutout: StringProperty(name="Cut-out preview image", default="",  # type: ignore[valid-type]
                            description="Name of the image showing the last cut-out")
-    # NeRF (issue 6): its own job state, so a fit and a reconstruction never share a progress bar
-    nerf_running: BoolProperty(name="NeRF running", default=False,  # type: ignore[valid-type]
-                               description="A NeRF capture or fit is in progress")
-    nerf_progress: FloatProperty(name="NeRF progress", default=0.0, min=0.0, max=1.0,  # type: ignore[valid-type]
-                                 subtype="FACTOR", description="Share of the NeRF job done (0 to 1)")
-    nerf_stage: StringProperty(name="NeRF stage", default="",  # type: ignore[valid-type]
-                               description="The NeRF job's current step")
-    nerf_status: StringProperty(name="NeRF status", default="",  # type: ignore[valid-type]
-                                description="Last thing the NeRF job did")
-    nerf_job_id: StringProperty(name="NeRF job", default="",  # type: ignore[valid-type]
-                                description="Id of the running NeRF job")
-    nerf_error_code: StringProperty(name="NeRF error code", default="",  # type: ignore[valid-type]
-                                    description="Code of the last NeRF error")
-    nerf_error_message: StringProperty(name="NeRF error", default="",  # type: ignore[valid-type]
-                                       description="What went wrong in the last NeRF job")
     nerf_model_id: StringProperty(name="NeRF model", default="",  # type: ignore[valid-type]
                                   description="Id of the fitted NeRF the backend keeps in memory")
     nerf_model_file: StringProperty(name="NeRF model file", default="",  # type: ignore[valid-type]
                                     description="Where the fitted NeRF was saved")
-    nerf_progress_events: IntProperty(name="NeRF progress events", default=0,  # type: ignore[valid-type]
-                                      description="Progress messages received (a count)")
-
-
-def _is_point_object(obj: Any) -> bool:
-    return obj is not None and obj.type == "MESH" and "i2p_point_count" in obj
 
 
 def radius_changed(context: Any = None) -> None:
@@ -82,13 +73,14 @@ def radius_changed(context: Any = None) -> None:
     ``extensions.package_uninstall`` (reproduced with a ten-line extension and no project code).
     """
     from . import points
+    from .selection import is_point_object
 
     ctx: Any = context or bpy.context
     s = scene_settings(ctx)
     if s is None:
         return
     for obj in getattr(ctx, "selected_objects", None) or []:
-        if _is_point_object(obj) and points.MODIFIER in obj.modifiers:
+        if is_point_object(obj) and points.MODIFIER in obj.modifiers:
             size = float(obj.get("i2p_size_m", 2.0)) or 2.0
             points.set_radius(obj, s.radius / (size / 2))
 
@@ -194,13 +186,46 @@ class IMAGE2POINTS_PG_settings(bpy.types.PropertyGroup):
                                    "user folder)")
 
 
-CLASSES = (IMAGE2POINTS_PG_job, IMAGE2POINTS_PG_settings)
+CLASSES = (IMAGE2POINTS_PG_job, IMAGE2POINTS_PG_state, IMAGE2POINTS_PG_settings)
 
 
 def job_state(context: Any) -> Any:
-    """The WindowManager job state, or None where there is none (draw() must cope)."""
+    """The WindowManager state (IMAGE2POINTS_PG_state), or None where there is none (draw()
+    must cope)."""
     wm = getattr(context, "window_manager", None)
     return getattr(wm, "image2points", None) if wm is not None else None
+
+
+def job(context: Any, slot: str) -> Any:
+    """One job kind's state ("job" or "nerf_job"), or None."""
+    state = job_state(context)
+    return getattr(state, slot, None) if state is not None else None
+
+
+def redraw(context: Any) -> None:
+    wm = getattr(context, "window_manager", None)
+    for window in getattr(wm, "windows", None) or []:
+        for area in window.screen.areas:
+            if area.type in {"VIEW_3D", "IMAGE_EDITOR", "PREFERENCES"}:
+                area.tag_redraw()
+
+
+def _assign(target: Any, context: Any, values: dict[str, Any]) -> None:
+    if target is None:
+        return
+    for key, value in values.items():
+        setattr(target, key, value)
+    redraw(context)
+
+
+def set_state(context: Any, **values: Any) -> None:
+    """Set fields of the WindowManager state (backend check, last results) and redraw."""
+    _assign(job_state(context), context, values)
+
+
+def set_job(context: Any, slot: str, **values: Any) -> None:
+    """Set fields of one job kind's state and redraw."""
+    _assign(job(context, slot), context, values)
 
 
 def scene_settings(context: Any) -> Any:
@@ -228,7 +253,7 @@ def _resubscribe(*_args: Any) -> None:
 def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
-    bpy.types.WindowManager.image2points = PointerProperty(type=IMAGE2POINTS_PG_job)  # type: ignore[attr-defined,func-returns-value]
+    bpy.types.WindowManager.image2points = PointerProperty(type=IMAGE2POINTS_PG_state)  # type: ignore[attr-defined,func-returns-value]
     bpy.types.Scene.image2points = PointerProperty(type=IMAGE2POINTS_PG_settings)  # type: ignore[attr-defined,func-returns-value]
     _subscribe()
     bpy.app.handlers.load_post.append(_resubscribe)

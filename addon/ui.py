@@ -9,7 +9,8 @@ from typing import Any
 
 import bpy
 
-from . import operators, props
+from . import props
+from .selection import target_objects
 
 CATEGORY = "Image2Points"
 
@@ -40,6 +41,16 @@ def progress_bar(layout: Any, state: Any) -> None:
         row = layout.row()
         row.enabled = False
         row.prop(state, "progress", text=stage or "Progress", slider=True)
+
+
+def job_lines(layout: Any, job: Any) -> None:
+    """A job's status, error and warning lines (an IMAGE2POINTS_PG_job)."""
+    if job.status:
+        wrapped_label(layout, job.status, icon="INFO")
+    if job.error_code:
+        wrapped_label(layout, f"[{job.error_code}] {job.error_message}", icon="ERROR")
+    if job.warning:
+        wrapped_label(layout, job.warning, icon="ERROR")
 
 
 def wrapped_label(layout: Any, text: str, icon: str = "NONE", width: int = 42) -> None:
@@ -106,17 +117,13 @@ class IMAGE2POINTS_PT_main(_SidebarPanel, bpy.types.Panel):
         col.prop(s, "colour_mode")
         row = layout.row(align=True)
         row.scale_y = 1.4
-        if state.running:
-            progress_bar(row, state)
+        job = state.job
+        if job.running:
+            progress_bar(row, job)
             row.operator("image2points.cancel", text="", icon="CANCEL")
         else:
             row.operator("image2points.reconstruct", icon="POINTCLOUD_DATA")
-        if state.status:
-            wrapped_label(layout, state.status, icon="INFO")
-        if state.error_code:
-            wrapped_label(layout, f"[{state.error_code}] {state.error_message}", icon="ERROR")
-        if state.warning:
-            wrapped_label(layout, state.warning, icon="ERROR")
+        job_lines(layout, job)
         cut = bpy.data.images.get(state.cutout) if state.cutout else None
         if cut is not None and cut.preview is not None:
             layout.label(text="Cut-out used (background dimmed):")
@@ -135,7 +142,7 @@ class IMAGE2POINTS_PT_points(_SubPanel, bpy.types.Panel):
             return
         layout.prop(s, "radius")
         layout.prop(s, "use_colour")
-        objs = operators.target_objects(context)
+        objs = target_objects(context)
         if objs:
             obj = objs[0]
             col = layout.column(align=True)
@@ -200,8 +207,9 @@ class IMAGE2POINTS_PT_nerf(_SubPanel, bpy.types.Panel):
         row.prop(s, "nerf_minutes")
         row = box.row(align=True)
         row.scale_y = 1.3
-        if state.nerf_running:
-            progress_bar_nerf(row, state)
+        job = state.nerf_job
+        if job.running:
+            progress_bar(row, job)
             row.operator("image2points.cancel_nerf", text="", icon="CANCEL")
         else:
             row.operator("image2points.fit_nerf", icon="VOLUME_DATA")
@@ -212,19 +220,7 @@ class IMAGE2POINTS_PT_nerf(_SubPanel, bpy.types.Panel):
         row = col.row(align=True)
         row.prop(s, "nerf_max_points", text="Points")
         row.operator("image2points.import_nerf_points", text="Import Points", icon="POINTCLOUD_DATA")
-        if state.nerf_status:
-            wrapped_label(layout, state.nerf_status, icon="INFO")
-        if state.nerf_error_code:
-            wrapped_label(layout, f"[{state.nerf_error_code}] {state.nerf_error_message}", icon="ERROR")
-
-
-def progress_bar_nerf(layout: Any, state: Any) -> None:
-    value = float(getattr(state, "nerf_progress", 0.0) or 0.0)
-    text = f"{state.nerf_stage} {value * 100:.0f}%".strip()
-    if hasattr(layout, "progress"):
-        layout.progress(factor=value, type="BAR", text=text)
-    else:
-        layout.label(text=text)
+        job_lines(layout, job)
 
 
 CLASSES: tuple[type, ...] = (IMAGE2POINTS_PT_main, IMAGE2POINTS_PT_points, IMAGE2POINTS_PT_views,

@@ -15,15 +15,18 @@ class OperatorStub:
         self.reports: list[tuple[set[str], str]] = []
 
     def settings(self, ctx):
-        from image2points.addon import operators
+        from image2points.addon import connection
 
-        return operators.effective_settings(ctx, self.endpoint, self.connect_timeout, self.timeout)
+        return connection.effective_settings(ctx, self.endpoint, self.connect_timeout, self.timeout)
 
     def report(self, level, msg):
         self.reports.append((level, msg))
 
     def report_task(self, task):
         return self.op.report_task(self, task)
+
+    def make_task(self, ctx):
+        return self.op.make_task(self, ctx)
 
     def begin(self, ctx):
         return self.op.begin(self, ctx)

@@ -55,9 +55,9 @@ class OpStub(OperatorStub):
     """Stands in for the reconstruct operator instance."""
 
     def __init__(self, endpoint: str, timeout: float = 180.0):
-        from image2points.addon import operators
+        from image2points.addon import reconstruct
 
-        super().__init__(operators.IMAGE2POINTS_OT_reconstruct, endpoint, timeout)
+        super().__init__(reconstruct.IMAGE2POINTS_OT_reconstruct, endpoint, timeout)
 
 
 def run_ticks(stub: OpStub, ctx, limit: float = 180.0, on_tick=None, modal=False) -> set[str]:
@@ -88,7 +88,7 @@ def test_execute_imports_object_with_provenance(scene, backend):
     assert tuple(obj.location) == pytest.approx((1.0, 2.0, 3.0))
     assert bpy.context.view_layer.objects.active == obj
     state = bpy.context.window_manager.image2points
-    assert not state.running and state.error_code == "" and "Imported" in state.status
+    assert not state.job.running and state.job.error_code == "" and "Imported" in state.job.status
     assert state.backend_ok and "Connected" in state.backend_status
     # asset-ready without further steps
     bpy.ops.image2points.mark_asset()
@@ -105,13 +105,13 @@ def test_modal_path_by_ticks_from_an_image_datablock(scene, backend, tmp_path):
     stub = OpStub(backend.endpoint)
     assert stub.begin(bpy.context) == {"RUNNING_MODAL"}
     state = bpy.context.window_manager.image2points
-    assert state.running and len(state.job_id) == 32
+    assert state.job.running and len(state.job.job_id) == 32
     assert stub.modal(bpy.context, "MOUSEMOVE") == {"PASS_THROUGH"}  # the UI stays live
     stages = []
-    outcome = run_ticks(stub, bpy.context, on_tick=lambda: stages.append(state.stage), modal=True)
+    outcome = run_ticks(stub, bpy.context, on_tick=lambda: stages.append(state.job.stage), modal=True)
     assert outcome == {"FINISHED"}, stub.reports
     assert stages[-1] == "done" and len(set(stages)) >= 2  # progress stages, then done
-    assert not state.running and state.progress == 1.0
+    assert not state.job.running and state.job.progress == 1.0
     (obj,) = point_objects(bpy)
     assert obj["i2p_source_image"] == "disc2.png"
     assert any("imported" in msg for _, msg in stub.reports)
@@ -123,11 +123,11 @@ def test_cancel_mid_job_leaves_nothing_and_next_job_succeeds(scene, backend):
     stub = OpStub(backend.endpoint)
     assert stub.begin(bpy.context) == {"RUNNING_MODAL"}  # submitted: the backend is on it
     bpy.ops.image2points.cancel()  # the next tick acts on it, even if the result is already in
-    assert bpy.context.window_manager.image2points.stage == "cancelling"
+    assert bpy.context.window_manager.image2points.job.stage == "cancelling"
     assert run_ticks(stub, bpy.context) == {"CANCELLED"}
     assert (set(bpy.data.objects.keys()), len(bpy.data.meshes)) == before
     state = bpy.context.window_manager.image2points
-    assert state.status == "Cancelled" and not state.running and state.error_code == ""
+    assert state.job.status == "Cancelled" and not state.job.running and state.job.error_code == ""
     assert any(level == {"WARNING"} and "CANCELLED" in msg for level, msg in stub.reports)
     # the same client (and backend) serves the next job; a late answer to the old one is ignored
     bpy.ops.image2points.reconstruct(endpoint=backend.endpoint, timeout=180)
@@ -144,9 +144,9 @@ def test_backend_down_is_a_coded_error_within_the_timeout(scene):
     assert elapsed < 0.8 + 1.5
     assert "[UNREACHABLE]" in str(err.value) and "image2points serve" in str(err.value)
     state = bpy.context.window_manager.image2points
-    assert state.error_code == "UNREACHABLE" and "not reachable" in state.error_message
+    assert state.job.error_code == "UNREACHABLE" and "not reachable" in state.job.error_message
     assert state.backend_status == f"Not reachable at {endpoint}. Start it with: image2points serve"
-    assert not state.running and not point_objects(bpy)
+    assert not state.job.running and not point_objects(bpy)
     with pytest.raises(RuntimeError, match="UNREACHABLE"):
         bpy.ops.image2points.check_backend(endpoint=endpoint, connect_timeout=0.3)
 
@@ -221,17 +221,17 @@ def test_render_views_writes_pngs_and_contact_sheet(scene, tmp_path):
 
 def test_export_ply_has_world_points_and_colours(scene, tmp_path):
     bpy = scene
-    from image2points.addon import operators, points
+    from image2points.addon import ply_export, points
 
     obj = torus_object(bpy)
     path = tmp_path / "torus.ply"
     bpy.ops.image2points.export_ply(filepath=str(path))
-    v = operators.read_ply_vertices(str(path))
+    v = ply_export.read_ply_vertices(str(path))
     assert {"x", "y", "z", "red", "green", "blue"} <= set(v.dtype.names)
     xyz, rgb = points.world_points(obj)
     np.testing.assert_allclose(np.stack([v["x"], v["y"], v["z"]], 1), xyz, atol=1e-4)
     assert np.abs(np.stack([v["red"], v["green"], v["blue"]], 1).astype(int) - rgb).max() <= 2
-    assert operators.export_ply(bpy.context, obj, str(tmp_path / "again.ply")) in {"blender", "image2points"}
+    assert ply_export.export_ply(bpy.context, obj, str(tmp_path / "again.ply")) in {"blender", "image2points"}
 
 
 def test_mark_asset_needs_no_further_steps(scene):
@@ -249,7 +249,7 @@ def test_generated_image_is_sent_as_its_pixels(scene):
 
     from PIL import Image
 
-    from image2points.addon import operators
+    from image2points.addon import image_input
 
     bpy = scene
     img = bpy.data.images.new("painted", 24, 16, alpha=True)
@@ -257,7 +257,7 @@ def test_generated_image_is_sent_as_its_pixels(scene):
     px[..., 0], px[..., 3] = np.linspace(0, 1, 24)[None, :], 1.0
     px[:8, :, 2] = 1.0  # bottom half blue in Blender's bottom-up rows
     img.pixels.foreach_set(px.ravel())
-    data = operators.image_datablock_bytes(img)
+    data = image_input.image_png(img)
     got = np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"))
     assert got.shape == (16, 24, 4)
     assert got[-1, 0, 2] == 255 and got[0, 0, 2] == 0  # rows flipped to top-first
@@ -272,7 +272,7 @@ def test_formats_blender_opens_are_sent_as_png(scene, fmt, ext, tmp_path):
 
     from PIL import Image
 
-    from image2points.addon import operators
+    from image2points.addon import image_input
 
     bpy = scene
     rgba = disc_rgba(40, (30, 160, 90))
@@ -282,21 +282,21 @@ def test_formats_blender_opens_are_sent_as_png(scene, fmt, ext, tmp_path):
     else:
         Image.fromarray(rgba).save(path, format=fmt)
     n_images = len(bpy.data.images)
-    data = operators.file_bytes_for_backend(str(path))
+    data = image_input.file_png(str(path))
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(bpy.data.images) == n_images  # no leftover Image
     got = np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"))
     want = np.asarray(Image.open(path).convert("RGBA"))
     assert got.shape == want.shape and np.abs(got.astype(int) - want).max() <= 1
     img = bpy.data.images.load(str(path))
-    assert operators.image_datablock_bytes(img) == data
+    assert image_input.image_png(img) == data
     png = tmp_path / "disc.png"
     png.write_bytes(png_bytes(rgba))
-    sent = Image.open(io.BytesIO(operators.file_bytes_for_backend(str(png))))  # decoded by Blender too
+    sent = Image.open(io.BytesIO(image_input.file_png(str(png))))  # decoded by Blender too
     assert np.array_equal(np.asarray(sent.convert("RGBA")), rgba)
     junk = tmp_path / "notes.tif"
     junk.write_bytes(b"not an image at all" * 10)
-    with pytest.raises(operators.BackendError, match="not an image Blender can read"):
-        operators.file_bytes_for_backend(str(junk))
+    with pytest.raises(image_input.BackendError, match="not an image Blender can read"):
+        image_input.file_png(str(junk))
     assert len(bpy.data.images) == n_images + 1  # only the Image this test loaded itself
 
 
@@ -321,7 +321,7 @@ def test_a_malformed_endpoint_is_a_bad_input_error_not_a_traceback(scene, endpoi
             op(endpoint=endpoint, connect_timeout=0.2)
         assert "tcp://HOST:PORT" in str(err.value) or "bind" in str(err.value)
     state = bpy.context.window_manager.image2points
-    assert state.error_code == "BAD_INPUT" and not state.running
+    assert state.job.error_code == "BAD_INPUT" and not state.job.running
 
 
 def test_radius_setting_drives_selected_objects(scene):
@@ -366,15 +366,16 @@ def draw_all(ctx, layout):
 
 def test_panel_draw_never_raises_or_touches_the_network(scene, monkeypatch):
     bpy = scene
-    from image2points.addon import operators
+    from image2points.addon import connection
 
-    monkeypatch.setattr(operators, "get_client", lambda *a: pytest.fail("draw() used the network"))
+    for name in ("get_client", "new_client"):
+        monkeypatch.setattr(connection, name, lambda *a: pytest.fail("draw() used the network"))
     state = bpy.context.window_manager.image2points
     log: list = []
     draw_all(bpy.context, Recorder(log))
     assert any(name == "operator" and args[0] == "image2points.reconstruct" for name, args, _ in log)
-    state.running, state.progress, state.stage = True, 0.42, "fusing"
-    state.error_code, state.error_message = "MODEL", "x" * 500
+    state.job.running, state.job.progress, state.job.stage = True, 0.42, "fusing"
+    state.job.error_code, state.job.error_message = "MODEL", "x" * 500
     state.backend_status = "Not reachable at tcp://127.0.0.1:5555. Start it with: image2points serve"
     log.clear()
     draw_all(bpy.context, Recorder(log))
@@ -387,7 +388,7 @@ def test_panel_draw_never_raises_or_touches_the_network(scene, monkeypatch):
         draw_all(bpy.context, Recorder())
     draw_all(SimpleNamespace(), Recorder())  # no scene, no window manager
     draw_all(bpy.context, Exploding())  # even a broken layout does not raise
-    state.running, state.error_code = False, ""
+    state.job.running, state.job.error_code = False, ""
 
 
 def test_preferences_defaults_without_an_installed_extension(scene):

@@ -28,7 +28,7 @@ bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
                                          enable_on_install=True)
 pkg = "bl_ext.user_default.image2points"
 out = {"enabled": pkg in bpy.context.preferences.addons.keys()}
-mods = {m: importlib.import_module(f"{pkg}.{m}") for m in ("props", "preferences", "operators", "ui")}
+mods = {m: importlib.import_module(f"{pkg}.{m}") for m in ("props", "preferences", "reconstruct", "ui")}
 classes = [c for m in mods.values() for c in m.CLASSES]
 out["classes"] = [c.__name__ for c in classes]
 out["missing"] = [c.__name__ for c in classes if not c.is_registered]
@@ -102,7 +102,7 @@ def test_build_makes_valid_platform_zips(built):
         licence = z.read("LICENSE").decode()
     assert "GNU GENERAL PUBLIC LICENSE" in licence and "Version 3" in licence
     assert licence == (ROOT / "LICENSE").read_text()
-    assert {"__init__.py", "operators.py", "ui.py", "preferences.py", "props.py", "core/client.py",
+    assert {"__init__.py", "reconstruct.py", "ui.py", "preferences.py", "props.py", "core/client.py",
             "core/protocol.py", "points.py", "blender_manifest.toml"} <= names
     assert not any("__pycache__" in n or n.endswith(".pyc") or n == "build.py" for n in names)
     wheels = [n for n in names if n.startswith("wheels/")]

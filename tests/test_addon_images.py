@@ -65,12 +65,12 @@ def write_exr(bpy, path):
 
 
 def test_a_24_megapixel_jpeg_is_scaled_on_the_client(scene, tmp_path):
-    from image2points.addon import image_input, operators
+    from image2points.addon import image_input
 
     bpy = scene
     path = camera_jpeg(tmp_path / "camera.jpg")
     n = len(bpy.data.images)
-    data = operators.file_bytes_for_backend(str(path))
+    data = image_input.file_png(str(path))
     assert len(bpy.data.images) == n  # the temporary Image is gone
     assert Image.open(io.BytesIO(data)).mode == "RGB"  # opaque: no alpha channel, so no fake mask
     px = sent(data)
@@ -79,26 +79,26 @@ def test_a_24_megapixel_jpeg_is_scaled_on_the_client(scene, tmp_path):
     assert px[341, 512, 0] > 150 and px[5, 5, 2] > 200  # the disc and the background survive
     # the same photo as an Image datablock: scaled on a copy, the artist's Image is untouched
     img = bpy.data.images.load(str(path))
-    assert sent(operators.image_datablock_bytes(img)).shape == (683, 1024, 4)
+    assert sent(image_input.image_png(img)).shape == (683, 1024, 4)
     assert tuple(img.size) == (6000, 4000) and len(bpy.data.images) == n + 1
 
 
 def test_a_16_bit_grey_png_keeps_its_tones(scene, tmp_path):
-    from image2points.addon import operators
+    from image2points.addon import image_input
 
     path = grey16_png(tmp_path / "grey16.png")
     assert Image.open(path).mode.startswith("I")  # really a 16-bit grey PNG
-    px = sent(operators.file_bytes_for_backend(str(path))).astype(int)
+    px = sent(image_input.file_png(str(path))).astype(int)
     assert abs(px[128, 128, 0] - 64) <= 2 and abs(px[3, 3, 0] - 217) <= 2  # not all white
     assert (px[..., 0] == px[..., 1]).all() and (px[..., 3] == 255).all()
 
 
 def test_an_exr_is_sent_as_display_srgb(scene, tmp_path):
-    from image2points.addon import operators
+    from image2points.addon import image_input
 
     bpy = scene
     path = write_exr(bpy, tmp_path / "render.exr")
-    got = sent(operators.file_bytes_for_backend(str(path))).astype(int)
+    got = sent(image_input.file_png(str(path))).astype(int)
     assert abs(got[64, 64, 0] - 231) <= 2 and abs(got[64, 64, 1] - 124) <= 2  # linear 0.8, 0.2 -> sRGB
     assert abs(got[2, 2, 2] - 63) <= 2
 
@@ -124,11 +124,11 @@ def test_errors_name_the_image(scene, backend, tmp_path):
     with pytest.raises(RuntimeError, match="could not read image 'broken.png'"):
         bpy.ops.image2points.reconstruct(endpoint=backend.endpoint, timeout=60)
     state = bpy.context.window_manager.image2points
-    assert state.error_code == "BAD_INPUT" and "broken.png" in state.error_message
+    assert state.job.error_code == "BAD_INPUT" and "broken.png" in state.job.error_message
 
 
 def test_a_render_result_says_to_save_it_first(scene):
-    from image2points.addon import operators
+    from image2points.addon import image_input
 
     bpy = scene
     r = bpy.context.scene.render
@@ -139,5 +139,5 @@ def test_a_render_result_says_to_save_it_first(scene):
     bpy.context.scene.camera = cam
     bpy.ops.render.render()
     result = next(i for i in bpy.data.images if i.type == "RENDER_RESULT")
-    with pytest.raises(operators.BackendError, match=r"could not read image 'Render Result'.*Save As"):
-        operators.image_datablock_bytes(result)
+    with pytest.raises(image_input.BackendError, match=r"could not read image 'Render Result'.*Save As"):
+        image_input.image_png(result)

@@ -63,10 +63,10 @@ def test_check_backend_button_has_its_name_and_success_clears_errors(i2p, backen
     with pytest.raises(RuntimeError):
         bpy.ops.image2points.check_backend(endpoint="tcp://127.0.0.1:99999", connect_timeout=0.2)
     assert "ports are 1-65535" in state.backend_status and not state.backend_ok
-    state.error_code, state.error_message = "UNREACHABLE", "stale"
+    state.job.error_code, state.job.error_message = "UNREACHABLE", "stale"
     assert bpy.ops.image2points.check_backend(endpoint=f"  {backend.endpoint}\t",
                                               connect_timeout=10) == {"FINISHED"}
-    assert state.backend_ok and state.error_code == "" and state.error_message == ""
+    assert state.backend_ok and state.job.error_code == "" and state.job.error_message == ""
 
 
 def test_preferences_draw_shows_advanced_and_install_state(i2p, tmp_path):

@@ -81,7 +81,7 @@ def test_make_mesh_is_one_undo_step_and_refuses_a_dead_backend(i2p, chair):
     with pytest.raises(RuntimeError, match="UNREACHABLE"):  # bpy.ops raises on an ERROR report
         bpy.ops.image2points.make_mesh(endpoint="tcp://127.0.0.1:1", connect_timeout=0.5, timeout=2)
     assert len(bpy.data.objects) == n
-    assert i2p.context.window_manager.image2points.error_code == "UNREACHABLE"
+    assert i2p.context.window_manager.image2points.job.error_code == "UNREACHABLE"
 
 
 def test_make_mesh_modal_path_ticks_to_a_mesh_and_cancels(i2p, chair, backend):

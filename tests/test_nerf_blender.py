@@ -223,7 +223,7 @@ def test_operators_report_unreadable_intrinsics(i2p, tmp_path):
         bpy.ops.image2points.fit_nerf(endpoint="tcp://127.0.0.1:1", dataset=str(tmp_path))
     assert "Traceback" not in str(info.value)
     state = bpy.context.window_manager.image2points
-    assert state.nerf_error_code == "BAD_INPUT" and "'w' must be an integer" in state.nerf_error_message
+    assert state.nerf_job.error_code == "BAD_INPUT" and "'w' must be an integer" in state.nerf_job.error_message
     doc["w"], doc["camera_angle_x"] = 8, 40.0
     (tmp_path / "transforms_train.json").write_text(json.dumps(doc))
     with pytest.raises(RuntimeError, match="degrees given"):
@@ -318,9 +318,9 @@ class CaptureStub:
     """Stands in for the capture operator instance, to drive its modal path by ticks."""
 
     def __init__(self, directory: str):
-        from image2points.addon import nerf_operators
+        from image2points.addon import nerf_dataset
 
-        self.op = nerf_operators.IMAGE2POINTS_OT_capture_views
+        self.op = nerf_dataset.IMAGE2POINTS_OT_capture_views
         self.directory = directory
         self._task = self._timer = None
         self.reports: list[tuple[set[str], str]] = []
@@ -340,11 +340,11 @@ def test_capture_modal_path_ticks_and_cancels(i2p, tmp_path):
     engine_before, res_before = scene.render.engine, scene.render.resolution_x
     stub = CaptureStub(str(tmp_path / "a"))
     assert stub.begin(bpy.context) == {"RUNNING_MODAL"}
-    assert state.nerf_running and not bpy.ops.image2points.fit_nerf.poll()  # one NeRF job at a time
-    assert stub.tick(bpy.context) == {"RUNNING_MODAL"} and state.nerf_stage == "view 1/5"
+    assert state.nerf_job.running and not bpy.ops.image2points.fit_nerf.poll()  # one NeRF job at a time
+    assert stub.tick(bpy.context) == {"RUNNING_MODAL"} and state.nerf_job.stage == "view 1/5"
     assert bpy.ops.image2points.cancel_nerf() == {"FINISHED"}
     assert stub.tick(bpy.context) == {"CANCELLED"}
-    assert not state.nerf_running and state.nerf_status == "Capture cancelled"
+    assert not state.nerf_job.running and state.nerf_job.status == "Capture cancelled"
     assert not (tmp_path / "a" / "transforms_train.json").exists()
     assert (scene.render.engine, scene.render.resolution_x) == (engine_before, res_before)
     assert not scene.render.film_transparent
@@ -353,7 +353,7 @@ def test_capture_modal_path_ticks_and_cancels(i2p, tmp_path):
     ticks = 0
     while (outcome := stub.tick(bpy.context)) == {"RUNNING_MODAL"}:
         ticks += 1
-    assert outcome == {"FINISHED"} and ticks == 4 and state.nerf_progress == 1.0
+    assert outcome == {"FINISHED"} and ticks == 4 and state.nerf_job.progress == 1.0
     assert len(json.loads((tmp_path / "b" / "transforms_train.json").read_text())["frames"]) == 4
     assert scene.render.resolution_x == res_before and bpy.ops.image2points.fit_nerf.poll()
 
@@ -417,9 +417,9 @@ class FitStub(OperatorStub):
     """Stands in for the fit operator instance."""
 
     def __init__(self, endpoint: str, dataset: str, minutes: float = 0.0, steps: int = 0):
-        from image2points.addon import nerf_operators
+        from image2points.addon import nerf_fit
 
-        super().__init__(nerf_operators.IMAGE2POINTS_OT_fit_nerf, endpoint, 240.0)
+        super().__init__(nerf_fit.IMAGE2POINTS_OT_fit_nerf, endpoint, 240.0)
         self.dataset, self.minutes, self.steps = dataset, minutes, steps
 
 
@@ -453,16 +453,16 @@ def test_fit_render_points_round_trip(captured, backend):
     stub = FitStub(backend.endpoint, str(captured), minutes=0.35)
     t0 = time.monotonic()
     assert stub.begin(ctx) == {"RUNNING_MODAL"}, stub.reports
-    assert state.nerf_running and len(state.nerf_job_id) == 32
+    assert state.nerf_job.running and len(state.nerf_job.job_id) == 32
     assert stub.modal(ctx, "MOUSEMOVE") == {"PASS_THROUGH"}  # the UI stays live
     values: list[float] = []
-    outcome = run_ticks(stub, ctx, on_tick=lambda: values.append(state.nerf_progress))
+    outcome = run_ticks(stub, ctx, on_tick=lambda: values.append(state.nerf_job.progress))
     elapsed = time.monotonic() - t0
     assert outcome == {"FINISHED"}, (stub.reports, backend.output()[-3000:])
-    assert state.nerf_progress_events >= 1 and max(values) > 0.0
+    assert state.nerf_job.progress_events >= 1 and max(values) > 0.0
     preview = bpy.data.images.get("Image2Points NeRF Preview")  # streamed every few seconds
     assert preview is not None and min(preview.size) > 0
-    assert not state.nerf_running and state.nerf_model_id and state.nerf_error_code == ""
+    assert not state.nerf_job.running and state.nerf_model_id and state.nerf_job.error_code == ""
     assert elapsed < 0.35 * 60 + 60
     mid = state.nerf_model_id
     from image2points import addon  # the saved model lands in the user's folder, never in the add-on folder
@@ -520,15 +520,15 @@ def test_cancel_stops_a_fit_and_the_next_job_works(captured, backend):
     stub = FitStub(backend.endpoint, str(captured), minutes=5.0)
     assert stub.begin(ctx) == {"RUNNING_MODAL"}, stub.reports
     deadline = time.monotonic() + 60
-    while state.nerf_progress_events < 1 and time.monotonic() < deadline:
+    while state.nerf_job.progress_events < 1 and time.monotonic() < deadline:
         assert stub.modal(ctx) == {"PASS_THROUGH"}
         time.sleep(0.05)
     assert bpy.ops.image2points.cancel_nerf() == {"FINISHED"}
-    assert state.nerf_stage == "cancelling"
+    assert state.nerf_job.stage == "cancelling"
     t0 = time.monotonic()
     assert run_ticks(stub, ctx, limit=10) == {"CANCELLED"}
     assert time.monotonic() - t0 < 2.0
-    assert state.nerf_status == "Cancelled" and not state.nerf_running and state.nerf_error_code == ""
+    assert state.nerf_job.status == "Cancelled" and not state.nerf_job.running and state.nerf_job.error_code == ""
     assert any(level == {"WARNING"} and "CANCELLED" in msg for level, msg in stub.reports)
     # the backend really stopped: a short blocking fit gets its turn at once
     t0 = time.monotonic()
@@ -545,7 +545,7 @@ def test_a_reconstruction_during_a_fit_both_finish(captured, backend, tmp_path):
     """
     from images import disc_rgba, png_bytes
 
-    from image2points.addon import operators
+    from image2points.addon import reconstruct
 
     ctx = bpy.context
     state = ctx.window_manager.image2points
@@ -555,7 +555,7 @@ def test_a_reconstruction_during_a_fit_both_finish(captured, backend, tmp_path):
     s.source, s.filepath, s.density = "FILE", str(path), 10_000
     n_before = len([o for o in bpy.data.objects if "i2p_point_count" in o])
     fit = FitStub(backend.endpoint, str(captured), minutes=0.25)
-    rec = OperatorStub(operators.IMAGE2POINTS_OT_reconstruct, backend.endpoint, 240.0)
+    rec = OperatorStub(reconstruct.IMAGE2POINTS_OT_reconstruct, backend.endpoint, 240.0)
     assert fit.begin(ctx) == {"RUNNING_MODAL"}, fit.reports
     assert rec.begin(ctx) == {"RUNNING_MODAL"}, rec.reports
     outcomes: dict[str, set[str]] = {}
@@ -568,7 +568,7 @@ def test_a_reconstruction_during_a_fit_both_finish(captured, backend, tmp_path):
             outcomes["rec"] = o
         time.sleep(0.02)
     assert outcomes == {"fit": {"FINISHED"}, "rec": {"FINISHED"}}, (fit.reports, rec.reports)
-    assert state.nerf_model_id and state.error_code == "" and state.nerf_error_code == ""
+    assert state.nerf_model_id and state.job.error_code == "" and state.nerf_job.error_code == ""
     assert len([o for o in bpy.data.objects if "i2p_point_count" in o]) == n_before + 1
 
 
@@ -577,8 +577,8 @@ def test_fit_without_a_dataset_is_a_clear_error(i2p, tmp_path):
     with pytest.raises(RuntimeError, match="BAD_INPUT"):
         bpy.ops.image2points.fit_nerf(endpoint="tcp://127.0.0.1:1", dataset=str(tmp_path))
     state = bpy.context.window_manager.image2points
-    assert state.nerf_error_code == "BAD_INPUT" and "transforms" in state.nerf_error_message
-    assert math.isfinite(state.nerf_progress)
+    assert state.nerf_job.error_code == "BAD_INPUT" and "transforms" in state.nerf_job.error_message
+    assert math.isfinite(state.nerf_job.progress)
 
 
 class Recorder:
@@ -595,10 +595,10 @@ class Recorder:
 
 
 def test_nerf_panel_draws_state_without_io(i2p, monkeypatch):
-    from image2points.addon import nerf_operators, operators, ui
+    from image2points.addon import connection, nerf_render, ui
 
-    monkeypatch.setattr(operators, "get_client", lambda *a: pytest.fail("draw() used the network"))
-    monkeypatch.setattr(nerf_operators, "get_client", lambda *a: pytest.fail("draw() used the network"))
+    for mod, name in ((connection, "get_client"), (connection, "new_client"), (nerf_render, "get_client")):
+        monkeypatch.setattr(mod, name, lambda *a: pytest.fail("draw() used the network"))
     bpy.ops.wm.read_factory_settings(use_empty=True)
     state = bpy.context.window_manager.image2points
 
@@ -610,10 +610,10 @@ def test_nerf_panel_draws_state_without_io(i2p, monkeypatch):
     log, ops = ops_drawn()
     assert {"image2points.capture_views", "image2points.import_transforms", "image2points.fit_nerf",
             "image2points.render_nerf", "image2points.import_nerf_points"} <= ops
-    state.nerf_running, state.nerf_progress, state.nerf_stage = True, 0.3, "training step 40"
-    state.nerf_error_code, state.nerf_error_message = "MODEL", "y" * 300
+    state.nerf_job.running, state.nerf_job.progress, state.nerf_job.stage = True, 0.3, "training step 40"
+    state.nerf_job.error_code, state.nerf_job.error_message = "MODEL", "y" * 300
     log, ops = ops_drawn()
     assert "image2points.cancel_nerf" in ops and "image2points.fit_nerf" not in ops
     assert any(n == "progress" and kw.get("factor") == pytest.approx(0.3) for n, _, kw in log)
     assert any(n == "label" and "[MODEL]" in kw.get("text", "") for n, _, kw in log)
-    state.nerf_running, state.nerf_error_code = False, ""
+    state.nerf_job.running, state.nerf_job.error_code = False, ""

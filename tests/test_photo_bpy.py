@@ -44,7 +44,7 @@ def test_mask_override_preview_and_warning(scene, backend, tmp_path):
     s.image = load(bpy, tmp_path, "closeup.jpg", encoded(inseparable_photo(), "JPEG", quality=92))
     assert bpy.ops.image2points.reconstruct(endpoint=backend.endpoint, timeout=180) == {"FINISHED"}
     obj = bpy.context.view_layer.objects.active
-    assert "could not be separated" in state.warning and "MASK_SUSPECT" in obj["i2p_warnings"]
+    assert "could not be separated" in state.job.warning and "MASK_SUSPECT" in obj["i2p_warnings"]
     assert obj["i2p_mask_source"] == "auto"
     cut = bpy.data.images[state.cutout]
     assert tuple(cut.size) == (256, 192)
@@ -54,7 +54,7 @@ def test_mask_override_preview_and_warning(scene, backend, tmp_path):
     s.mask_image = load(bpy, tmp_path, "mask.png", encoded(m))
     assert bpy.ops.image2points.reconstruct(endpoint=backend.endpoint, timeout=180) == {"FINISHED"}
     obj = bpy.context.view_layer.objects.active
-    assert obj["i2p_mask_source"] == "mask" and obj["i2p_warnings"] == "" and state.warning == ""
+    assert obj["i2p_mask_source"] == "mask" and obj["i2p_warnings"] == "" and state.job.warning == ""
     px = np.asarray(bpy.data.images[state.cutout].pixels[:]).reshape(192, 256, 4)[::-1]
     # the object (inside the given mask) keeps its colours, the rest is dimmed
     assert px[96, 128, 0] > 0.6 and px[20, 20, 0] < 0.3 * px[96, 128, 0]
@@ -62,7 +62,7 @@ def test_mask_override_preview_and_warning(scene, backend, tmp_path):
 
 def test_strict_preference_refuses_a_doubtful_cut(scene, backend, tmp_path, monkeypatch):
     bpy = scene
-    from image2points.addon import operators, preferences
+    from image2points.addon import preferences, props
 
     monkeypatch.setattr(preferences, "settings", lambda context=None: preferences.Settings(strict_cut=True))
     s = bpy.context.scene.image2points
@@ -70,7 +70,7 @@ def test_strict_preference_refuses_a_doubtful_cut(scene, backend, tmp_path, monk
     with pytest.raises(RuntimeError, match="BAD_INPUT"):
         bpy.ops.image2points.reconstruct(endpoint=backend.endpoint, timeout=180)
     state = bpy.context.window_manager.image2points
-    assert state.error_code == "BAD_INPUT" and "could not be separated" in state.error_message
+    assert state.job.error_code == "BAD_INPUT" and "could not be separated" in state.job.error_message
     s.image = load(bpy, tmp_path, "photo.jpg", encoded(photo_like(240, 320), "JPEG", quality=92))
     assert bpy.ops.image2points.reconstruct(endpoint=backend.endpoint, timeout=180) == {"FINISHED"}
-    assert operators.props.job_state(bpy.context).warning == ""
+    assert props.job_state(bpy.context).job.warning == ""

@@ -81,7 +81,8 @@ def test_cycles_render_from_the_input_direction_shows_the_input(bpy_scene):
     scene.render.filepath = out
     with render.quiet_stdout():
         bpy.ops.render.render(write_still=True)
-    from image2points.addon.operators import image_pixels_u8, load_image
+    from image2points.addon.image_input import image_pixels_u8
+    from image2points.addon.views import load_image
 
     px = image_pixels_u8(load_image(out))
     assert px.shape == (h, w, 4)
@@ -100,7 +101,7 @@ def test_cycles_render_from_the_input_direction_shows_the_input(bpy_scene):
 def test_panel_density_colour_mode_and_view_colours(tmp_path, capfd):
     bpy = pytest.importorskip("bpy", reason="needs the bpy wheel")
     from image2points import addon
-    from image2points.addon import operators, points, props
+    from image2points.addon import points, props, views
 
     addon.register()
     try:
@@ -122,7 +123,7 @@ def test_panel_density_colour_mode_and_view_colours(tmp_path, capfd):
         s.view_count, s.view_resolution, s.view_samples, s.view_engine = 2, 32, 1, "CYCLES"
         s.output_dir = str(tmp_path) + "/"
         capfd.readouterr()
-        paths = operators.render_views(bpy.context, obj)
+        paths = views.render_views(bpy.context, obj)
         assert len(paths) == 3
         assert scene.view_settings.view_transform == "AgX"  # the artist's choice is back
         lines = capfd.readouterr().out.splitlines()

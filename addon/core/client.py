@@ -1,7 +1,8 @@
 """ZeroMQ DEALER client for the Image2Points backend. Pure Python, no bpy, no threads.
 
-Blender polls it with ``poll_events(0)`` from a modal timer; scripts and background mode call
-``wait()``, a blocking loop bounded by a deadline (timers never fire there). libzmq does the
+Blender polls a job with ``poll_job(job)`` (typed events: Progress, Done, Failed) from a modal
+timer; scripts and background mode call ``wait()``, the same events in a blocking loop bounded by
+a deadline (timers never fire there). libzmq does the
 network I/O on its own C++ thread, so nothing here ever starts a Python thread.
 
 Failures come in three kinds, each with its own code so the UI can say what to do:
@@ -116,6 +117,41 @@ class Event:
     message: Message
     # a final event of a job this client was still waiting for (not cancelled or forgotten)
     wanted: bool = False
+
+
+@dataclass
+class Progress:
+    """Progress (or a heartbeat) of the job being polled."""
+
+    value: float
+    stage: str
+    message: Message
+
+
+@dataclass
+class Done:
+    """The job's result."""
+
+    result: JobResult
+
+
+@dataclass
+class Failed:
+    """The job's coded error (it is over)."""
+
+    error: BackendError
+
+
+JobEvent = Progress | Done | Failed
+
+
+def _result(job: str, msg: Message) -> JobResult:
+    return JobResult(job, msg.header, dict(msg.blobs), dict(msg.header.get("meta", {})))
+
+
+def _error(job: str, msg: Message) -> BackendError:
+    err = msg.header.get("error", {})
+    return BackendError(str(err.get("code", "MODEL")), str(err.get("message", "")), job)
 
 
 class Client:
@@ -303,6 +339,31 @@ class Client:
             "UNREACHABLE", f"backend at {self.endpoint} is not reachable ({what}). Is "
             "'image2points serve' running there, with matching keys?")
 
+    def poll_job(self, job: str, timeout: float = 0.0) -> list[JobEvent]:
+        """``job``'s events in order, ending at its Done or Failed (waiting up to ``timeout`` s for
+        the first message). Other jobs' finals are kept for whoever polls or waits for them."""
+        out: list[JobEvent] = []
+        events = self.poll_events(timeout)
+        for i, ev in enumerate(events):
+            if ev.job != job and not self._orphan_error(ev, job):
+                self._stash(ev)
+                continue
+            if ev.kind == "progress":
+                p = ev.message.header.get("progress", {})
+                out.append(Progress(float(p.get("value", 0.0)), str(p.get("stage", "")), ev.message))
+                continue
+            if ev.kind == "result":
+                out.append(Done(_result(job, ev.message)))
+            elif ev.kind == "error":
+                self._pending.pop(job, None)  # an orphan error ends the job too
+                out.append(Failed(_error(job, ev.message)))
+            else:
+                continue
+            for later in events[i + 1:]:
+                self._stash(later)
+            break
+        return out
+
     def _request(self, mtype: str, timeout: float) -> Message:
         job = protocol.new_job_id()
         t0 = time.monotonic()
@@ -323,8 +384,7 @@ class Client:
                     for later in events[i + 1:]:
                         self._stash(later)
                     if ev.kind == "error":
-                        err = ev.message.header.get("error", {})
-                        raise BackendError(err.get("code", "MODEL"), err.get("message", ""), job)
+                        raise _error(job, ev.message)
                     return ev.message
 
     def hello(self, timeout: float = 3.0) -> dict[str, Any]:
@@ -391,27 +451,15 @@ class Client:
                     raise self._lost(f"{why}, and no backend answered a reconnect")
                 last_heard, down_since = time.monotonic(), None
                 continue
-            events = self.poll_events(min(0.25, max(0.0, deadline - now)))
-            for i, ev in enumerate(events):
-                if ev.job != job and not self._orphan_error(ev, job):
-                    self._stash(ev)
-                    continue
+            for jev in self.poll_job(job, min(0.25, max(0.0, deadline - now))):
                 last_heard = time.monotonic()
-                if ev.kind in ("result", "error"):
-                    for later in events[i + 1:]:
-                        self._stash(later)
-                if ev.kind == "progress":
-                    p = ev.message.header.get("progress", {})
+                if isinstance(jev, Progress):
                     if on_progress is not None:
-                        on_progress(float(p.get("value", 0.0)), str(p.get("stage", "")), ev.message)
-                elif ev.kind == "result":
-                    return JobResult(job, ev.message.header, dict(ev.message.blobs),
-                                     dict(ev.message.header.get("meta", {})))
-                elif ev.kind == "error":
-                    self._pending.pop(job, None)  # an orphan error ends the job too
-                    err = ev.message.header.get("error", {})
-                    raise BackendError(str(err.get("code", "MODEL")), str(err.get("message", "")),
-                                       job)
+                        on_progress(jev.value, jev.stage, jev.message)
+                elif isinstance(jev, Done):
+                    return jev.result
+                else:
+                    raise jev.error
 
 
 def points_from_result(res: JobResult) -> tuple[np.ndarray, np.ndarray]:
