@@ -9,21 +9,34 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-# Blender-facing modules, registered in this order and unregistered in reverse.
+# Blender-facing modules, registered in this order and unregistered in reverse: a module's own
+# register()/unregister() where it has more to do, else just its CLASSES.
 _MODULE_NAMES = ("props", "preferences", "connection", "reconstruct", "views", "ply_export", "assets",
                  "nerf_dataset", "nerf_fit", "nerf_render", "ui", "mesh")
 _modules: list[ModuleType] = []
 
 
 def register() -> None:
+    import bpy
+
     _modules.clear()
     for name in _MODULE_NAMES:
         mod = importlib.import_module(f"{__name__}.{name}")
-        mod.register()
+        if hasattr(mod, "register"):
+            mod.register()
+        else:
+            for cls in mod.CLASSES:
+                bpy.utils.register_class(cls)
         _modules.append(mod)
 
 
 def unregister() -> None:
+    import bpy
+
     for mod in reversed(_modules):
-        mod.unregister()
+        if hasattr(mod, "unregister"):
+            mod.unregister()
+        else:
+            for cls in reversed(mod.CLASSES):
+                bpy.utils.unregister_class(cls)
     _modules.clear()

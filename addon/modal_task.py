@@ -1,10 +1,10 @@
 """One way to drive a long job from an operator: a modal timer in the UI, blocking in scripts.
 
-The job itself lives in a task object (a job_task.BackendTask for backend jobs, the NeRF capture,
-the backend install) with ``start(context)``, ``tick(context)``, ``run_blocking(context)``,
+The job itself lives in a task object (job_task.BackendTask for every backend job, or the NeRF
+capture) with ``start(context)``, ``tick(context)``, ``run_blocking(context)``,
 ``report(report)``, ``cancel_requested`` and ``outcome``; the operator only makes it
 (``make_task``) and decides who drives it. Mix in before ``bpy.types.Operator`` (as
-``ImportHelper`` does).
+``ImportHelper`` does). Install Backend overrides ``begin``/``report_task`` for its subprocess task.
 """
 
 from __future__ import annotations

@@ -345,12 +345,3 @@ class IMAGE2POINTS_OT_import_transforms(bpy.types.Operator, ImportHelper):  # ty
 
 
 CLASSES: tuple[type, ...] = (IMAGE2POINTS_OT_capture_views, IMAGE2POINTS_OT_import_transforms)
-
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)

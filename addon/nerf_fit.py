@@ -158,12 +158,3 @@ class IMAGE2POINTS_OT_cancel_nerf(CancelOperator, bpy.types.Operator):
 
 
 CLASSES: tuple[type, ...] = (IMAGE2POINTS_OT_fit_nerf, IMAGE2POINTS_OT_cancel_nerf)
-
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)

@@ -174,12 +174,3 @@ class IMAGE2POINTS_OT_import_nerf_points(_ModelRequest, bpy.types.Operator):
 
 
 CLASSES: tuple[type, ...] = (IMAGE2POINTS_OT_render_nerf, IMAGE2POINTS_OT_import_nerf_points)
-
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)

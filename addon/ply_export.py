@@ -132,12 +132,3 @@ class IMAGE2POINTS_OT_export_ply(bpy.types.Operator, ExportHelper):  # type: ign
 
 
 CLASSES: tuple[type, ...] = (IMAGE2POINTS_OT_export_ply,)
-
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)

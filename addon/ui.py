@@ -225,13 +225,3 @@ class IMAGE2POINTS_PT_nerf(_SubPanel, bpy.types.Panel):
 
 CLASSES: tuple[type, ...] = (IMAGE2POINTS_PT_main, IMAGE2POINTS_PT_points, IMAGE2POINTS_PT_views,
                              IMAGE2POINTS_PT_nerf)
-
-
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)

@@ -134,12 +134,3 @@ class IMAGE2POINTS_OT_render_views(bpy.types.Operator):
 
 
 CLASSES: tuple[type, ...] = (IMAGE2POINTS_OT_render_views,)
-
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)

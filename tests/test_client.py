@@ -11,7 +11,15 @@ import zmq
 from conftest import BackendProcess
 
 from image2points.addon.core import protocol
-from image2points.addon.core.client import DEFAULT_ENDPOINT, BackendError, Client, endpoint_error
+from image2points.addon.core.client import (
+    DEFAULT_ENDPOINT,
+    BackendError,
+    Client,
+    Done,
+    Failed,
+    Progress,
+    endpoint_error,
+)
 
 
 @pytest.mark.parametrize("endpoint", [DEFAULT_ENDPOINT, "tcp://localhost:5555", "tcp://[::1]:7000",
@@ -135,3 +143,28 @@ def test_unsendable_requests_are_coded_errors(params, blobs):
         with pytest.raises(BackendError) as err:
             c.submit("echo", params, blobs)
         assert err.value.code == "BAD_INPUT" and not c.pending_jobs
+
+
+def test_poll_job_gives_one_jobs_typed_events_and_keeps_the_others_results():
+    """What Blender's modal timer polls: Progress until the job's Done or Failed; another job's
+    result read meanwhile is kept for whoever waits for it."""
+    b = BackendProcess("--lazy")
+    try:
+        with Client(b.endpoint) as c:
+            other = c.submit("echo", {}, {"data": np.arange(3, dtype=np.int32)})
+            bad = c.submit("no_such_op")
+            events: list = []
+            deadline = time.monotonic() + 20
+            while not any(isinstance(e, (Done, Failed)) for e in events) and time.monotonic() < deadline:
+                events += c.poll_job(bad, 0.2)
+            assert isinstance(events[-1], Failed) and "unknown op" in events[-1].error.message
+            assert events[-1].error.job == bad and bad not in c.pending_jobs
+            assert all(isinstance(e, Progress) for e in events[:-1])
+            assert c.wait(other, timeout=20).blobs["data"].tolist() == [0, 1, 2]
+            job = c.submit("echo", {}, {"data": np.arange(4, dtype=np.int32)})
+            events = []
+            while not any(isinstance(e, (Done, Failed)) for e in events) and time.monotonic() < deadline:
+                events += c.poll_job(job, 0.2)
+            assert isinstance(events[-1], Done) and events[-1].result.blobs["data"].tolist() == [0, 1, 2, 3]
+    finally:
+        assert b.stop() == 0
