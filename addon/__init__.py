@@ -12,7 +12,7 @@ from types import ModuleType
 # Blender-facing modules, registered in this order and unregistered in reverse: a module's own
 # register()/unregister() where it has more to do, else just its CLASSES.
 _MODULE_NAMES = ("props", "preferences", "connection", "reconstruct", "views", "ply_export", "assets",
-                 "nerf_dataset", "nerf_fit", "nerf_render", "ui", "mesh")
+                 "nerf_dataset", "nerf_fit", "nerf_render", "ui", "mesh", "mesh_export")
 _modules: list[ModuleType] = []
 
 

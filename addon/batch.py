@@ -233,11 +233,11 @@ def mesh_one(args: argparse.Namespace, client: Client, item: Item, obj: Any) -> 
     """``--mesh``: the point object -> a mesh object beside it, exported next to the .blend."""
     import bpy
 
-    from . import mesh
+    from . import mesh, mesh_export
 
     m = mesh.make_mesh(bpy.context, obj, client, mesh.mesh_params(None), timeout=args.timeout)
     path = os.path.join(os.path.dirname(item.blend), f"{item.name}_mesh.{args.mesh_format}")
-    mesh.export_mesh(bpy.context, m, path, args.mesh_format.upper())
+    mesh_export.export_mesh(bpy.context, m, path, args.mesh_format.upper())
     print(f"meshed '{m.name}' ({m['i2p_mesh_faces']} faces), saved {path}", flush=True)
     return m
 

@@ -1,5 +1,5 @@
-"""Make Mesh: a reconstructed point object -> a watertight, vertex-coloured mesh object beside it;
-export it as GLB / PLY / OBJ with Blender's own exporters; optionally bake its colours to a texture.
+"""Make Mesh: a reconstructed point object -> a watertight, vertex-coloured mesh object beside it
+(exporting and baking it: mesh_export.py).
 
 The meshing runs in the backend (op ``mesh``, backend/model/meshing.py): Blender's Python has no
 scipy, and the native Geometry Nodes route (Points to Volume -> Volume to Mesh) gives a
@@ -10,23 +10,18 @@ and batch block with a deadline. Bulk data goes in with ``foreach_set``.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Any, cast
 
 import bpy
 import numpy as np
-from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
-from bpy_extras.io_utils import ExportHelper
+from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty
 
-from . import points, props
+from . import points
 from .connection import EndpointProps
 from .core.client import BackendError, JobResult
 from .core.mesh_result import mesh_from_result
 from .job_task import BackendTask, active
-from .mesh_export import FORMATS, bake_texture, export_mesh
 from .modal_task import ModalTaskOperator
-from .paths import resolve_dir, safe_name
 from .selection import select_only, target_objects
 
 MATERIAL = "Image2Points Mesh"
@@ -217,71 +212,6 @@ class IMAGE2POINTS_OT_make_mesh(ModalTaskOperator, EndpointProps, bpy.types.Oper
                         mesh_params(mesh_settings(context)))
 
 
-class IMAGE2POINTS_OT_export_mesh(bpy.types.Operator, ExportHelper):  # type: ignore[misc]
-    """Export the selected Image2Points mesh as GLB (glTF, +Y up), PLY or OBJ with vertex colours"""
-
-    bl_idname = "image2points.export_mesh"
-    bl_label = "Export Mesh"
-    bl_options = {"REGISTER"}
-
-    filename_ext = ".glb"
-    filter_glob: StringProperty(default="*.glb;*.ply;*.obj", options={"HIDDEN"})  # type: ignore[valid-type]
-    format: EnumProperty(name="Format", default="GLB",  # type: ignore[valid-type]
-                         items=[(f, f, "") for f in FORMATS])
-
-    @classmethod
-    def poll(cls, context: Any) -> bool:
-        return bool(mesh_targets(context))
-
-    def invoke(self, context: Any, event: Any) -> set[Any]:  # type: ignore[override]
-        s = mesh_settings(context)
-        if s is not None:
-            self.format = s.export_format
-        self.filename_ext = "." + self.format.lower()
-        if not self.filepath:  # type: ignore[has-type]
-            sc = props.scene_settings(context)
-            base = resolve_dir(sc.output_dir) if sc is not None else tempfile.gettempdir()
-            name = safe_name(mesh_targets(context)[0].name)
-            self.filepath = os.path.join(base, name + self.filename_ext)  # type: ignore[has-type]
-        return ExportHelper.invoke(self, context, event)  # type: ignore[func-returns-value,return-value]
-
-    def execute(self, context: Any) -> set[Any]:
-        obj = mesh_targets(context)[0]
-        ext = "." + self.format.lower()
-        path = bpy.path.ensure_ext(bpy.path.abspath(self.filepath), ext)
-        try:
-            export_mesh(context, obj, path, self.format)
-        except (OSError, RuntimeError) as exc:
-            self.report({"ERROR"}, f"Image2Points: cannot write {path}: {exc}")
-            return {"CANCELLED"}
-        props.set_job(context, "job", status=f"Exported '{obj.name}' to {path}")
-        self.report({"INFO"}, f"Image2Points: wrote {path}")
-        return {"FINISHED"}
-
-
-class IMAGE2POINTS_OT_bake_mesh_texture(bpy.types.Operator):
-    """Bake the mesh's vertex colours into a UV texture (Smart UV Project, Cycles on the CPU)"""
-
-    bl_idname = "image2points.bake_mesh_texture"
-    bl_label = "Bake Texture"
-    bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context: Any) -> bool:
-        return bool(mesh_targets(context))
-
-    def execute(self, context: Any) -> set[Any]:
-        obj = mesh_targets(context)[0]
-        s = mesh_settings(context)
-        try:
-            img = bake_texture(context, obj, int(s.texture_size) if s is not None else 512)
-        except RuntimeError as exc:
-            self.report({"ERROR"}, f"Image2Points: bake failed: {exc}")
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"Image2Points: baked '{img.name}' ({img.size[0]} px)")
-        return {"FINISHED"}
-
-
 class IMAGE2POINTS_PT_mesh(bpy.types.Panel):
     bl_label = "Mesh"
     bl_idname = "IMAGE2POINTS_PT_mesh"
@@ -325,9 +255,7 @@ def _draw_mesh_panel(self: Any, context: Any) -> None:
     layout.operator("image2points.mark_asset", icon="ASSET_MANAGER")
 
 
-CLASSES: tuple[type, ...] = (Image2PointsMeshSettings, IMAGE2POINTS_OT_make_mesh,
-                             IMAGE2POINTS_OT_export_mesh, IMAGE2POINTS_OT_bake_mesh_texture,
-                             IMAGE2POINTS_PT_mesh)
+CLASSES: tuple[type, ...] = (Image2PointsMeshSettings, IMAGE2POINTS_OT_make_mesh, IMAGE2POINTS_PT_mesh)
 
 
 def register() -> None:

@@ -119,11 +119,11 @@ def test_make_mesh_modal_path_ticks_to_a_mesh_and_cancels(i2p, chair, backend):
 
 def test_glb_export_reimports_with_the_same_vertices_and_bounds(i2p, chair, tmp_path):
     bpy = i2p
-    from image2points.addon import mesh
+    from image2points.addon import mesh_export
 
     _, obj = chair
     path = str(tmp_path / "chair_mesh.glb")
-    mesh.export_mesh(bpy.context, obj, path, "GLB")
+    mesh_export.export_mesh(bpy.context, obj, path, "GLB")
     before = world_verts(obj)
     names = set(bpy.data.objects.keys())
     bpy.ops.import_scene.gltf(filepath=path)
@@ -138,18 +138,18 @@ def test_glb_export_reimports_with_the_same_vertices_and_bounds(i2p, chair, tmp_
     bpy.data.objects.remove(new[0])
     for fmt in ("PLY", "OBJ"):
         p = str(tmp_path / f"chair_mesh.{fmt.lower()}")
-        mesh.export_mesh(bpy.context, obj, p, fmt)
+        mesh_export.export_mesh(bpy.context, obj, p, fmt)
         head = open(p, "rb").read(400)
         assert (b"property uchar red" in head) if fmt == "PLY" else head.startswith(b"# Blender")
 
 
 def test_bake_texture_and_mark_as_asset_with_a_preview(i2p, chair):
     bpy = i2p
-    from image2points.addon import mesh
+    from image2points.addon import mesh_export
 
     _, obj = chair
     bpy.context.view_layer.objects.active = obj
-    img = mesh.bake_texture(bpy.context, obj, size=64)
+    img = mesh_export.bake_texture(bpy.context, obj, size=64)
     px = np.empty(64 * 64 * 4, np.float32)
     img.pixels.foreach_get(px)
     assert px.reshape(-1, 4)[:, :3].std() > 0.02  # colours, not a blank image
