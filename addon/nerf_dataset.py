@@ -104,6 +104,13 @@ def camera_collection(scene: Any, name: str) -> Any:
     return coll
 
 
+def capture_failed(context: Any, exc: Exception) -> BackendError:
+    """Show why a capture failed (a bad scene or folder) in the NeRF state; the coded error."""
+    props.set_job(context, "nerf_job", running=False, error_code="BAD_INPUT", error_message=str(exc),
+                  status="Capture failed", stage="failed")
+    return BackendError("BAD_INPUT", f"capture failed: {exc}")
+
+
 class CaptureJob:
     """A capture, one frame per ``step()``: the modal path renders a frame per timer tick (the UI
     stays live and ESC/Cancel works), ``run_blocking()`` renders them all (scripts, background
@@ -208,7 +215,7 @@ class CaptureJob:
             self.setup(context)
         except (nc.DatasetError, OSError, RuntimeError) as exc:
             self.failed(context, exc)
-            raise BackendError("BAD_INPUT", f"capture failed: {exc}") from None
+            raise BackendError("BAD_INPUT", self.error) from None
         props.set_job(context, self.slot, running=True, progress=0.0, stage="capturing", error_code="",
                       error_message="", status=f"Capturing {len(self.plan)} views")
         return self
@@ -248,9 +255,7 @@ class CaptureJob:
 
     def failed(self, context: Any, exc: Exception) -> set[str]:
         self.close()
-        self.error = f"capture failed: {exc}"
-        props.set_job(context, self.slot, running=False, error_code="BAD_INPUT", error_message=str(exc),
-                      status="Capture failed", stage="failed")
+        self.error = capture_failed(context, exc).message
         self.outcome = {"CANCELLED"}
         return self.outcome
 
@@ -291,9 +296,7 @@ class IMAGE2POINTS_OT_capture_views(ModalTaskOperator, bpy.types.Operator):
             return CaptureJob(context, out, int(s.nerf_views), int(s.nerf_test_views),
                               int(s.nerf_resolution), int(s.nerf_samples))
         except (nc.DatasetError, OSError) as exc:
-            props.set_job(context, "nerf_job", running=False, error_code="BAD_INPUT",
-                          error_message=str(exc), status="Capture failed", stage="failed")
-            raise BackendError("BAD_INPUT", f"capture failed: {exc}") from None
+            raise capture_failed(context, exc) from None
 
 
 # -- import transforms.json ---------------------------------------------------------------------
