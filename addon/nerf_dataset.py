@@ -1,6 +1,6 @@
 """NeRF datasets: Capture Views renders the selection from posed cameras into images/ plus
 transforms_*.json; Import transforms.json makes a dataset's cameras. The file format lives in
-core/nerf_capture.py."""
+core/nerf_capture.py (cameras) and core/transforms.py (transforms.json)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from bpy_extras.io_utils import ImportHelper
 
 from . import props
 from .core import nerf_capture as nc
+from .core import transforms as tj
 from .core.client import BackendError
 from .job_task import active, claim, release
 from .modal_task import ModalTaskOperator
@@ -171,7 +172,7 @@ class CaptureJob:
             return True
         scene, r = context.scene, context.scene.render
         split, i, pose = self.plan[self.done]
-        stem = nc.frame_stem(split, i)
+        stem = tj.frame_stem(split, i)
         cam = new_camera(f"NeRF {stem}", pose, nc.camera_settings(self.intr), self._coll,
                          clip_end=max(100.0, 4 * self.dist))
         context.view_layer.update()
@@ -195,9 +196,9 @@ class CaptureJob:
             for split, frames in self.frames.items():
                 path = os.path.join(self.out_dir, f"transforms_{split}.json")
                 if frames or split == "train":
-                    doc = nc.transforms_doc(self.intr, frames, self.aabb,
+                    doc = tj.transforms_doc(self.intr, frames, self.aabb,
                                             {"camera_angle_x": self.angle_x})
-                    nc.write_json(path, doc)
+                    tj.write_json(path, doc)
                 elif os.path.lexists(path):
                     os.remove(path)
         finally:
@@ -304,7 +305,7 @@ class IMAGE2POINTS_OT_capture_views(ModalTaskOperator, bpy.types.Operator):
 def import_transforms(context: Any, path: str) -> list[Any]:
     """Create the cameras of a transforms file (sensor 36 mm, fit HORIZONTAL) in a collection;
     sets the scene's resolution to the dataset's and makes the first camera active."""
-    ds = nc.read_transforms(path, need_images=False)
+    ds = tj.read_transforms(path, need_images=False)
     scene = context.scene
     settings = nc.camera_settings(ds.intrinsics)
     stem = os.path.splitext(os.path.basename(ds.path))[0]

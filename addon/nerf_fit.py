@@ -1,6 +1,6 @@
 """Fit NeRF: send a captured dataset to the backend and fit a NeRF there (progress, a preview and
 the saved model file come back). The fit's job state is the "nerf_job" slot; the backend never
-opens a path: images travel as PNG bytes, the parameters come from nerf_capture.fit_request.
+opens a path: images travel as PNG bytes, the parameters come from core/nerf_requests.fit_request.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from bpy.props import FloatProperty, IntProperty, StringProperty
 from . import preferences, props
 from .connection import EndpointProps
 from .core import nerf_capture as nc
+from .core import nerf_requests as nreq
+from .core import transforms as tj
 from .core.client import BackendError, JobResult
 from .job_task import BackendTask, CancelOperator, active
 from .modal_task import ModalTaskOperator
@@ -78,8 +80,8 @@ class FitTask(BackendTask):
 
     def request(self, context: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
         try:
-            ds = nc.read_transforms(bpy.path.abspath(self.dataset) if self.dataset else "", "train")
-            params, blobs, media = nc.fit_request(ds, self.field, self.minutes, self.steps)
+            ds = tj.read_transforms(bpy.path.abspath(self.dataset) if self.dataset else "", "train")
+            params, blobs, media = nreq.fit_request(ds, self.field, self.minutes, self.steps)
         except (nc.DatasetError, OSError) as exc:
             raise BackendError("BAD_INPUT", str(exc)) from None
         self.n_frames = len(ds.frames)
@@ -101,7 +103,7 @@ class FitTask(BackendTask):
         super().on_progress(context, value, " ".join([stage, *extra]).strip(), msg)
 
     def on_result(self, context: Any, res: JobResult) -> str:
-        mid = nc.model_id_of(res.meta)
+        mid = nreq.model_id_of(res.meta)
         if not mid:
             raise BackendError("VERSION", "nerf_fit answered without a model id; update the "
                                "backend", self.job)

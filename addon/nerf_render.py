@@ -16,6 +16,7 @@ from bpy.props import StringProperty
 from . import points, preferences, props
 from .connection import EndpointProps, error_text, get_client
 from .core import nerf_capture as nc
+from .core import nerf_requests as nreq
 from .core.client import BackendError, JobResult, points_from_result
 from .job_task import active, fail_job
 from .nerf_fit import store_image
@@ -77,9 +78,9 @@ def render_nerf(context: Any, cfg: preferences.Settings, mid: str, cams: list[An
             pose = nc.clean_pose(cam.matrix_world)
         except nc.DatasetError as exc:
             raise BackendError("BAD_INPUT", f"camera '{cam.name}': {exc}") from None
-        res = request(context, cfg, "nerf_render", nc.render_request(mid, [pose], intr),
+        res = request(context, cfg, "nerf_render", nreq.render_request(mid, [pose], intr),
                       cfg.job_timeout)
-        blobs = nc.result_images(res.blobs)
+        blobs = nreq.result_images(res.blobs)
         if not blobs:
             raise BackendError("VERSION", "nerf_render answered without an image", res.job)
         rgba = nc.as_rgba_float(blobs[0])
@@ -132,10 +133,10 @@ class IMAGE2POINTS_OT_render_nerf(_ModelRequest, bpy.types.Operator):
 
 
 def import_nerf_points(context: Any, cfg: preferences.Settings, mid: str, max_points: int) -> Any:
-    res = request(context, cfg, "nerf_points", nc.points_request(mid, max_points), cfg.job_timeout)
+    res = request(context, cfg, "nerf_points", nreq.points_request(mid, max_points), cfg.job_timeout)
     xyz, rgb = points_from_result(res)
     frame = str(res.meta.get("frame", POINTS_FRAME))
-    if not nc.is_world_frame(frame):
+    if not nreq.is_world_frame(frame):
         raise BackendError("VERSION", f"nerf_points answered in frame '{frame}', not the cameras' "
                            "world; update the add-on or the backend", res.job)
     s = props.scene_settings(context)

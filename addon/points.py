@@ -29,8 +29,7 @@ def ensure_node_group() -> bpy.types.NodeTree:
     radius = ng.interface.new_socket("Radius", in_out="INPUT", socket_type="NodeSocketFloat")
     radius.default_value = 0.01
     radius.min_value = 0.0
-    mat_in = ng.interface.new_socket("Material", in_out="INPUT", socket_type="NodeSocketMaterial")
-    del mat_in
+    ng.interface.new_socket("Material", in_out="INPUT", socket_type="NodeSocketMaterial")
     ng.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
     nodes, links = ng.nodes, ng.links
     gin = nodes.new("NodeGroupInput")

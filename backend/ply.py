@@ -11,21 +11,14 @@ import os
 import numpy as np
 from plyfile import PlyData, PlyElement
 
-_VERTEX = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
-                    ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+from image2points.addon.core.plyio import vertices
 
 
 def write_ply(path: str | os.PathLike[str], xyz: np.ndarray, rgb: np.ndarray,
               comment: str = "Image2Points") -> None:
     """Write points atomically: a failed write leaves neither a half file nor a ``.part``."""
-    xyz = np.asarray(xyz, dtype=np.float32).reshape(-1, 3)
-    rgb = np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)
-    if len(xyz) != len(rgb):
-        raise ValueError(f"{len(xyz)} points but {len(rgb)} colours")
-    v = np.empty(len(xyz), _VERTEX)
-    v["x"], v["y"], v["z"] = xyz.T
-    v["red"], v["green"], v["blue"] = rgb.T
-    ply = PlyData([PlyElement.describe(v, "vertex")], text=False, byte_order="<", comments=[comment])
+    ply = PlyData([PlyElement.describe(vertices(xyz, rgb), "vertex")], text=False, byte_order="<",
+                  comments=[comment])
     tmp = f"{os.fspath(path)}.part"
     try:
         ply.write(tmp)

@@ -26,6 +26,8 @@ bpy = pytest.importorskip("bpy", reason="needs the bpy wheel: pip install bpy==4
 from opstub import OperatorStub  # noqa: E402
 
 from image2points.addon.core import nerf_capture as nc  # noqa: E402
+from image2points.addon.core import nerf_requests as nreq  # noqa: E402
+from image2points.addon.core import transforms as tj  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -199,11 +201,11 @@ def test_intrinsics_from_doc_errors_are_dataset_errors(change, message):
     doc = {"w": 24, "h": 24, "fl_x": 30.0, **change}
     doc = {k: v for k, v in doc.items() if v is not None}
     with pytest.raises(nc.DatasetError, match=message):
-        nc.intrinsics_from_doc(doc)
+        tj.intrinsics_from_doc(doc)
     # the valid spellings still read, numeric strings included (as the backend's float()/int())
-    assert nc.intrinsics_from_doc({"w": "24", "h": 24, "camera_angle_x": "0.69"}).fl_x == pytest.approx(
+    assert tj.intrinsics_from_doc({"w": "24", "h": 24, "camera_angle_x": "0.69"}).fl_x == pytest.approx(
         12 / math.tan(0.345))
-    assert nc.intrinsics_from_doc({"w": 24, "h": 24, "fl_x": 30, "cx": 0}).cx == 0.0
+    assert tj.intrinsics_from_doc({"w": 24, "h": 24, "fl_x": 30, "cx": 0}).cx == 0.0
 
 
 def test_operators_report_unreadable_intrinsics(i2p, tmp_path):
@@ -240,19 +242,19 @@ def test_transforms_reader_validates(tmp_path):
     eye = np.eye(4).tolist()
     doc = {"camera_angle_x": 0.69, "frames": [{"file_path": "./images/a", "transform_matrix": eye}]}
     (tmp_path / "transforms_train.json").write_text(json.dumps(doc))
-    ds = nc.read_transforms(str(tmp_path))
+    ds = tj.read_transforms(str(tmp_path))
     assert (ds.intrinsics.w, ds.intrinsics.h) == (8, 8) and ds.frames[0][0].endswith("a.png")
     assert ds.intrinsics.angle_x == pytest.approx(0.69)
     doc["frames"].append({"file_path": "./images/b.png", "transform_matrix": eye})
     (tmp_path / "transforms_train.json").write_text(json.dumps(doc))
     with pytest.raises(nc.DatasetError, match="mixed sizes"):
-        nc.read_transforms(str(tmp_path))
+        tj.read_transforms(str(tmp_path))
     doc["frames"][1] = {"file_path": "./images/missing", "transform_matrix": eye}
     (tmp_path / "transforms_train.json").write_text(json.dumps(doc))
     with pytest.raises(nc.DatasetError, match="not found"):
-        nc.read_transforms(str(tmp_path))
+        tj.read_transforms(str(tmp_path))
     with pytest.raises(nc.DatasetError, match="no transforms_test.json"):
-        nc.read_transforms(str(tmp_path / "images"), "test")
+        tj.read_transforms(str(tmp_path / "images"), "test")
 
 
 # -- capture and import -------------------------------------------------------------------------
@@ -287,7 +289,7 @@ def test_capture_writes_a_nerf_dataset_and_restores_the_scene(i2p, tmp_path):
             np.testing.assert_allclose(m[:3, :3].T @ m[:3, :3], np.eye(3), atol=1e-6)
             np.testing.assert_allclose(m, np.array(cam.matrix_world), atol=1e-6)
             assert not os.path.isabs(fr["file_path"])
-            rgba = load_rgba(nc.resolve_image(str(tmp_path), fr["file_path"]))
+            rgba = load_rgba(tj.resolve_image(str(tmp_path), fr["file_path"]))
             assert rgba.shape == (24, 24, 4)
             alpha = rgba[..., 3]
             assert 0.02 < (alpha > 0.5).mean() < 0.98  # objects in view, background transparent
@@ -390,8 +392,8 @@ def test_requests_carry_png_bytes_and_poses(i2p, tmp_path):
     set_capture(bpy.context.scene, views=4, test_views=0, resolution=16, samples=1)
     assert bpy.ops.image2points.capture_views(directory=str(tmp_path)) == {"FINISHED"}
     assert not (tmp_path / "transforms_test.json").exists()
-    ds = nc.read_transforms(str(tmp_path))
-    params, blobs, media = nc.fit_request(ds, "fast", minutes=0.5)
+    ds = tj.read_transforms(str(tmp_path))
+    params, blobs, media = nreq.fit_request(ds, "fast", minutes=0.5)
     assert params["field"] == "fast" and params["minutes"] == 0.5 and "steps" not in params
     assert (params["w"], params["h"]) == (16, 16) and params["camera_angle_x"] == pytest.approx(
         ds.doc["camera_angle_x"], abs=1e-6)
@@ -400,9 +402,9 @@ def test_requests_carry_png_bytes_and_poses(i2p, tmp_path):
         assert blobs[f"image_{i}"] == open(path, "rb").read() and media[f"image_{i}"] == "image/png"
         np.testing.assert_allclose(params["transform_matrices"][i], m)
     json.dumps(params)  # the header is JSON
-    rp = nc.render_request("m1", [ds.frames[0][1]], ds.intrinsics)
+    rp = nreq.render_request("m1", [ds.frames[0][1]], ds.intrinsics)
     assert rp["model_id"] == "m1" and len(rp["transform_matrices"]) == 1 and rp["w"] == 16
-    assert nc.points_request("m1", 5000) == {"model_id": "m1", "max_points": 5000}
+    assert nreq.points_request("m1", 5000) == {"model_id": "m1", "max_points": 5000}
 
 
 def test_import_transforms_missing_file_is_an_error(i2p, tmp_path):
@@ -484,7 +486,7 @@ def test_fit_render_points_round_trip(captured, backend):
     img = bpy.data.images["NeRF render test_000"]
     assert tuple(img.size) == (48, 48) and img["i2p_model_id"] == mid
     pred = nc.on_white(image_rgba(img))
-    gt = nc.on_white(load_rgba(nc.resolve_image(str(captured), test_doc["frames"][0]["file_path"])))
+    gt = nc.on_white(load_rgba(tj.resolve_image(str(captured), test_doc["frames"][0]["file_path"])))
     score = nc.psnr(pred, gt)
     baseline = nc.psnr(np.ones_like(gt), gt)  # all background (white)
     print(f"held-out PSNR {score:.2f} dB vs all-background {baseline:.2f} dB, fit {elapsed:.1f} s")

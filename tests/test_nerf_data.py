@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from image2points.addon.core import nerf_capture as nc
+from image2points.addon.core import transforms as tj
 from image2points.addon.core.nerf_capture import Intrinsics
 from image2points.backend.nerf.dataset import (
     NerfDataError,
@@ -70,8 +71,8 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     (tmp_path / "test").mkdir()
     for name, img in zip("ab", imgs):
         Image.fromarray((img * 255.0 + 0.5).astype(np.uint8)).save(tmp_path / "test" / f"{name}.png")
-    doc = nc.transforms_doc(intr, [("./test/a", c2w[0]), ("./test/b", c2w[1])], aabb=[[-1, -1, -1], [1, 1, 1.0]])
-    nc.write_json(str(tmp_path / "transforms_test.json"), doc)
+    doc = tj.transforms_doc(intr, [("./test/a", c2w[0]), ("./test/b", c2w[1])], aabb=[[-1, -1, -1], [1, 1, 1.0]])
+    tj.write_json(str(tmp_path / "transforms_test.json"), doc)
     data = load_transforms(tmp_path, "test")
     assert np.allclose(data.c2w, c2w) and data.aabb is not None
     assert np.abs(data.images - imgs).max() <= 0.5 / 255 + 1e-6

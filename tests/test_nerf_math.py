@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from image2points.addon.core.nerf_capture import Intrinsics, intrinsics_from_doc
+from image2points.addon.core.nerf_capture import Intrinsics
+from image2points.addon.core.transforms import intrinsics_from_doc
 from image2points.backend.nerf.encoding import encoded_dim, positional_encoding
 from image2points.backend.nerf.rays import camera_rays, ray_aabb, rays_through_pixels
 from image2points.backend.nerf.rendering import composite, median_depth, volume_weights

@@ -15,8 +15,9 @@ _VERTEX = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
                     ("red", "u1"), ("green", "u1"), ("blue", "u1")])
 
 
-def write_ply(path: str | os.PathLike[str], xyz: np.ndarray, rgb: np.ndarray,
-              comment: str = "Image2Points") -> None:
+def vertices(xyz: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """(N,3) points + (N,3) sRGB bytes -> the PLY vertex records (x, y, z float32; red, green,
+    blue uint8), the layout every writer here uses."""
     xyz = np.asarray(xyz, dtype=np.float32).reshape(-1, 3)
     rgb = np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)
     if len(xyz) != len(rgb):
@@ -24,6 +25,12 @@ def write_ply(path: str | os.PathLike[str], xyz: np.ndarray, rgb: np.ndarray,
     v = np.empty(len(xyz), _VERTEX)
     v["x"], v["y"], v["z"] = xyz.T
     v["red"], v["green"], v["blue"] = rgb.T
+    return v
+
+
+def write_ply(path: str | os.PathLike[str], xyz: np.ndarray, rgb: np.ndarray,
+              comment: str = "Image2Points") -> None:
+    v = vertices(xyz, rgb)
     head = (f"ply\nformat binary_little_endian 1.0\ncomment {comment}\n"
             f"element vertex {len(v)}\nproperty float x\nproperty float y\nproperty float z\n"
             "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")

@@ -58,21 +58,20 @@ class Reconstructor:
         return torch.from_numpy(np.stack([preprocess(im, alpha=a) for im, a in zip(images, alphas)])
                                 ).to(self.device)
 
-    def reconstruct(self, images: list[np.ndarray], max_points: int | None = None,
-                    density: int | None = None, lift: bool = True,
+    def reconstruct(self, images: list[np.ndarray], density: int | None = None, lift: bool = True,
                     alphas: list[np.ndarray] | None = None) -> list[PointCloud]:
         """HxWx3/4 uint8 images -> one cloud each, from ONE batched forward pass. ``lift``: the
         input view is the picture (``density`` points, default ``lift.default_density``);
-        otherwise the model's fused cloud. ``max_points`` caps either. ``alphas``: the object
-        masks (default: each image's own, ``object_alpha``), computed once for both uses."""
+        otherwise the model's fused cloud. ``alphas``: the object masks (default: each image's
+        own, ``object_alpha``), computed once for both uses."""
         if not images:
             return []
         alphas = alphas if alphas is not None else [object_alpha(im) for im in images]
         sources = list(zip(images, alphas)) if lift else None
-        return self.reconstruct_inputs(self.preprocess(images, alphas), max_points, sources, density)
+        return self.reconstruct_inputs(self.preprocess(images, alphas), sources, density)
 
     @torch.inference_mode()
-    def reconstruct_inputs(self, x: np.ndarray | torch.Tensor, max_points: int | None = None,
+    def reconstruct_inputs(self, x: np.ndarray | torch.Tensor,
                            sources: list[tuple[np.ndarray, np.ndarray] | None] | None = None,
                            density: int | list[int | None] | None = None) -> list[PointCloud]:
         """(B,4,S,S) ``preprocess`` outputs -> one cloud each; lets the server preprocess (and
@@ -93,8 +92,6 @@ class Reconstructor:
             if src is not None:
                 im, alpha = src
                 n = dens[i] or lifting.default_density(*alpha.shape)
-                if max_points is not None:
-                    n = min(n, max_points)
                 xyz, col, info = lifting.lift(im, alpha, maps["depth_q"][i], maps["mask_logit"][i],
                                               maps["rgb"][i], R, t, n, seed=i)
                 meta.update(visible=info["visible"], hidden=info["hidden"], input_view=info["view"],
@@ -102,9 +99,6 @@ class Reconstructor:
             else:
                 xyz = pts[i][keep[i]].float().cpu().numpy()
                 col = (rgb[i][keep[i]].clamp(0, 1) * 255 + 0.5).byte().cpu().numpy()
-            if max_points is not None and len(xyz) > max_points:
-                sel = np.random.default_rng(0).choice(len(xyz), max_points, replace=False)
-                xyz, col = xyz[np.sort(sel)], col[np.sort(sel)]
             clouds.append(PointCloud(np.ascontiguousarray(xyz, np.float32),
                                      np.ascontiguousarray(col, np.uint8), meta))
         return clouds

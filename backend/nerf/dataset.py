@@ -5,7 +5,7 @@ camera convention is exactly Blender's: ``transform_matrix`` is camera-to-world,
 down its local -Z with +Y up and +X right (``camera.matrix_world`` verbatim).
 
 The document (cameras, intrinsics, ``aabb``) is read and validated by the add-on core's one
-reader (``image2points.addon.core.nerf_capture``: ``read_transforms``, ``intrinsics_from_doc``,
+reader (``image2points.addon.core.transforms``: ``read_transforms``, ``intrinsics_from_doc``,
 ``check_pose``, ``Intrinsics``); this layer adds the pixels (Pillow, float RGBA) and turns the
 core's ``DatasetError`` into ``NerfDataError``. Lens distortion is refused there, not ignored.
 
@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from image2points.addon.core import nerf_capture as nc
+from image2points.addon.core import transforms as tj
 from image2points.addon.core.nerf_capture import Intrinsics
 
 MAX_PIXELS = 4096 * 4096  # refuse to decode anything bigger (decompression bombs, memory)
@@ -152,22 +153,22 @@ def dataset_from_doc(doc: dict[str, Any], load_image: Callable[[int], np.ndarray
     """A transforms document whose images come from ``load_image(i)`` (the server op: images
     arrive as blobs, never paths); validated by the core reader's functions."""
     with _data_errors():
-        poses = nc.frame_poses(doc, where)
-        aabb = nc.aabb_of(doc, where)
+        poses = tj.frame_poses(doc, where)
+        aabb = tj.aabb_of(doc, where)
     images: list[np.ndarray] = []
     size = None
     for i in range(len(poses)):
         images.append(load_image(i))
         size = _check_same_size(images[-1], size, f"{where}: frames[{i}]")
     with _data_errors():
-        intr = nc.intrinsics_from_doc(doc, size, where)
+        intr = tj.intrinsics_from_doc(doc, size, where)
     return _dataset(poses, images, intr, _names(doc), aabb)
 
 
 def load_transforms(path: str | os.PathLike, split: str = "train") -> NerfDataset:
     """Load ``transforms*.json`` (file or folder) and its images, validating everything."""
     with _data_errors():
-        ds = nc.read_transforms(os.fspath(path), split, size_of=_image_size)
+        ds = tj.read_transforms(os.fspath(path), split, size_of=_image_size)
     images: list[np.ndarray] = []
     for i, (img_path, _m) in enumerate(ds.frames):
         images.append(_read_image(img_path))  # EXIF orientation may turn one: sizes checked again
@@ -178,7 +179,7 @@ def load_transforms(path: str | os.PathLike, split: str = "train") -> NerfDatase
 def cameras_from_transforms(path: str | os.PathLike, split: str = "test") -> tuple[np.ndarray, Intrinsics, list[str], Path]:
     """Only the cameras of a transforms file (rendering needs no images); also returns its path."""
     with _data_errors():
-        ds = nc.read_transforms(os.fspath(path), split, need_images=False, size_of=_image_size)
+        ds = tj.read_transforms(os.fspath(path), split, need_images=False, size_of=_image_size)
     poses = np.stack([m for _, m in ds.frames]).astype(np.float32)
     return poses, ds.intrinsics, _names(ds.doc), Path(ds.path)
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from image2points.addon.core import nerf_capture as nc
+from image2points.addon.core import transforms as tj
 from image2points.addon.core.limits import MAX_POINTS
 
 from ..ops import Job, JobError, Output, register_op
@@ -185,7 +186,7 @@ def nerf_render(job: Job) -> Output:
     cams = _cameras(job.params)
     doc = _intrinsics_doc(job.params)
     try:
-        intr = nc.intrinsics_from_doc(doc, None, "nerf_render")
+        intr = tj.intrinsics_from_doc(doc, None, "nerf_render")
     except nc.DatasetError as e:
         raise JobError("BAD_INPUT", str(e)) from None
     if intr.w * intr.h * len(cams) > MAX_RENDER_PIXELS * 4:
