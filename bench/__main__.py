@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     failed = []
     t_all = time.perf_counter()
     for name in names:
-        mod = importlib.import_module(f"bench.bench_{name}")
+        mod = importlib.import_module(f".bench_{name}", __package__)
         t0 = time.perf_counter()
         print(f"\n### {name}{' (quick)' if args.quick else ''}", flush=True)
         try:

@@ -67,6 +67,26 @@ def _external(path: Path) -> set[str]:
     return tops
 
 
+def test_no_module_imports_the_source_folders_by_their_bare_names():
+    """Installed, there is no top-level ``addon``, ``backend`` or ``bench``: code that imports them
+    (or names them to importlib) works only from a checkout's root."""
+    bare = []
+    for name, path in _modules().items():
+        text = path.read_text()
+        for node in ast.walk(ast.parse(text)):
+            mods = []
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                mods = [node.module or ""]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                mods = [node.value] if node.value.split(".")[0] in PACKAGES and "." in node.value \
+                    and " " not in node.value and not node.value.endswith((".py", ".log")) else []
+            bare += [(name, m) for m in mods if m.split(".")[0] in PACKAGES]
+    # the one exception: ``blender -P addon/batch.py`` puts the checkout on sys.path itself
+    assert set(bare) <= {("image2points.addon.batch", "addon.batch")}, bare
+
+
 def test_no_import_cycles():
     g = graph()
     index: dict[str, int] = {}
