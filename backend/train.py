@@ -164,6 +164,9 @@ def _dist() -> tuple[int, int]:
 
 def train(cfg: TrainConfig, gen_cfg: GeneratorConfig | None = None, resume: bool = True
           ) -> dict[str, Any]:
+    """Train for ``cfg.minutes`` of wall time (resumable from ``out/state.pt``): stage 1 on the
+    fixed views, stage 2 (the last ``stage2_frac``) adds novel views through the pseudo-renderer.
+    Writes ``model.pt`` + card, ``history.csv``, ``loss.png`` and ``result.json`` into ``out``."""
     from .data.dataset import ShapeDataset
 
     rank, world = _dist()
@@ -173,75 +176,28 @@ def train(cfg: TrainConfig, gen_cfg: GeneratorConfig | None = None, resume: bool
     device = f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    src = None
-    if cfg.init:  # warm start: its config always (a resumed run too), its weights unless resuming
-        try:
-            src, _ = checkpoint.load(cfg.init, device)
-        except (FileNotFoundError, ValueError) as exc:
-            raise type(exc)(f"--init: {exc}") from None
-        gen_cfg = src.cfg
     ds = ShapeDataset(cfg.data, "train", max_shapes=cfg.max_shapes)
     state_path = out / "state.pt"
     resuming = resume and state_path.exists()
-    if gen_cfg is None:  # a new model draws the fixed views the data was rendered with
-        gen_cfg = generator_config(ds.layout, cfg.gen)
-    if gen_cfg.layout != ds.layout:
-        raise ValueError(f"{cfg.data} holds fixed views {ds.layout!r} but the model draws {gen_cfg.layout!r}; "
-                         f"make data with `image2points make-data --layout {gen_cfg.layout}`")
-    model = StructureGenerator(gen_cfg).to(device)
-    if src is not None and not resuming:
-        model.load_state_dict(src.state_dict())  # weights only, fresh schedule
-        print(f"initialised from {cfg.init}")
-    # NHWC: oneDNN's convolutions are ~17% faster per step on CPU (measured, batch 24)
-    model = model.to(memory_format=torch.channels_last)
-    net: torch.nn.Module = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model)
+    model = _build_model(cfg, gen_cfg, ds.layout, device, warm_start=not resuming)
+    net: torch.nn.Module = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.AdamW(net.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
     fixed = tuple(x.to(device) for x in model.cfg.fixed_views())
-    step, elapsed, history = 0, 0.0, []
-    if resuming:  # tensors + plain values only: weights_only load
-        st = torch.load(state_path, map_location=device, weights_only=True)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        step, elapsed, history = int(st["step"]), float(st["elapsed"]), st["history"].tolist()
-        print(f"resumed at step {step} ({elapsed / 60:.1f} min)")
+    step, elapsed, history = _resume(state_path, model, opt, device) if resuming else (0, 0.0, [])
     budget = cfg.minutes * 60.0
     t_start, last_ckpt = time.time() - elapsed, time.time()
-    try:
-        from tqdm import tqdm
-
-        bar = tqdm(total=int(budget), initial=int(elapsed), unit="s", disable=rank != 0,
-                   desc="train", mininterval=2.0)
-    except ImportError:  # pragma: no cover
-        bar = None
+    bar = _progress_bar(budget, elapsed, rank)
     net.train()
-    while step < cfg.max_steps:
-        elapsed = time.time() - t_start
-        if elapsed >= budget:
-            break
+    while step < cfg.max_steps and (elapsed := time.time() - t_start) < budget:
         frac = elapsed / budget
-        for g in opt.param_groups:
-            g["lr"] = 1e-5 + (cfg.lr - 1e-5) * 0.5 * (1 + math.cos(math.pi * frac))
         stage2 = frac >= 1 - cfg.stage2_frac
-        idx = rng.integers(0, len(ds), cfg.batch)
-        surf = cfg.chamfer_points if cfg.w_chamfer > 0 else 0
-        b = {k: v.to(device) for k, v in ds.batch(idx, novel=cfg.novel if stage2 else 0,
-                                                    rng=rng, mirror=cfg.mirror, surf=surf).items()}
-        ls = losses(net, b, cfg, stage2, fixed)
-        opt.zero_grad(set_to_none=True)
-        ls["total"].backward()
-        opt.step()
+        for g in opt.param_groups:  # cosine from lr to 1e-5 over the time budget
+            g["lr"] = 1e-5 + (cfg.lr - 1e-5) * 0.5 * (1 + math.cos(math.pi * frac))
+        ls = _train_step(net, opt, ds, cfg, rng, device, fixed, stage2)
         step += 1
         history.append([step, elapsed, ls["mask"].item(), ls["depth"].item(), ls["rgb"].item(),
                         ls["total"].item(), float(stage2)])
-        if bar is not None:
-            bar.n = int(min(elapsed, budget))
-            bar.set_postfix(step=step, stage=2 if stage2 else 1, loss=f"{ls['total'].item():.3f}",
-                            refresh=False)
-            bar.update(0)
-        if rank == 0 and step % cfg.log_every == 0 and bar is None:
-            print(f"step {step} {elapsed:.0f}s loss {ls['total'].item():.4f}", flush=True)
+        _report(bar, rank, cfg, step, elapsed, ls["total"].item(), stage2)
         if rank == 0 and time.time() - last_ckpt > cfg.ckpt_every_s:
             _save_state(state_path, model, opt, step, time.time() - t_start, history)
             last_ckpt = time.time()
@@ -252,21 +208,96 @@ def train(cfg: TrainConfig, gen_cfg: GeneratorConfig | None = None, resume: bool
                               "samples_seen": step * cfg.batch * world}
     if rank == 0:
         _save_state(state_path, model, opt, step, elapsed, history)
-        hist = np.array(history, dtype=np.float64)
-        # the stage-1 objective (fixed views) is comparable across the run; the total is not,
-        # since stage 2 adds the novel-view terms
-        s1 = hist[:, 2] + cfg.w_depth * hist[:, 3] + cfg.w_rgb * hist[:, 4]
-        result.update(first_loss=_smooth(s1, 0), last_loss=_smooth(s1, -1),
-                      first_total=_smooth(hist[:, 5], 0), last_total=_smooth(hist[:, 5], -1))
-        card = {"name": Path(cfg.out).name, "trained": time.strftime("%Y-%m-%d"),
-                "train_config": asdict(cfg), "train_result": result,
-                "summary": f"{step} steps, {result['minutes']} min, {ds.n_shapes} training shapes"}
-        checkpoint.save(model, out / "model.pt", card)
-        np.savetxt(out / "history.csv", hist, delimiter=",", fmt="%.6g",
-                   header="step,seconds,mask,depth,rgb,total,stage2")
-        plot_history(hist, out / "loss.png")
-        (out / "result.json").write_text(json.dumps(result, indent=2))
+        _finish(cfg, model, out, np.array(history, dtype=np.float64), ds.n_shapes, result)
     return result
+
+
+def _build_model(cfg: TrainConfig, gen_cfg: GeneratorConfig | None, layout: str, device: str,
+                 warm_start: bool) -> StructureGenerator:
+    """The generator to train: ``--init``'s config always (a resumed run too) and its weights
+    unless resuming; else ``gen_cfg``, or a new model drawing the fixed views the data has."""
+    src = None
+    if cfg.init:
+        try:
+            src, _ = checkpoint.load(cfg.init, device)
+        except (FileNotFoundError, ValueError) as exc:
+            raise type(exc)(f"--init: {exc}") from None
+        gen_cfg = src.cfg
+    if gen_cfg is None:
+        gen_cfg = generator_config(layout, cfg.gen)
+    if gen_cfg.layout != layout:
+        raise ValueError(f"{cfg.data} holds fixed views {layout!r} but the model draws {gen_cfg.layout!r}; "
+                         f"make data with `image2points make-data --layout {gen_cfg.layout}`")
+    model = StructureGenerator(gen_cfg).to(device)
+    if src is not None and warm_start:
+        model.load_state_dict(src.state_dict())  # weights only, fresh schedule
+        print(f"initialised from {cfg.init}")
+    # NHWC: oneDNN's convolutions are ~17% faster per step on CPU (measured, batch 24)
+    return model.to(memory_format=torch.channels_last)
+
+
+def _resume(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, device: str
+            ) -> tuple[int, float, list[list[float]]]:
+    """(step, elapsed seconds, loss history) of a saved run, its weights and optimiser restored.
+    Tensors and plain values only: a weights_only load."""
+    st = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(st["model"])
+    opt.load_state_dict(st["opt"])
+    step, elapsed = int(st["step"]), float(st["elapsed"])
+    print(f"resumed at step {step} ({elapsed / 60:.1f} min)")
+    return step, elapsed, st["history"].tolist()
+
+
+def _progress_bar(budget: float, elapsed: float, rank: int) -> Any:
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm(total=int(budget), initial=int(elapsed), unit="s", disable=rank != 0, desc="train",
+                mininterval=2.0)
+
+
+def _train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, ds: Any, cfg: TrainConfig,
+                rng: np.random.Generator, device: str, fixed: tuple[torch.Tensor, ...],
+                stage2: bool) -> dict[str, torch.Tensor]:
+    """One optimiser step on a random batch (novel views only in stage 2); the losses."""
+    idx = rng.integers(0, len(ds), cfg.batch)
+    surf = cfg.chamfer_points if cfg.w_chamfer > 0 else 0
+    b = {k: v.to(device) for k, v in ds.batch(idx, novel=cfg.novel if stage2 else 0, rng=rng,
+                                                mirror=cfg.mirror, surf=surf).items()}
+    ls = losses(net, b, cfg, stage2, fixed)
+    opt.zero_grad(set_to_none=True)
+    ls["total"].backward()
+    opt.step()
+    return ls
+
+
+def _report(bar: Any, rank: int, cfg: TrainConfig, step: int, elapsed: float, loss: float,
+            stage2: bool) -> None:
+    if bar is not None:
+        bar.n = int(min(elapsed, cfg.minutes * 60.0))
+        bar.set_postfix(step=step, stage=2 if stage2 else 1, loss=f"{loss:.3f}", refresh=False)
+        bar.update(0)
+    elif rank == 0 and step % cfg.log_every == 0:
+        print(f"step {step} {elapsed:.0f}s loss {loss:.4f}", flush=True)
+
+
+def _finish(cfg: TrainConfig, model: StructureGenerator, out: Path, hist: np.ndarray,
+            n_shapes: int, result: dict[str, Any]) -> None:
+    """The checkpoint with its card, the loss history (csv + plot) and result.json."""
+    # the stage-1 objective (fixed views) is comparable across the run; the total is not,
+    # since stage 2 adds the novel-view terms
+    s1 = hist[:, 2] + cfg.w_depth * hist[:, 3] + cfg.w_rgb * hist[:, 4]
+    result.update(first_loss=_smooth(s1, 0), last_loss=_smooth(s1, -1),
+                  first_total=_smooth(hist[:, 5], 0), last_total=_smooth(hist[:, 5], -1))
+    card = {"name": Path(cfg.out).name, "trained": time.strftime("%Y-%m-%d"),
+            "train_config": asdict(cfg), "train_result": result,
+            "summary": f"{result['steps']} steps, {result['minutes']} min, {n_shapes} training shapes"}
+    checkpoint.save(model, out / "model.pt", card)
+    np.savetxt(out / "history.csv", hist, delimiter=",", fmt="%.6g",
+               header="step,seconds,mask,depth,rgb,total,stage2")
+    plot_history(hist, out / "loss.png")
+    (out / "result.json").write_text(json.dumps(result, indent=2))
 
 
 def _smooth(x: np.ndarray, at: int, n: int = 20) -> float:
