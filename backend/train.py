@@ -176,10 +176,12 @@ def train(cfg: TrainConfig, gen_cfg: GeneratorConfig | None = None, resume: bool
     device = f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    src = _load_init(cfg.init, device)  # before the data: a bad --init is named, not hidden
     ds = ShapeDataset(cfg.data, "train", max_shapes=cfg.max_shapes)
     state_path = out / "state.pt"
     resuming = resume and state_path.exists()
-    model = _build_model(cfg, gen_cfg, ds.layout, device, warm_start=not resuming)
+    model = _build_model(cfg, src.cfg if src is not None else gen_cfg, ds.layout, device,
+                         src if not resuming else None)
     net: torch.nn.Module = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.AdamW(net.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
     fixed = tuple(x.to(device) for x in model.cfg.fixed_views())
@@ -212,24 +214,27 @@ def train(cfg: TrainConfig, gen_cfg: GeneratorConfig | None = None, resume: bool
     return result
 
 
+def _load_init(path: str | None, device: str) -> StructureGenerator | None:
+    """The ``--init`` model (warm start), or None."""
+    if not path:
+        return None
+    try:
+        return checkpoint.load(path, device)[0]
+    except (FileNotFoundError, ValueError) as exc:
+        raise type(exc)(f"--init: {exc}") from None
+
+
 def _build_model(cfg: TrainConfig, gen_cfg: GeneratorConfig | None, layout: str, device: str,
-                 warm_start: bool) -> StructureGenerator:
-    """The generator to train: ``--init``'s config always (a resumed run too) and its weights
-    unless resuming; else ``gen_cfg``, or a new model drawing the fixed views the data has."""
-    src = None
-    if cfg.init:
-        try:
-            src, _ = checkpoint.load(cfg.init, device)
-        except (FileNotFoundError, ValueError) as exc:
-            raise type(exc)(f"--init: {exc}") from None
-        gen_cfg = src.cfg
+                 src: StructureGenerator | None) -> StructureGenerator:
+    """The generator to train: ``gen_cfg`` (``--init``'s config, a resumed run's too), else a new
+    model drawing the fixed views the data has; ``src``'s weights when warm-starting."""
     if gen_cfg is None:
         gen_cfg = generator_config(layout, cfg.gen)
     if gen_cfg.layout != layout:
         raise ValueError(f"{cfg.data} holds fixed views {layout!r} but the model draws {gen_cfg.layout!r}; "
                          f"make data with `image2points make-data --layout {gen_cfg.layout}`")
     model = StructureGenerator(gen_cfg).to(device)
-    if src is not None and warm_start:
+    if src is not None:
         model.load_state_dict(src.state_dict())  # weights only, fresh schedule
         print(f"initialised from {cfg.init}")
     # NHWC: oneDNN's convolutions are ~17% faster per step on CPU (measured, batch 24)
