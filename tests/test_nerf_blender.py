@@ -25,6 +25,7 @@ bpy = pytest.importorskip("bpy", reason="needs the bpy wheel: pip install bpy==4
 
 from opstub import OperatorStub  # noqa: E402
 
+from image2points.addon.core import camera  # noqa: E402
 from image2points.addon.core import nerf_capture as nc  # noqa: E402
 from image2points.addon.core import nerf_requests as nreq  # noqa: E402
 from image2points.addon.core import transforms as tj  # noqa: E402
@@ -146,7 +147,7 @@ def test_intrinsics_match_blender_projection(case):
     r.resolution_x, r.resolution_y, r.resolution_percentage = rx, ry, pct
     r.pixel_aspect_x, r.pixel_aspect_y = ax, ay
     # a scaled camera: Blender projects with the normalised matrix, so must we
-    obj.matrix_world = Matrix((nc.look_at([3.0, -4.0, 2.0], [0.1, 0.2, 0.3])
+    obj.matrix_world = Matrix((camera.look_at(np.array([3.0, -4.0, 2.0]), np.array([0.1, 0.2, 0.3]))
                                @ np.diag([1.7, 1.7, 1.7, 1.0])).tolist())
     bpy.context.view_layer.update()
     intr = nc.intrinsics_from_camera(cam, r, allow_shift=True)
