@@ -27,7 +27,7 @@ def test_pipeline_smoke(tmp_path):
     assert result["last_loss"] < 0.8 * result["first_loss"], result
     assert (runs / "loss.png").stat().st_size > 1000
     report = json.loads((runs / "eval_report.json").read_text())
-    for name in ("model", "mean_shape", "nn_retrieval", "silhouette_slab"):
+    for name in ("model", "sphere", "mean_shape", "nn_retrieval", "silhouette_slab", "inflation"):
         m = report["test"][name]["mean"]
         assert 0 <= m["f2"] <= 1 and m["chamfer"] > 0
     assert "nn_retrieval" in out
@@ -35,7 +35,8 @@ def test_pipeline_smoke(tmp_path):
     assert set(summary["seconds"]) == {"make_data", "train", "eval"}
     assert summary["shards_present_before"] == 0 and summary["smoke"] is True
     assert 0 < summary["total_minutes"] < 10
-    assert summary["verdict"]["test"]["vs"].keys() == {"mean_shape", "nn_retrieval", "silhouette_slab"}
+    assert summary["verdict"]["test"]["vs"].keys() == {"sphere", "mean_shape", "nn_retrieval",
+                                                       "silhouette_slab", "inflation"}
 
     # --init: a new run starts from those weights, so its first losses are the old run's last
     warm = tmp_path / "warm"
