@@ -89,7 +89,8 @@ def _e2e(model: Any, ph: Any, cut: np.ndarray) -> tuple[float, float]:
     from .evaluate import metrics, normalise, subsample
     from .model.preprocess import preprocess
 
-    x = np.stack([preprocess(ph.image, alpha=cut), preprocess(ph.rgba)])
+    size = model.model.cfg.in_res
+    x = np.stack([preprocess(ph.image, size=size, alpha=cut), preprocess(ph.rgba, size=size)])
     clouds = model.reconstruct_inputs(x)
     gt = normalise(ph.surf)
     return tuple(metrics(normalise(subsample(c.xyz)), gt)["chamfer"] for c in clouds)  # type: ignore[return-value]

@@ -267,8 +267,8 @@ def baseline_predictors(train: Any, tuned: dict[str, float], freq: np.ndarray) -
     }
 
 
-def third_party_set(views: int = 3, seed: int = 0, raws: list[np.ndarray] | None = None
-                    ) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
+def third_party_set(views: int = 3, seed: int = 0, raws: list[np.ndarray] | None = None,
+                    size: int = 64) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
     """Render Blender-made objects (never trained on) exactly like the test split."""
     from .data.render import Caster, normalizer, render_input, surface_samples, view_rotation
     from .data.third_party import blender_shapes
@@ -283,7 +283,7 @@ def third_party_set(views: int = 3, seed: int = 0, raws: list[np.ndarray] | None
         for _ in range(views):
             R_in = view_rotation(rng.uniform(0, 360), rng.uniform(-10, 50))
             raw = render_input(caster, R_in, rng)
-            inps.append(to_uint8(preprocess(raw)))
+            inps.append(to_uint8(preprocess(raw, size=size)))
             if raws is not None:
                 raws.append(raw)
             gts.append((surf @ R_in.T).astype(np.float32))
@@ -334,6 +334,10 @@ def run_eval(checkpoint_path: str | None, data: str, out: str, max_test: int | N
     model, card = checkpoint.load(ckpt)
     recon = Reconstructor(model, card)
     train, val, test = (ShapeDataset(data, s) for s in ("train", "val", "test"))
+    size = model.cfg.in_res
+    if test.a["inp"].shape[-1] != size:
+        raise ValueError(f"{data} holds {test.a['inp'].shape[-1]}px inputs but the model takes {size}px; "
+                         f"evaluate on data made for it")
     freq = mean_shape_voxels(train)
     tuned = tune_baselines(val, freq)
     predictors = {"model": model_predictor(model), **baseline_predictors(train, tuned, freq),
@@ -356,7 +360,7 @@ def run_eval(checkpoint_path: str | None, data: str, out: str, max_test: int | N
         report["test"]["input_view"] = input_view_set(recon, raw)
     if third_party:
         traws: list[np.ndarray] = []
-        tinp, tgts, tnames = third_party_set(raws=traws)
+        tinp, tgts, tnames = third_party_set(raws=traws, size=size)
         report["third_party"] = {"samples": len(tinp), "objects": sorted(set(tnames)),
                                  **evaluate_set(predictors, tinp, tgts, tnames, tnames,
                                                 raw=np.stack(traws))}

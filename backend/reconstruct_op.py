@@ -119,13 +119,14 @@ def _density(job: Job) -> int | None:
     return n
 
 
-def _preprocess(img: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
+def _preprocess(img: np.ndarray, alpha: np.ndarray | None = None, size: int = 64) -> np.ndarray:
     """Per job, so an image with no object (blank, fully transparent, 1x1) fails alone as the
-    sender's BAD_INPUT instead of failing every job batched with it as a MODEL error."""
+    sender's BAD_INPUT instead of failing every job batched with it as a MODEL error. ``size``:
+    the model's input crop (``GeneratorConfig.in_res``)."""
     from .model.preprocess import preprocess
 
     try:
-        return preprocess(img, alpha=alpha)
+        return preprocess(img, size=size, alpha=alpha)
     except ValueError as exc:
         raise JobError("BAD_INPUT", f"{exc}; send an image with one object on a plain or "
                        "transparent background, or a mask") from None
@@ -180,7 +181,9 @@ def reconstruct(jobs: list[Job], limits: Limits | None = None) -> list[Output | 
             if mask is not None and not isinstance(mask, (bytes, memoryview)):
                 raise JobError("BAD_INPUT", "'mask' must be an encoded image blob (PNG)")
             alpha, source, warns = cut_out(img, mask, _strict(job), limits)
-            x = _preprocess(img, alpha)
+            if _model is None:
+                job.progress(0.1, "loading model")
+            x = _preprocess(img, alpha, get_model().model.cfg.in_res)
             cuts[i] = (np.round(alpha * 255).astype(np.uint8), source, warns)
             job.check_cancel()
             images.append(x)

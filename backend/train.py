@@ -13,7 +13,12 @@ by the pseudo-renderer at random novel views; L1 depth on pixels hit by exactly 
 (collision == 1, as in the paper's code) + BCE mask, added to the stage-1 loss.
 Optionally (``w_chamfer``, off by default) a 3D Chamfer loss between the fused cloud and GT surface
 samples is added: an ablation that did not help (model card, "Tried after v4").
-The run is time-budgeted (CPU-first); the learning rate follows a cosine over the budget.
+The run is time-budgeted (CPU-first); the learning rate follows a cosine over the budget. A long
+budget runs in legs (``--leg-minutes``): each leg ends with ``state.pt`` (weights, optimiser, step,
+elapsed time, the data-order and torch RNG states, the config and the legs so far) plus a usable
+``model.pt``, and ``image2points train --resume RUN`` continues where it stopped, with the same
+config, data order and schedule position (the schedule is a function of the training time spent,
+so a run cut into legs follows the same cosine as one run).
 Half of each batch is mirrored left-right (``mirror``): exact new samples, as the fixed views map
 onto each other under x -> -x (ShapeDataset._mirror).
 """
@@ -65,6 +70,7 @@ class TrainConfig:
     gen: str = ""                # GeneratorConfig overrides for a new model, e.g. "align=0" (ablations)
     log_every: int = 50
     ckpt_every_s: float = 300.0
+    leg_minutes: float | None = None  # stop this leg after this much wall time (state saved; --resume)
 
 
 def losses(net: torch.nn.Module, b: dict[str, torch.Tensor], cfg: TrainConfig, stage2: bool,
@@ -138,7 +144,10 @@ def generator_config(layout: str, overrides: str = "") -> GeneratorConfig:
 
 
 def _gen_value(key: str, text: str, kind: type) -> Any:
-    """One ``--gen`` value: a yes/no for a flag, else a finite positive number (all sizes)."""
+    """One ``--gen`` value: a yes/no for a flag, a name for a text field (the config checks it),
+    else a finite positive number (all sizes)."""
+    if kind is str:
+        return text
     if kind is bool and text.lower() in ("1", "true", "yes", "0", "false", "no"):
         return text.lower() in ("1", "true", "yes")
     if kind is not bool:
@@ -185,12 +194,15 @@ def train(cfg: TrainConfig, gen_cfg: GeneratorConfig | None = None, resume: bool
     net: torch.nn.Module = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.AdamW(net.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
     fixed = tuple(x.to(device) for x in model.cfg.fixed_views())
-    step, elapsed, history = _resume(state_path, model, opt, device) if resuming else (0, 0.0, [])
+    step, elapsed, history, legs = (_resume(state_path, model, opt, device, rng) if resuming
+                                    else (0, 0.0, [], []))
     budget = cfg.minutes * 60.0
     t_start, last_ckpt = time.time() - elapsed, time.time()
+    leg_end = min(budget, elapsed + cfg.leg_minutes * 60.0) if cfg.leg_minutes else budget
+    legs.append({"leg": len(legs) + 1, "start_step": step, "start_minutes": round(elapsed / 60, 2)})
     bar = _progress_bar(budget, elapsed, rank)
     net.train()
-    while step < cfg.max_steps and (elapsed := time.time() - t_start) < budget:
+    while step < cfg.max_steps and (elapsed := time.time() - t_start) < leg_end:
         frac = elapsed / budget
         stage2 = frac >= 1 - cfg.stage2_frac
         for g in opt.param_groups:  # cosine from lr to 1e-5 over the time budget
@@ -201,15 +213,17 @@ def train(cfg: TrainConfig, gen_cfg: GeneratorConfig | None = None, resume: bool
                         ls["total"].item(), float(stage2)])
         _report(bar, rank, cfg, step, elapsed, ls["total"].item(), stage2)
         if rank == 0 and time.time() - last_ckpt > cfg.ckpt_every_s:
-            _save_state(state_path, model, opt, step, time.time() - t_start, history)
+            _save_state(state_path, model, opt, step, time.time() - t_start, history, cfg, rng, legs)
             last_ckpt = time.time()
     if bar is not None:
         bar.close()
     elapsed = time.time() - t_start
+    legs[-1].update(end_step=step, end_minutes=round(elapsed / 60, 2))
+    done = step >= cfg.max_steps or elapsed >= budget
     result: dict[str, Any] = {"steps": step, "minutes": round(elapsed / 60, 2),
-                              "samples_seen": step * cfg.batch * world}
+                              "samples_seen": step * cfg.batch * world, "finished": done, "legs": legs}
     if rank == 0:
-        _save_state(state_path, model, opt, step, elapsed, history)
+        _save_state(state_path, model, opt, step, elapsed, history, cfg, rng, legs)
         _finish(cfg, model, out, np.array(history, dtype=np.float64), ds.n_shapes, result)
     return result
 
@@ -241,16 +255,33 @@ def _build_model(cfg: TrainConfig, gen_cfg: GeneratorConfig | None, layout: str,
     return model.to(memory_format=torch.channels_last)
 
 
-def _resume(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, device: str
-            ) -> tuple[int, float, list[list[float]]]:
-    """(step, elapsed seconds, loss history) of a saved run, its weights and optimiser restored.
+def _resume(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, device: str,
+            rng: np.random.Generator) -> tuple[int, float, list[list[float]], list[dict]]:
+    """(step, elapsed seconds, loss history, legs) of a saved run; its weights, optimiser and (from
+    states written since legs exist) the data-order and torch RNG states restored in place.
     Tensors and plain values only: a weights_only load."""
     st = torch.load(path, map_location=device, weights_only=True)
     model.load_state_dict(st["model"])
     opt.load_state_dict(st["opt"])
+    if "rng" in st:
+        rng.bit_generator.state = json.loads(st["rng"])
+        torch.set_rng_state(st["torch_rng"])
     step, elapsed = int(st["step"]), float(st["elapsed"])
     print(f"resumed at step {step} ({elapsed / 60:.1f} min)")
-    return step, elapsed, st["history"].tolist()
+    return step, elapsed, st["history"].tolist(), json.loads(st.get("legs", "[]"))
+
+
+def saved_config(run_dir: str | Path) -> TrainConfig:
+    """The TrainConfig a run was started with (``--resume``), from its ``state.pt``."""
+    path = Path(run_dir) / "state.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"--resume: no saved state in {run_dir} (state.pt)")
+    st = torch.load(path, map_location="cpu", weights_only=True)
+    if "config" not in st:
+        raise ValueError(f"--resume: {path} predates saved configs; rerun with the original flags "
+                         f"and --out {run_dir} instead")
+    fields = json.loads(st["config"])
+    return TrainConfig(**{k: v for k, v in fields.items() if k in TrainConfig.__dataclass_fields__})
 
 
 def _progress_bar(budget: float, elapsed: float, rank: int) -> Any:
@@ -311,10 +342,15 @@ def _smooth(x: np.ndarray, at: int, n: int = 20) -> float:
 
 
 def _save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
-                elapsed: float, history: list) -> None:
+                elapsed: float, history: list, cfg: TrainConfig, rng: np.random.Generator,
+                legs: list[dict]) -> None:
+    """Everything a leg needs to go on exactly; plain values and tensors (JSON strings for the
+    config, the numpy RNG state and the legs), so ``_resume`` loads it weights_only."""
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                "elapsed": elapsed, "history": torch.tensor(history, dtype=torch.float64)}, tmp)
+                "elapsed": elapsed, "history": torch.tensor(history, dtype=torch.float64),
+                "config": json.dumps(asdict(cfg)), "rng": json.dumps(rng.bit_generator.state),
+                "torch_rng": torch.get_rng_state(), "legs": json.dumps(legs)}, tmp)
     tmp.replace(path)
 
 
@@ -373,6 +409,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="start from a checkpoint's weights (e.g. backend/weights/default.pt)")
     p.add_argument("--fresh", action="store_true", help="ignore a saved state in --out")
+    p.add_argument("--leg-minutes", type=pos_float, default=None,
+                   help="stop this leg after this much wall time (state saved); go on with --resume")
+    p.add_argument("--resume", default=None, metavar="RUN",
+                   help="continue RUN's saved state with its own config (only --leg-minutes, "
+                        "--threads and --install are taken from this command line)")
     p.add_argument("--stage2-frac", type=fraction, default=TrainConfig.stage2_frac,
                    help="last fraction of the budget that adds the novel-view (pseudo-renderer) loss")
     p.add_argument("--w-novel", type=nonneg_float, default=TrainConfig.w_novel, help="weight of that loss")
@@ -400,12 +441,19 @@ def make_config(smoke: bool = False, minutes: float | None = None, **fields: Any
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = make_config(args.smoke, args.minutes, data=args.data, out=args.out,
-                      max_steps=args.max_steps, batch=args.batch, lr=args.lr,
-                      threads=args.threads, seed=args.seed, max_shapes=args.max_shapes,
-                      init=args.init, gen=args.gen, mirror=args.mirror,
-                      stage2_frac=args.stage2_frac, w_novel=args.w_novel,
-                      w_chamfer=args.w_chamfer)
+    if args.resume:
+        try:
+            cfg = saved_config(args.resume)
+        except (FileNotFoundError, ValueError) as exc:
+            return err(str(exc), "image2points train")
+        cfg.out, cfg.leg_minutes, cfg.threads = args.resume, args.leg_minutes, args.threads
+    else:
+        cfg = make_config(args.smoke, args.minutes, data=args.data, out=args.out,
+                          max_steps=args.max_steps, batch=args.batch, lr=args.lr,
+                          threads=args.threads, seed=args.seed, max_shapes=args.max_shapes,
+                          init=args.init, gen=args.gen, mirror=args.mirror,
+                          stage2_frac=args.stage2_frac, w_novel=args.w_novel,
+                          w_chamfer=args.w_chamfer, leg_minutes=args.leg_minutes)
     try:  # before minutes of training, not after: a --gen typo, an unwritable --out
         generator_config(GeneratorConfig.layout, cfg.gen)
     except ValueError as exc:
@@ -414,7 +462,7 @@ def run(args: argparse.Namespace) -> int:
     if reason:
         return err(reason, "image2points train")
     try:
-        result = train(cfg, resume=not args.fresh)
+        result = train(cfg, resume=bool(args.resume) or not args.fresh)
     except (FileNotFoundError, ValueError) as exc:  # no data, a bad --init, data and model disagree
         return err(str(exc), "image2points train")
     except OSError as exc:

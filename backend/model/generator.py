@@ -10,6 +10,10 @@ pixel grid in fuse3d (the paper's (u, v, depth) with the u, v regulariser made e
 ``CAM_DIST + depth_range * tanh(.)``: bounded to the cameras' view of the unit ball, and the
 zero-initialised head starts on the plane through the origin (the paper's "gridInit" idea).
 The skips are beyond the paper: they carry the silhouette's fine detail past the latent.
+With ``prior = "inflate"`` (model v5) the silhouette's inflation height field (``inflate``: distance
+to the outline d and height h, computed from the input's alpha inside forward, so a checkpoint needs
+no extra preprocessing) enters twice: as two more input channels, and beside the last decoder
+features into the 1x1 head, so the front and back depths can be h plus a learned correction.
 Fixed views (``layout``): the default "axis" puts 6 orthographic views on the axes of the viewer
 frame, so the front view is the input's own view and every other one shares a row or column
 axis with it; with ``align`` the decoder draws each view in the input's pixel layout (mirrored
@@ -23,11 +27,17 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from . import geometry
+from .inflate import height_field
+
+PRIORS = ("none", "inflate")
 
 ENC = (32, 64, 128, 192, 256)
 DEC = (192, 128, 96, 64)
+STEM = 24    # channels of the 128 -> 64 input stem (in_res 128)
+DEC128 = 32  # channels of the 64 -> 128 decoder block (out_res 128)
 
 
 @dataclass
@@ -37,10 +47,12 @@ class GeneratorConfig:
     align: bool = True         # draw every view in the input's pixel layout (geometry.layout_flips)
     latent: int = 512
     width: int = 1024          # hidden width of the FC layers around the latent
-    out_res: int = 64
+    out_res: int = 64          # fixed-view maps: 64, or 128 (the seed's outSize: one more decoder block)
+    in_res: int = 64           # input crop: 64, or 128 (a strided stem brings it to 64 first)
     depth_range: float = 1.2   # predicted depth lies in CAM_DIST +- depth_range
     skips: bool = True
     depth_quantiles: int = 1   # odd Q: per pixel the depth quantiles (k + 0.5) / Q; 1 = the median
+    prior: str = "none"        # "inflate": the silhouette's height field as input and head channels
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,6 +60,10 @@ class GeneratorConfig:
     def __post_init__(self):
         if self.depth_quantiles < 1 or self.depth_quantiles % 2 == 0:
             raise ValueError(f"depth_quantiles must be odd (the middle one is the median), not {self.depth_quantiles}")
+        if self.out_res not in (64, 128) or self.in_res not in (64, 128):
+            raise ValueError(f"in_res and out_res must be 64 or 128, not {self.in_res} / {self.out_res}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, not {self.prior!r}")
         if geometry.LAYOUTS.get(self.layout) != self.views:
             raise ValueError(f"layout {self.layout!r} has {geometry.LAYOUTS.get(self.layout)} views, "
                              f"not {self.views}")
@@ -71,16 +87,20 @@ def _cbr(ci: int, co: int, stride: int = 1) -> nn.Sequential:
 
 
 class StructureGenerator(nn.Module):
-    """image (B,4,64,64) in [0,1] -> dict(depth (B,V,64,64), the median, depth_q (B,V,Q,64,64), all
-    quantiles, mask_logit (B,V,64,64), rgb (B,V,3,64,64))."""
+    """image (B,4,I,I) in [0,1] -> dict(depth (B,V,O,O), the median, depth_q (B,V,Q,O,O), all
+    quantiles, mask_logit (B,V,O,O), rgb (B,V,3,O,O)); I = ``in_res``, O = ``out_res``."""
 
     def __init__(self, cfg: GeneratorConfig | None = None):
         super().__init__()
         cfg = cfg or GeneratorConfig()
-        if cfg.out_res != 64:
-            raise ValueError("this generator decodes to 64x64 per view")
         self.cfg = cfg
-        self.enc = nn.ModuleList([nn.Sequential(_cbr(4, ENC[0], 2), _cbr(ENC[0], ENC[0]))] +
+        extra = 2 if cfg.prior == "inflate" else 0  # (d, h) channels
+        c_in = 4 + extra
+        # 128 input: a cheap strided stem to 64, whose features also feed the 128 decoder block
+        self.stem = (nn.Sequential(_cbr(c_in, STEM, 2), _cbr(STEM, STEM)) if cfg.in_res == 128 else None)
+        if self.stem is not None:
+            c_in = STEM
+        self.enc = nn.ModuleList([nn.Sequential(_cbr(c_in, ENC[0], 2), _cbr(ENC[0], ENC[0]))] +
                                  [_cbr(a, b, 2) for a, b in zip(ENC, ENC[1:])])  # 32,16,8,4,2
         self.to_latent = nn.Sequential(nn.Flatten(), nn.Linear(ENC[-1] * 4, cfg.width), nn.BatchNorm1d(cfg.width),
                                        nn.ReLU(True), nn.Linear(cfg.width, cfg.latent))
@@ -92,8 +112,13 @@ class StructureGenerator(nn.Module):
         for sc, co in zip(skip_ch, DEC):
             blocks.append(nn.Sequential(_cbr(ci + sc, co), nn.Upsample(scale_factor=2, mode="nearest"), _cbr(co, co)))
             ci = co
+        if cfg.out_res == 128:  # the seed's 128x128 maps: one more (narrow) block, skip from the stem
+            sc = STEM if self.stem is not None and cfg.skips else 0
+            blocks.append(nn.Sequential(_cbr(ci + sc, DEC128), nn.Upsample(scale_factor=2, mode="nearest"),
+                                        _cbr(DEC128, DEC128)))
+            ci = DEC128
         self.dec = nn.ModuleList(blocks)
-        self.head = nn.Conv2d(DEC[-1], cfg.views * (cfg.depth_quantiles + 4), 1)
+        self.head = nn.Conv2d(ci + extra, cfg.views * (cfg.depth_quantiles + 4), 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         cols, rows = geometry.layout_flips(cfg.fixed_views()[0])
@@ -101,16 +126,27 @@ class StructureGenerator(nn.Module):
         self.register_buffer("flip_rows", rows, persistent=False)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if x.shape[-1] != self.cfg.in_res or x.shape[-2] != self.cfg.in_res:
+            raise ValueError(f"this model takes {self.cfg.in_res}x{self.cfg.in_res} inputs, not "
+                             f"{x.shape[-2]}x{x.shape[-1]}")
+        prior = None
+        if self.cfg.prior == "inflate":
+            prior = torch.cat(height_field(x[:, 3:4]), 1).to(memory_format=torch.channels_last)
+            x = torch.cat([x, prior], 1)
+            if self.cfg.in_res != self.cfg.out_res:
+                prior = torch.cat(height_field(F.interpolate(x[:, 3:4], size=self.cfg.out_res, mode="area")), 1)
+        stem = x = self.stem(x) if self.stem is not None else x
         feats = []
         for layer in self.enc:
             x = layer(x)
             feats.append(x)
+        skips = feats[-2::-1] + ([stem] if self.stem is not None else [])  # 4, 8, 16, 32 (, 64)
         h = self.project(self.to_latent(x)).view(-1, 256, 4, 4)
         for i, block in enumerate(self.dec):
-            if self.cfg.skips:
-                h = torch.cat([h, feats[-2 - i]], 1)
+            if self.cfg.skips and i < len(skips):
+                h = torch.cat([h, skips[i]], 1)
             h = block(h)
-        y = self.head(h)
+        y = self.head(h if prior is None else torch.cat([h, prior], 1))
         b, _, hh, ww = y.shape
         q = self.cfg.depth_quantiles
         y = y.view(b, self.cfg.views, q + 4, hh, ww)

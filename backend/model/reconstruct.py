@@ -55,7 +55,8 @@ class Reconstructor:
     def preprocess(self, images: list[np.ndarray],
                    alphas: list[np.ndarray] | list[None] | None = None) -> torch.Tensor:
         alphas = alphas if alphas is not None else [None] * len(images)
-        return torch.from_numpy(np.stack([preprocess(im, alpha=a) for im, a in zip(images, alphas)])
+        size = self.model.cfg.in_res
+        return torch.from_numpy(np.stack([preprocess(im, size=size, alpha=a) for im, a in zip(images, alphas)])
                                 ).to(self.device)
 
     def reconstruct(self, images: list[np.ndarray], density: int | None = None, lift: bool = True,

@@ -1,0 +1,69 @@
+"""Training in legs: a run cut in two continues exactly (weights, optimiser, data order)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from image2points.backend import train as T
+from image2points.backend.data import make
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("legs") / "data"
+    make.make_all(root, {"train": 6, "val": 1, "test": 1}, workers=1)
+    return root
+
+
+def _cfg(tiny, out, steps, seed=0, **kw):
+    # a long budget keeps the whole run in stage 1 at (almost) the peak learning rate, so the
+    # time-based schedule differs between runs by float noise only
+    return T.TrainConfig(data=str(tiny), out=str(out), minutes=10_000, max_steps=steps, batch=4,
+                         threads=1, seed=seed, ckpt_every_s=1e9, gen="prior=inflate", **kw)
+
+
+def _weights(run) -> dict[str, torch.Tensor]:
+    return torch.load(run / "state.pt", weights_only=True)["model"]
+
+
+def _max_diff(a, b) -> float:
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+def test_a_run_cut_into_two_legs_continues_exactly(tiny, tmp_path):
+    T.train(_cfg(tiny, tmp_path / "one", 6), resume=False)
+    T.train(_cfg(tiny, tmp_path / "two", 3), resume=False)
+    res = T.train(_cfg(tiny, tmp_path / "two", 6), resume=True)
+    T.train(_cfg(tiny, tmp_path / "other", 6, seed=1), resume=False)
+    one, two, other = (_weights(tmp_path / n) for n in ("one", "two", "other"))
+    assert _max_diff(one, two) < 1e-5
+    # other batches (another data order) move the weights far more than that tolerance
+    assert _max_diff(one, other) > 1e-3
+    assert [(g["start_step"], g["end_step"]) for g in res["legs"]] == [(0, 3), (3, 6)]
+    assert res["finished"]
+
+
+def test_leg_minutes_stops_early_and_resume_takes_the_saved_config(tiny, tmp_path, capsys):
+    run = tmp_path / "legged"
+    res = T.train(_cfg(tiny, run, 1000, leg_minutes=0.002), resume=False)
+    assert not res["finished"] and 1 <= res["steps"] < 1000
+    assert (run / "model.pt").exists()  # every leg leaves a usable checkpoint
+    card = json.loads((run / "model.card.json").read_text())
+    assert card["config"]["prior"] == "inflate"
+
+    parser = argparse.ArgumentParser()
+    T.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", "--resume", str(run), "--leg-minutes", "0.002", "--threads", "1"])
+    assert T.run(args) == 0
+    out = json.loads((run / "result.json").read_text())
+    assert len(out["legs"]) == 2 and out["legs"][1]["start_step"] == res["steps"]
+    assert out["steps"] > res["steps"]
+
+    missing = parser.parse_args(["train", "--resume", str(tmp_path / "nothing")])
+    assert T.run(missing) == 2
+    assert "no saved state" in capsys.readouterr().err
+
