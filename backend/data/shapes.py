@@ -503,7 +503,7 @@ def _smooth_curve(rng, length: float, n: int = 40, wiggle: float = 0.35) -> np.n
     c = t * d
     for f in (0.5, 1.0, 1.7):
         amp = rng.normal(0, wiggle / f, 3)
-        c = c + amp * (np.sin(np.pi * f * t + rng.uniform(0, 2 * np.pi)) - np.sin(rng.uniform(0, 0) + 0 * t))
+        c = c + amp * np.sin(np.pi * f * t + rng.uniform(0, 2 * np.pi))
     c -= c[0]
     seg = np.linalg.norm(np.diff(c, axis=0), axis=1).sum()
     return c * (length / max(seg, 1e-9))
