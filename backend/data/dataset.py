@@ -6,7 +6,9 @@ Each shape gives ``views`` samples (input views); every sample stores its prepro
 GT depth/albedo at the fixed views and at ``novel`` random views, all in that sample's output frame,
 plus its rotation ``R_in`` so the shape's surface samples (stored once per shape, centred unit-ball
 model frame) map to the output frame as ``surf @ R_in.T``. The fixed-view ``layout`` the GT was
-rendered for is stored per shape; data from before layouts existed is the paper's "corners".
+rendered for is stored per shape; data from before layouts existed is the paper's "corners". So is
+the data ``recipe`` ("v4", "v5": which shape families and input renders); data from before recipes
+existed is "v4".
 """
 
 from __future__ import annotations
@@ -17,14 +19,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .render import Caster, normalizer, render_input, render_views, surface_samples, view_rotation
-from .shapes import make_shape
+from .render import (DR_ROLL, Caster, normalizer, render_input, render_views, roll_rotation,
+                     surface_samples, view_rotation)
+from .shapes import RECIPES, make_shape
 from ..model import geometry
 from ..model.preprocess import preprocess, to_uint8
 
 SPLIT_SEED_BASE = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 OUT_RES = 64
 ELEV_RANGE = (-10.0, 50.0)
+ELEV_RANGE_V5 = (-30.0, 70.0)
 
 
 @dataclass
@@ -35,6 +39,10 @@ class MakeConfig:
     surf_points: int = 4096
     keep_raw: bool = False  # also store the 128x128 RGBA render (test split: grids, examples)
     families: tuple[str, ...] | None = None  # draw only these shape families (None: the full mix)
+    # "v4": the shipped data, unchanged; "v5": + organic/thin/holed/CSG/creature families
+    # (shapes.FAMILY_WEIGHTS_V5), domain-randomised input renders (render_input(randomise=True),
+    # a camera roll of up to DR_ROLL degrees folded into R_in) and elevations ELEV_RANGE_V5
+    recipe: str = "v4"
 
 
 def shape_seed(split: str, i: int) -> int:
@@ -44,7 +52,10 @@ def shape_seed(split: str, i: int) -> int:
 def make_samples(seed: int, cfg: MakeConfig) -> dict[str, np.ndarray]:
     """Render all samples of shape ``seed``; deterministic. Arrays have a leading views axis except
     the per-shape ``surf``/``surf_rgb``/``family``/``seed``."""
-    shape = make_shape(seed, families=cfg.families)
+    if cfg.recipe not in RECIPES:
+        raise ValueError(f"unknown data recipe {cfg.recipe!r}; choose from {', '.join(RECIPES)}")
+    v5 = cfg.recipe == "v5"
+    shape = make_shape(seed, families=cfg.families, recipe=cfg.recipe)
     norm = normalizer(shape.mesh)
     caster = Caster(shape, norm)
     rng = np.random.default_rng([seed, 7])
@@ -52,8 +63,10 @@ def make_samples(seed: int, cfg: MakeConfig) -> dict[str, np.ndarray]:
     fR, ft = (x.numpy().astype(np.float64) for x in geometry.fixed_views(layout=cfg.layout))
     out: dict[str, list] = {k: [] for k in ("inp", "fdepth", "frgb", "nR", "nt", "ndepth", "nrgb", "R_in", "raw")}
     for _ in range(cfg.views):
-        R_in = view_rotation(rng.uniform(0, 360), rng.uniform(*ELEV_RANGE))
-        raw = render_input(caster, R_in, rng)
+        R_in = view_rotation(rng.uniform(0, 360), rng.uniform(*(ELEV_RANGE_V5 if v5 else ELEV_RANGE)))
+        if v5:  # a rolled camera: the output frame rolls with it (GT stays aligned with the image)
+            R_in = roll_rotation(rng.uniform(-DR_ROLL, DR_ROLL)) @ R_in
+        raw = render_input(caster, R_in, rng, randomise=v5)
         out["raw"].append(raw)
         out["inp"].append(to_uint8(preprocess(raw)))
         d, c = render_views(caster, R_in, fR, ft, OUT_RES, OUT_RES, geometry.ORTHO_S)
@@ -71,12 +84,12 @@ def make_samples(seed: int, cfg: MakeConfig) -> dict[str, np.ndarray]:
         del res["raw"]
     surf, surf_rgb = surface_samples(shape, norm, cfg.surf_points, seed)
     res.update(surf=surf, surf_rgb=surf_rgb, family=np.array(shape.family), seed=np.array(seed),
-               layout=np.array(cfg.layout))
+               layout=np.array(cfg.layout), recipe=np.array(cfg.recipe))
     return res
 
 
 PER_SAMPLE = ("inp", "fdepth", "frgb", "nR", "nt", "ndepth", "nrgb", "R_in", "raw")
-PER_SHAPE = ("surf", "surf_rgb", "family", "seed", "layout")
+PER_SHAPE = ("surf", "surf_rgb", "family", "seed", "layout", "recipe")
 
 
 def write_shard(path: Path, items: list[dict[str, np.ndarray]]) -> None:
@@ -86,9 +99,12 @@ def write_shard(path: Path, items: list[dict[str, np.ndarray]]) -> None:
         if k in items[0]:
             arrs[k] = np.concatenate([it[k] for it in items])
     for k in PER_SHAPE:
-        arrs[k] = np.stack([it[k] for it in items])
+        if k in items[0]:
+            arrs[k] = np.stack([it[k] for it in items])
     arrs["family"] = arrs["family"].astype("<U16")
     arrs["layout"] = arrs["layout"].astype("<U16")
+    if "recipe" in arrs:
+        arrs["recipe"] = arrs["recipe"].astype("<U8")
     arrs["shape_index"] = np.concatenate([np.full(len(it["inp"]), i, np.int32) for i, it in enumerate(items)])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
@@ -115,6 +131,8 @@ class ShapeDataset:
                 for k in z.files:
                     v = z[k] + offset if k == "shape_index" else z[k]
                     parts.setdefault(k, []).append(v)
+                if "recipe" not in z.files:  # made before recipes existed: the v4 recipe (or older)
+                    parts.setdefault("recipe", []).append(np.full(len(z["seed"]), "v4", "<U8"))
                 offset += len(z["seed"])
         self.a = {k: np.concatenate(v) for k, v in parts.items()}
         # data made before layouts existed hold the paper's 8 cube corners

@@ -1,7 +1,7 @@
 """``image2points make-data``: render the procedural train/val/test splits into ``data/`` (npz shards).
 
 Deterministic: shape i of a split is ``make_shape(SPLIT_SEED_BASE[split] + i)``; re-running skips
-shards that already exist, so an interrupted run resumes.
+shards that already exist, so an interrupted run resumes (into a folder of the same ``--recipe``).
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from ..cli_args import err, nonneg_int, pos_int, why, writable_dir
 from .dataset import MakeConfig, make_samples, shape_seed, write_shard
-from .shapes import FAMILIES
+from .shapes import FAMILIES, RECIPES
 from ..model import geometry
 
 SHARD = 200  # shapes per shard
@@ -41,6 +42,12 @@ def make_split(root: Path, split: str, n_shapes: int, cfg: MakeConfig, workers: 
         n = min(SHARD, n_shapes - s0)
         if not path.exists():
             jobs.append((path, [(shape_seed(split, s0 + i), cfg) for i in range(n)]))
+        else:  # resuming: the shards there must be of the same recipe
+            with np.load(path, allow_pickle=False) as z:
+                have = set(z["recipe"].tolist()) if "recipe" in z.files else {"v4"}
+            if have != {cfg.recipe}:
+                raise ValueError(f"{path} holds recipe {'/'.join(sorted(have))} data, not {cfg.recipe}; "
+                                 "make it into an empty folder")
     total = sum(len(j[1]) for j in jobs)
     if not total:
         return 0
@@ -82,6 +89,10 @@ def register(sub) -> None:
     p.add_argument("--families", type=_families, default=None, metavar="F1,F2,...",
                    help="draw only these shape families, in every split (default: all, "
                         "weighted as in shapes.FAMILY_WEIGHTS)")
+    p.add_argument("--recipe", default=MakeConfig.recipe, choices=RECIPES,
+                   help="data recipe: v4 = the shipped data; v5 = + organic, tube, holed, CSG and "
+                        "creature families, domain-randomised input renders (fov, roll, light, "
+                        "truncation) and elevations -30..70 (default: v4)")
     p.add_argument("--workers", type=pos_int, default=min(2, os.cpu_count() or 1))
     p.set_defaults(func=run)
 
@@ -96,12 +107,12 @@ def _families(text: str) -> tuple[str, ...]:
 
 def make_all(root: Path, sizes: dict[str, int], views: int = MakeConfig.views,
              novel: int = MakeConfig.novel, workers: int = 2, layout: str = MakeConfig.layout,
-             families: tuple[str, ...] | None = None) -> None:
+             families: tuple[str, ...] | None = None, recipe: str = MakeConfig.recipe) -> None:
     """Every split (shapes per split in ``sizes``); the test split keeps its raw renders."""
     t0 = time.time()
     for split, n in sizes.items():
         cfg = MakeConfig(views=views, novel=novel, layout=layout, keep_raw=(split == "test"),
-                         families=families)
+                         families=families, recipe=recipe)
         make_split(root, split, n, cfg, workers)
     print(f"make-data: {sizes} in {root} ({time.time() - t0:.1f} s)")
 
@@ -117,9 +128,12 @@ def run(args) -> int:
     if reason:
         return err(reason, "image2points make-data")
     try:
-        make_all(Path(args.data), sizes, args.views, args.novel, args.workers, args.layout, args.families)
+        make_all(Path(args.data), sizes, args.views, args.novel, args.workers, args.layout, args.families,
+                 args.recipe)
     except OSError as exc:  # the disk filled up, the folder went away
         return err(why(exc), "image2points make-data")
+    except ValueError as exc:  # resuming into a folder of another recipe
+        return err(str(exc), "image2points make-data")
     return 0
 
 

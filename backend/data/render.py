@@ -100,30 +100,81 @@ def render_views(caster: Caster, R_in: np.ndarray, Rs: np.ndarray, ts: np.ndarra
 
 
 def render_input(caster: Caster, R_in: np.ndarray, rng: np.random.Generator,
-                 res: int = INPUT_RES) -> np.ndarray:
+                 res: int = INPUT_RES, randomise: bool = False) -> np.ndarray:
     """Input RGBA (res,res,4) uint8: perspective camera on +z of the output frame, random fov and
-    light, Lambert + ambient shading of the albedo; alpha 0 outside the object."""
-    fov = rng.uniform(20.0, 45.0)
+    light, Lambert + ambient shading of the albedo; alpha 0 outside the object.
+
+    ``randomise`` (the v5 recipe's domain randomisation; off = the v4 render, bit for bit): a wider
+    field of view, light colour, intensity and ambient variation, and in ``TRUNCATE_P`` of the
+    renders the object shifted so part of it leaves the frame (``_truncation``). Roll is not here:
+    it belongs to the output frame (fold it into ``R_in``, see ``roll_rotation``)."""
+    fov = rng.uniform(*(DR_FOV if randomise else (20.0, 45.0)))
     dist = 1.15 / math.sin(math.radians(fov) / 2)
     f = math.tan(math.radians(fov) / 2)
     u = ((np.arange(res) + 0.5) / res * 2 - 1) * f
     v = (1 - (np.arange(res) + 0.5) / res * 2) * f
     yy, xx = np.meshgrid(v, u, indexing="ij")
+    if randomise and rng.random() < TRUNCATE_P:
+        du, dv = _truncation(caster, R_in, dist, f, rng)
+        xx, yy = xx - du, yy - dv
     dirs = np.stack([xx.ravel(), yy.ravel(), -np.ones(res * res)], -1)
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
     origins = np.broadcast_to([0.0, 0.0, dist], dirs.shape).copy()
     hit, _, face, pts = caster.cast(R_in, origins, dirs)
     n = caster.mesh.face_normals[face[hit]] @ R_in.T  # to output frame
     n *= -np.sign((n * dirs[hit]).sum(1, keepdims=True) + 1e-12)  # face the camera
-    light = np.array([rng.uniform(-1, 1), rng.uniform(-0.2, 1), rng.uniform(0.3, 1)])
-    light /= np.linalg.norm(light)
-    amb = rng.uniform(0.25, 0.5)
-    shade = amb + (1 - amb) * np.clip(n @ light, 0, 1)
-    col = albedo(caster.shape, face[hit], pts[hit]) * shade[:, None]
+    if randomise:
+        light = np.array([rng.uniform(-1, 1), rng.uniform(-0.6, 1), rng.uniform(0.1, 1)])
+        light /= np.linalg.norm(light)
+        tint = 1 - rng.uniform(0, DR_TINT, 3)                 # light colour (max channel ~1)
+        tint /= tint.max()
+        amb = rng.uniform(*DR_AMBIENT)
+        amb_col = amb * (1 - rng.uniform(0, DR_TINT / 2, 3))  # ambient (sky) colour
+        gain = rng.uniform(*DR_INTENSITY)
+        shade = amb_col + (1 - amb) * gain * np.clip(n @ light, 0, 1)[:, None] * tint
+    else:
+        light = np.array([rng.uniform(-1, 1), rng.uniform(-0.2, 1), rng.uniform(0.3, 1)])
+        light /= np.linalg.norm(light)
+        amb = rng.uniform(0.25, 0.5)
+        shade = (amb + (1 - amb) * np.clip(n @ light, 0, 1))[:, None]
+    col = albedo(caster.shape, face[hit], pts[hit]) * shade
     img = np.zeros((res * res, 4), np.uint8)
     img[hit, :3] = np.round(np.clip(col, 0, 1) * 255).astype(np.uint8)
     img[hit, 3] = 255
     return img.reshape(res, res, 4)
+
+
+# domain randomisation of the input render (render_input(randomise=True), the v5 recipe)
+DR_FOV = (15.0, 60.0)        # degrees (v4: 20-45)
+DR_ROLL = 10.0               # degrees either way, folded into R_in by the caller (roll_rotation)
+DR_AMBIENT = (0.1, 0.6)      # (v4: 0.25-0.5)
+DR_INTENSITY = (0.7, 1.3)    # key light gain
+DR_TINT = 0.25               # a channel of the key light dims by up to this (the ambient by half)
+TRUNCATE_P = 0.15            # fraction of renders with the object partly out of the frame
+TRUNCATE_MAX = 0.15          # at most this fraction of its projected extent leaves the frame
+
+
+def roll_rotation(roll_deg: float) -> np.ndarray:
+    """Rotation about the view axis z: ``roll_rotation(r) @ view_rotation(a, e)`` is a camera
+    rolled by ``r``; the output frame rolls with it, so the GT stays aligned with the image."""
+    c, s = math.cos(math.radians(roll_deg)), math.sin(math.radians(roll_deg))
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _truncation(caster: Caster, R_in: np.ndarray, dist: float, f: float,
+                rng: np.random.Generator) -> tuple[float, float]:
+    """Image-plane shift (tangent units) that pushes 3%..TRUNCATE_MAX of the object's projected
+    extent over one random edge of the frame (an off-centre crop of the same camera)."""
+    p = (caster.mesh.vertices - caster.norm.center) / caster.norm.radius @ R_in.T
+    uv = p[:, :2] / (dist - p[:, 2:3])
+    lo, hi = uv.min(0), uv.max(0)
+    q = rng.uniform(0.03, TRUNCATE_MAX)
+    axis, side = int(rng.integers(2)), int(rng.integers(2))
+    ext = hi[axis] - lo[axis]
+    shift = (f + q * ext - hi[axis]) if side else -(f + q * ext + lo[axis])
+    d = [0.0, 0.0]
+    d[axis] = float(shift)
+    return d[0], d[1]
 
 
 def surface_samples(shape: Shape, norm: Normalizer, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
