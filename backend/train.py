@@ -13,7 +13,8 @@ by the pseudo-renderer at random novel views; L1 depth on pixels hit by exactly 
 (collision == 1, as in the paper's code) + BCE mask, added to the stage-1 loss.
 Optionally (``w_chamfer``, off by default) a 3D Chamfer loss between the fused cloud and GT surface
 samples is added: an ablation that did not help (model card, "Tried after v4").
-The run is time-budgeted (CPU-first); the learning rate follows a cosine over the budget. A long
+The run is time-budgeted (CPU-first); the learning rate follows a cosine over the budget (or over
+``max_steps`` when that ends the run first). A long
 budget runs in legs (``--leg-minutes``): each leg ends with ``state.pt`` (weights, optimiser, step,
 elapsed time, the data-order and torch RNG states, the config and the legs so far) plus a usable
 ``model.pt``, and ``image2points train --resume RUN`` continues where it stopped, with the same
@@ -71,6 +72,7 @@ class TrainConfig:
     log_every: int = 50
     ckpt_every_s: float = 300.0
     leg_minutes: float | None = None  # stop this leg after this much wall time (state saved; --resume)
+    leg_steps: int | None = None      # ...or after this many steps (legs that end at a known step)
 
 
 def losses(net: torch.nn.Module, b: dict[str, torch.Tensor], cfg: TrainConfig, stage2: bool,
@@ -78,27 +80,48 @@ def losses(net: torch.nn.Module, b: dict[str, torch.Tensor], cfg: TrainConfig, s
     out = net(b["inp"].contiguous(memory_format=torch.channels_last))
     m = b["mask"]
     n_obj = m.sum().clamp(min=1)
+    rgb, rm = out["rgb"], b.get("rgb_mask", m)
+    if rm.shape[-1] != m.shape[-1]:  # colours stored coarser (MakeConfig.res): the block means
+        f = m.shape[-1] // rm.shape[-1]
+        w = m.unsqueeze(2)
+        rgb = _pool(rgb * w, f) / _pool(w, f).clamp(min=1e-6)
     ls = {
         "mask": F.binary_cross_entropy_with_logits(out["mask_logit"], m),
         "depth": (pinball(out["depth_q"], b["depth"], net_cfg(net).quantile_levels) * m).sum() / n_obj,
-        "rgb": ((out["rgb"] - b["rgb"]).abs() * m.unsqueeze(2)).sum() / (3 * n_obj),
+        "rgb": ((rgb - b["rgb"]).abs() * rm.unsqueeze(2)).sum() / (3 * rm.sum().clamp(min=1)),
     }
     total = ls["mask"] + cfg.w_depth * ls["depth"] + cfg.w_rgb * ls["rgb"]
     bsz = m.shape[0]
-    pts = geometry.fuse3d(out["depth"], *fixed) if stage2 or cfg.w_chamfer > 0 else None
+    depth, logit = out["depth"], out["mask_logit"]
+    if stage2 and b["nmask"].shape[-1] != depth.shape[-1]:
+        # novel views are stored at 64: render the maps pooled to that (the depth weighted by the
+        # predicted mask, the logit its block max), 4x fewer points through the pseudo-renderer
+        f = depth.shape[-1] // b["nmask"].shape[-1]
+        w = torch.sigmoid(logit)
+        depth = _pool(depth * w, f) / _pool(w, f).clamp(min=1e-6)
+        logit = -_pool(-logit, f, "max")
+    pts = geometry.fuse3d(depth, *fixed) if stage2 or cfg.w_chamfer > 0 else None
     if cfg.w_chamfer > 0:
-        ls["chamfer"] = chamfer_loss(pts, out["mask_logit"].reshape(bsz, -1), b["surf"], cfg.chamfer_points)
+        ls["chamfer"] = chamfer_loss(pts, logit.reshape(bsz, -1), b["surf"], cfg.chamfer_points)
         total = total + cfg.w_chamfer * ls["chamfer"]
     if stage2:
-        r = geometry.render_depth(pts, out["mask_logit"].reshape(bsz, -1), b["nR"], b["nt"],
-                                  m.shape[-2], m.shape[-1], upscale=cfg.upscale)
         nm = b["nmask"]
+        r = geometry.render_depth(pts, logit.reshape(bsz, -1), b["nR"], b["nt"],
+                                  nm.shape[-2], nm.shape[-1], upscale=cfg.upscale)
         ok = (r["collision"] == 1).float() * nm
         ls["novel_depth"] = ((r["depth"] - b["ndepth"]).abs() * ok).sum() / ok.sum().clamp(min=1)
         ls["novel_mask"] = F.binary_cross_entropy_with_logits(r["mask_logit"], nm)
         total = total + cfg.w_novel * (cfg.w_depth * ls["novel_depth"] + ls["novel_mask"])
     ls["total"] = total
     return ls
+
+
+def _pool(x: torch.Tensor, f: int, kind: str = "avg") -> torch.Tensor:
+    """f x f pooling over the last two dims of a (..., H, W) tensor of any rank."""
+    lead, (h, w) = x.shape[:-2], x.shape[-2:]
+    y = x.reshape(-1, 1, h, w)
+    y = F.max_pool2d(y, f) if kind == "max" else F.avg_pool2d(y, f)
+    return y.reshape(*lead, h // f, w // f)
 
 
 def pinball(pred_q: torch.Tensor, target: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
@@ -131,13 +154,15 @@ def chamfer_loss(pts: torch.Tensor, logits: torch.Tensor, gt: torch.Tensor, k: i
     return 0.5 * (p2g + g2p)
 
 
-def generator_config(layout: str, overrides: str = "") -> GeneratorConfig:
-    """The default generator for data rendered with ``layout``, with "key=value,..." overrides."""
-    fields = {"views": geometry.LAYOUTS[layout], "layout": layout}
+def generator_config(layout: str, overrides: str = "", res: tuple[int, int] = (64, 64)) -> GeneratorConfig:
+    """The default generator for data rendered with ``layout`` at ``res`` (input crop, fixed-view
+    maps), with "key=value,..." overrides."""
+    fields: dict[str, Any] = {"views": geometry.LAYOUTS[layout], "layout": layout,
+                              "in_res": res[0], "out_res": res[1]}
     types = {k: type(v) for k, v in GeneratorConfig().to_dict().items()}
     for item in filter(None, overrides.split(",")):
         key, _, value = (t.strip() for t in item.partition("="))
-        if key not in types or key in ("views", "layout"):
+        if key not in types or key in ("views", "layout", "in_res", "out_res"):
             raise ValueError(f"--gen: unknown or fixed generator field {key!r} (fields: {sorted(types)})")
         fields[key] = _gen_value(key, value, types[key])
     return GeneratorConfig(**fields)
@@ -190,7 +215,7 @@ def train(cfg: TrainConfig, gen_cfg: GeneratorConfig | None = None, resume: bool
     state_path = out / "state.pt"
     resuming = resume and state_path.exists()
     model = _build_model(cfg, src.cfg if src is not None else gen_cfg, ds.layout, device,
-                         src if not resuming else None)
+                         src if not resuming else None, ds.res)
     net: torch.nn.Module = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.AdamW(net.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
     fixed = tuple(x.to(device) for x in model.cfg.fixed_views())
@@ -202,8 +227,11 @@ def train(cfg: TrainConfig, gen_cfg: GeneratorConfig | None = None, resume: bool
     legs.append({"leg": len(legs) + 1, "start_step": step, "start_minutes": round(elapsed / 60, 2)})
     bar = _progress_bar(budget, elapsed, rank)
     net.train()
-    while step < cfg.max_steps and (elapsed := time.time() - t_start) < leg_end:
-        frac = elapsed / budget
+    leg_stop = min(cfg.max_steps, step + cfg.leg_steps) if cfg.leg_steps else cfg.max_steps
+    while step < leg_stop and (elapsed := time.time() - t_start) < leg_end:
+        # whichever budget is nearer its end sets the schedule: time by default (CPU-first), steps
+        # when --max-steps binds (A/B runs on a shared machine see the same schedule per step)
+        frac = max(elapsed / budget, step / cfg.max_steps)
         stage2 = frac >= 1 - cfg.stage2_frac
         for g in opt.param_groups:  # cosine from lr to 1e-5 over the time budget
             g["lr"] = 1e-5 + (cfg.lr - 1e-5) * 0.5 * (1 + math.cos(math.pi * frac))
@@ -239,14 +267,18 @@ def _load_init(path: str | None, device: str) -> StructureGenerator | None:
 
 
 def _build_model(cfg: TrainConfig, gen_cfg: GeneratorConfig | None, layout: str, device: str,
-                 src: StructureGenerator | None) -> StructureGenerator:
+                 src: StructureGenerator | None, res: tuple[int, int] = (64, 64)) -> StructureGenerator:
     """The generator to train: ``gen_cfg`` (``--init``'s config, a resumed run's too), else a new
     model drawing the fixed views the data has; ``src``'s weights when warm-starting."""
     if gen_cfg is None:
-        gen_cfg = generator_config(layout, cfg.gen)
+        gen_cfg = generator_config(layout, cfg.gen, res)
     if gen_cfg.layout != layout:
         raise ValueError(f"{cfg.data} holds fixed views {layout!r} but the model draws {gen_cfg.layout!r}; "
                          f"make data with `image2points make-data --layout {gen_cfg.layout}`")
+    if (gen_cfg.in_res, gen_cfg.out_res) != res:
+        raise ValueError(f"{cfg.data} holds {res[0]}px inputs and {res[1]}px maps but the model takes "
+                         f"{gen_cfg.in_res}px and draws {gen_cfg.out_res}px; make data with "
+                         f"`image2points make-data --res {gen_cfg.out_res}`")
     model = StructureGenerator(gen_cfg).to(device)
     if src is not None:
         model.load_state_dict(src.state_dict())  # weights only, fresh schedule

@@ -26,7 +26,8 @@ from ..model import geometry
 from ..model.preprocess import preprocess, to_uint8
 
 SPLIT_SEED_BASE = {"train": 0, "val": 1_000_000, "test": 2_000_000}
-OUT_RES = 64
+OUT_RES = 64     # fixed-view maps of the default recipe (MakeConfig.res)
+LOW_RES = 64     # novel views and fixed-view colours never go finer (memory: see MakeConfig.res)
 ELEV_RANGE = (-10.0, 50.0)
 ELEV_RANGE_V5 = (-30.0, 70.0)
 
@@ -43,6 +44,10 @@ class MakeConfig:
     # (shapes.FAMILY_WEIGHTS_V5), domain-randomised input renders (render_input(randomise=True),
     # a camera roll of up to DR_ROLL degrees folded into R_in) and elevations ELEV_RANGE_V5
     recipe: str = "v4"
+    # input crop and fixed-view depth/mask resolution: 64, or 128 (the seed's outSize). Fixed-view
+    # colours (the mean of the hits in each block) and novel views stay at LOW_RES: at 128 they
+    # would triple the in-memory set (~6 GB for 15,000 samples as it is), for little
+    res: int = OUT_RES
 
 
 def shape_seed(split: str, i: int) -> int:
@@ -68,12 +73,12 @@ def make_samples(seed: int, cfg: MakeConfig) -> dict[str, np.ndarray]:
             R_in = roll_rotation(rng.uniform(-DR_ROLL, DR_ROLL)) @ R_in
         raw = render_input(caster, R_in, rng, randomise=v5)
         out["raw"].append(raw)
-        out["inp"].append(to_uint8(preprocess(raw)))
-        d, c = render_views(caster, R_in, fR, ft, OUT_RES, OUT_RES, geometry.ORTHO_S)
+        out["inp"].append(to_uint8(preprocess(raw, size=cfg.res)))
+        d, c = render_views(caster, R_in, fR, ft, cfg.res, cfg.res, geometry.ORTHO_S)
         out["fdepth"].append(d.astype(np.float16))
-        out["frgb"].append(c)
+        out["frgb"].append(block_colours(c, d > 0, cfg.res // LOW_RES) if cfg.res > LOW_RES else c)
         nR, nt = (x.numpy().astype(np.float64) for x in geometry.random_views(cfg.novel, gen))
-        d, c = render_views(caster, R_in, nR, nt, OUT_RES, OUT_RES, geometry.ORTHO_S)
+        d, c = render_views(caster, R_in, nR, nt, LOW_RES, LOW_RES, geometry.ORTHO_S)
         out["nR"].append(nR.astype(np.float32))
         out["nt"].append(nt.astype(np.float32))
         out["ndepth"].append(d.astype(np.float16))
@@ -86,6 +91,16 @@ def make_samples(seed: int, cfg: MakeConfig) -> dict[str, np.ndarray]:
     res.update(surf=surf, surf_rgb=surf_rgb, family=np.array(shape.family), seed=np.array(seed),
                layout=np.array(cfg.layout), recipe=np.array(cfg.recipe))
     return res
+
+
+def block_colours(rgb: np.ndarray, hit: np.ndarray, f: int) -> np.ndarray:
+    """(K,H,W,3) uint8 colours and (K,H,W) hits -> (K,H/f,W/f,3): the mean colour of each f x f
+    block's hits (black where none), the colour the loss compares with the model's block mean."""
+    k, h, w, _ = rgb.shape
+    m = hit.reshape(k, h // f, f, w // f, f, 1).astype(np.float64)
+    s = (rgb.reshape(k, h // f, f, w // f, f, 3) * m).sum((2, 4))
+    n = m.sum((2, 4))
+    return np.round(s / np.maximum(n, 1)).astype(np.uint8)
 
 
 PER_SAMPLE = ("inp", "fdepth", "frgb", "nR", "nt", "ndepth", "nrgb", "R_in", "raw")
@@ -156,6 +171,11 @@ class ShapeDataset:
         return len(self.a["inp"])
 
     @property
+    def res(self) -> tuple[int, int]:
+        """(input crop, fixed-view map) resolution the data was made at (MakeConfig.res)."""
+        return int(self.a["inp"].shape[-1]), int(self.a["fdepth"].shape[-1])
+
+    @property
     def n_shapes(self) -> int:
         return len(self.a["seed"])
 
@@ -190,7 +210,7 @@ class ShapeDataset:
             return torch.where(sel.view(-1, *[1] * (b[k].dim() - 1)), mirrored, b[k])
 
         out = dict(b, inp=pick("inp", b["inp"].flip(-1)))
-        for k in ("depth", "mask", "rgb"):
+        for k in ("depth", "mask", "rgb", "rgb_mask"):
             out[k] = pick(k, b[k][:, self._mirror_perm].flip(-1))
         if "nR" in b:
             for k in ("ndepth", "nmask", "nrgb"):
@@ -209,6 +229,8 @@ class ShapeDataset:
             "rgb": torch.from_numpy(a["frgb"][idx]).permute(0, 1, 4, 2, 3).float() / 255.0,
         }
         b["mask"] = (b["depth"] > 0).float()
+        f = b["depth"].shape[-1] // b["rgb"].shape[-1]  # colours are stored at LOW_RES at most
+        b["rgb_mask"] = (torch.nn.functional.max_pool2d(b["mask"], f) if f > 1 else b["mask"])
         if novel:
             kk = a["nR"].shape[1]
             pick = np.stack([rng.choice(kk, size=novel, replace=False) for _ in idx])

@@ -45,9 +45,10 @@ def make_split(root: Path, split: str, n_shapes: int, cfg: MakeConfig, workers: 
         else:  # resuming: the shards there must be of the same recipe
             with np.load(path, allow_pickle=False) as z:
                 have = set(z["recipe"].tolist()) if "recipe" in z.files else {"v4"}
-            if have != {cfg.recipe}:
-                raise ValueError(f"{path} holds recipe {'/'.join(sorted(have))} data, not {cfg.recipe}; "
-                                 "make it into an empty folder")
+                res = int(z["fdepth"].shape[-1])
+            if have != {cfg.recipe} or res != cfg.res:
+                raise ValueError(f"{path} holds recipe {'/'.join(sorted(have))} data at {res}px, not "
+                                 f"{cfg.recipe} at {cfg.res}px; make it into an empty folder")
     total = sum(len(j[1]) for j in jobs)
     if not total:
         return 0
@@ -93,6 +94,9 @@ def register(sub) -> None:
                    help="data recipe: v4 = the shipped data; v5 = + organic, tube, holed, CSG and "
                         "creature families, domain-randomised input renders (fov, roll, light, "
                         "truncation) and elevations -30..70 (default: v4)")
+    p.add_argument("--res", type=int, default=MakeConfig.res, choices=(64, 128),
+                   help="input crop and fixed-view depth resolution (128: the seed's outSize; "
+                        "colours and novel views stay at 64)")
     p.add_argument("--workers", type=pos_int, default=min(2, os.cpu_count() or 1))
     p.set_defaults(func=run)
 
@@ -107,12 +111,13 @@ def _families(text: str) -> tuple[str, ...]:
 
 def make_all(root: Path, sizes: dict[str, int], views: int = MakeConfig.views,
              novel: int = MakeConfig.novel, workers: int = 2, layout: str = MakeConfig.layout,
-             families: tuple[str, ...] | None = None, recipe: str = MakeConfig.recipe) -> None:
+             families: tuple[str, ...] | None = None, recipe: str = MakeConfig.recipe,
+             res: int = MakeConfig.res) -> None:
     """Every split (shapes per split in ``sizes``); the test split keeps its raw renders."""
     t0 = time.time()
     for split, n in sizes.items():
         cfg = MakeConfig(views=views, novel=novel, layout=layout, keep_raw=(split == "test"),
-                         families=families, recipe=recipe)
+                         families=families, recipe=recipe, res=res)
         make_split(root, split, n, cfg, workers)
     print(f"make-data: {sizes} in {root} ({time.time() - t0:.1f} s)")
 
@@ -129,7 +134,7 @@ def run(args) -> int:
         return err(reason, "image2points make-data")
     try:
         make_all(Path(args.data), sizes, args.views, args.novel, args.workers, args.layout, args.families,
-                 args.recipe)
+                 args.recipe, args.res)
     except OSError as exc:  # the disk filled up, the folder went away
         return err(why(exc), "image2points make-data")
     except ValueError as exc:  # resuming into a folder of another recipe
