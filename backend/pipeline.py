@@ -26,7 +26,8 @@ from .cli_args import err, pos_float, pos_int, why, writable_dir
 
 
 def run_pipeline(data: str, out: str, minutes: float | None, smoke: bool, fresh: bool,
-                 workers: int, gen: str = "", leg_minutes: float | None = None) -> dict[str, Any]:
+                 workers: int, gen: str = "", leg_minutes: float | None = None, recipe: str = "v4",
+                 res: int = 64) -> dict[str, Any]:
     from . import evaluate, train
     from .data import make
 
@@ -39,7 +40,8 @@ def run_pipeline(data: str, out: str, minutes: float | None, smoke: bool, fresh:
 
     t0 = time.time()
     existing = len(list(Path(data).glob("*/shard_*.npz")))
-    make.make_all(Path(data), dict(make.SMOKE if smoke else make.DEFAULT), workers=workers)
+    make.make_all(Path(data), dict(make.SMOKE if smoke else make.DEFAULT), workers=workers,
+                  recipe=recipe, res=res)
     times["make_data"] = time.time() - t0
 
     t0 = time.time()
@@ -87,6 +89,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=pos_int, default=2, help="make-data processes")
     p.add_argument("--smoke", action="store_true", help="tiny data, 1-minute training, no third-party set")
     p.add_argument("--fresh", action="store_true", help="ignore a saved training state in --out")
+    p.add_argument("--recipe", default="v4", choices=("v4", "v5"), help="data recipe (make-data --recipe)")
+    p.add_argument("--res", type=int, default=64, choices=(64, 128),
+                   help="input and fixed-view resolution (make-data --res; the model follows its data)")
     p.add_argument("--leg-minutes", type=pos_float, default=None,
                    help="train at most this long per call; call again to go on (eval after the last leg)")
     p.add_argument("--gen", default="", metavar="K=V,..",
@@ -107,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         return err(reason, "image2points pipeline")
     try:
         s = run_pipeline(args.data, args.out, args.minutes, args.smoke, args.fresh, args.workers, args.gen,
-                         args.leg_minutes)
+                         args.leg_minutes, args.recipe, args.res)
     except (FileNotFoundError, ValueError) as exc:
         return err(str(exc), "image2points pipeline")
     except OSError as exc:

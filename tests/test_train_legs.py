@@ -67,3 +67,22 @@ def test_leg_minutes_stops_early_and_resume_takes_the_saved_config(tiny, tmp_pat
     assert T.run(missing) == 2
     assert "no saved state" in capsys.readouterr().err
 
+
+
+def test_pipeline_trains_one_leg_per_call_and_evaluates_after_the_last(tiny, tmp_path):
+    from image2points.backend.pipeline import run_pipeline
+
+    out = tmp_path / "pipe"
+    calls = []
+    for _ in range(12):  # a 0.05-minute budget in legs of 0.015 minutes: about four calls
+        s = run_pipeline(str(tiny), str(out), minutes=0.05, smoke=True, fresh=False, workers=1,
+                         leg_minutes=0.015)
+        calls.append(s)
+        if s["verdict"] is not None:
+            break
+    assert len(calls) >= 2 and calls[-1]["verdict"] is not None
+    assert all(c["verdict"] is None for c in calls[:-1])  # no eval before the budget is spent
+    legs = calls[-1]["train_result"]["legs"]
+    assert len(legs) == len(calls) and legs[-1]["end_minutes"] >= 0.05
+    # the pipeline's train time is the sum over the legs, not the last leg's
+    assert calls[-1]["seconds"]["train"] > calls[0]["seconds"]["train"]
