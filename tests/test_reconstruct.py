@@ -31,6 +31,35 @@ def test_generator_shapes_and_ranges():
     assert 0 <= out["rgb"].min() and out["rgb"].max() <= 1
 
 
+@pytest.mark.parametrize("in_res,out_res", [(64, 64), (128, 128), (128, 64), (64, 128)])
+def test_generator_at_the_seeds_resolution_with_the_inflation_prior(in_res, out_res):
+    cfg = GeneratorConfig(latent=64, width=128, in_res=in_res, out_res=out_res, prior="inflate")
+    net = StructureGenerator(cfg).eval()
+    x = torch.zeros(2, 4, in_res, in_res)
+    x[:, 3, in_res // 4:3 * in_res // 4, in_res // 4:3 * in_res // 4] = 1
+    out = net(x)
+    assert out["depth"].shape == (2, 6, out_res, out_res) and out["rgb"].shape == (2, 6, 3, out_res, out_res)
+    with pytest.raises(ValueError, match=f"takes {in_res}x{in_res} inputs"):
+        net(torch.zeros(1, 4, 32, 32))
+    # the prior reaches the head directly: with the head reading only its height channel, the
+    # front view's depth follows the silhouette's height field (zero outside, peak in the middle)
+    torch.nn.init.zeros_(net.head.weight)
+    q = cfg.depth_quantiles
+    front = int(np.argmax(cfg.fixed_views()[0][:, 2, 2].numpy()))
+    with torch.no_grad():
+        net.head.weight[front * (q + 4), -1] = -1.0  # depth channel <- -h
+    d = net(x)["depth"][0, front]
+    c = out_res // 2
+    assert d[c, c] < d[c, out_res // 4 + 1] < d[0, 0] == geometry.CAM_DIST
+
+
+def test_generator_configs_refuse_unknown_priors_and_sizes():
+    with pytest.raises(ValueError, match="prior"):
+        GeneratorConfig(prior="sculpt")
+    with pytest.raises(ValueError, match="64 or 128"):
+        GeneratorConfig(out_res=96)
+
+
 def test_aligned_decoder_mirrors_exactly_the_flagged_views():
     torch.manual_seed(0)
     net = StructureGenerator(GeneratorConfig(latent=64, width=128)).eval()
