@@ -38,6 +38,7 @@ ENC = (32, 64, 128, 192, 256)
 DEC = (192, 128, 96, 64)
 STEM = 24    # channels of the 128 -> 64 input stem (in_res 128)
 DEC128 = 32  # channels of the 64 -> 128 decoder block (out_res 128)
+PRIOR_RES = 64  # the inflation prior's height field is computed at this size
 
 
 @dataclass
@@ -80,6 +81,14 @@ class GeneratorConfig:
         # a config without these fields was written by models v1-v3: the paper's 8 corners, unaligned
         d = {"layout": "corners", "align": False, **d}
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Area down, bilinear up, identity at the same size."""
+    if x.shape[-1] == size:
+        return x
+    mode = "area" if x.shape[-1] > size else "bilinear"
+    return F.interpolate(x, size=(size, size), mode=mode, **({} if mode == "area" else {"align_corners": False}))
 
 
 def _cbr(ci: int, co: int, stride: int = 1) -> nn.Sequential:
@@ -131,10 +140,10 @@ class StructureGenerator(nn.Module):
                              f"{x.shape[-2]}x{x.shape[-1]}")
         prior = None
         if self.cfg.prior == "inflate":
-            prior = torch.cat(height_field(x[:, 3:4]), 1).to(memory_format=torch.channels_last)
-            x = torch.cat([x, prior], 1)
-            if self.cfg.in_res != self.cfg.out_res:
-                prior = torch.cat(height_field(F.interpolate(x[:, 3:4], size=self.cfg.out_res, mode="area")), 1)
+            # a smooth field: computed at 64 and resized, 8x cheaper at 128 than at full size
+            coarse = torch.cat(height_field(_resize(x[:, 3:4], PRIOR_RES)), 1)
+            x = torch.cat([x, _resize(coarse, self.cfg.in_res)], 1)
+            prior = _resize(coarse, self.cfg.out_res).contiguous(memory_format=torch.channels_last)
         stem = x = self.stem(x) if self.stem is not None else x
         feats = []
         for layer in self.enc:
