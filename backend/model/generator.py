@@ -37,7 +37,7 @@ PRIORS = ("none", "inflate")
 ENC = (32, 64, 128, 192, 256)
 DEC = (192, 128, 96, 64)
 STEM = 24    # channels of the 128 -> 64 input stem (in_res 128)
-DEC128 = 32  # channels of the 64 -> 128 decoder block (out_res 128)
+DEC128 = 16  # channels of the 64 -> 128 decoder block (out_res 128): 32 cost 1.76 s per train step
 PRIOR_RES = 64  # the inflation prior's height field is computed at this size
 
 
@@ -91,6 +91,11 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode=mode, **({} if mode == "area" else {"align_corners": False}))
 
 
+def _flip(y: torch.Tensor, cols: bool, rows: bool) -> torch.Tensor:
+    dims = [d for d, f in ((-1, cols), (-2, rows)) if f]
+    return y.flip(dims) if dims else y
+
+
 def _cbr(ci: int, co: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(ci, co, 3, stride, 1, bias=False), nn.BatchNorm2d(co), nn.ReLU(inplace=True))
 
@@ -131,8 +136,7 @@ class StructureGenerator(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         cols, rows = geometry.layout_flips(cfg.fixed_views()[0])
-        self.register_buffer("flip_cols", cols, persistent=False)  # (V,) bool
-        self.register_buffer("flip_rows", rows, persistent=False)
+        self._cols, self._rows = cols.tolist(), rows.tolist()  # (V,) bool: mirror columns / rows
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.shape[-1] != self.cfg.in_res or x.shape[-2] != self.cfg.in_res:
@@ -160,8 +164,10 @@ class StructureGenerator(nn.Module):
         q = self.cfg.depth_quantiles
         y = y.view(b, self.cfg.views, q + 4, hh, ww)
         if self.cfg.align:
-            y = torch.where(self.flip_cols.view(1, -1, 1, 1, 1), y.flip(-1), y)
-            y = torch.where(self.flip_rows.view(1, -1, 1, 1, 1), y.flip(-2), y)
+            # per view, only the flips it needs: a where() over whole flipped copies of the output
+            # cost a fifth of a 128px training step
+            y = torch.stack([_flip(yv, bool(c), bool(r)) for yv, c, r
+                             in zip(y.unbind(1), self._cols, self._rows)], 1)
         depth_q = geometry.CAM_DIST + torch.tanh(y[:, :, :q]) * self.cfg.depth_range
         return {"depth": depth_q[:, :, q // 2], "depth_q": depth_q, "mask_logit": y[:, :, q],
                 "rgb": torch.sigmoid(y[:, :, q + 1:q + 4])}
