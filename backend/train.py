@@ -14,12 +14,14 @@ by the pseudo-renderer at random novel views; L1 depth on pixels hit by exactly 
 Optionally (``w_chamfer``, off by default) a 3D Chamfer loss between the fused cloud and GT surface
 samples is added: an ablation that did not help (model card, "Tried after v4").
 The run is time-budgeted (CPU-first); the learning rate follows a cosine over the budget (or over
-``max_steps`` when that ends the run first). A long
-budget runs in legs (``--leg-minutes``): each leg ends with ``state.pt`` (weights, optimiser, step,
-elapsed time, the data-order and torch RNG states, the config and the legs so far) plus a usable
-``model.pt``, and ``image2points train --resume RUN`` continues where it stopped, with the same
-config, data order and schedule position (the schedule is a function of the training time spent,
-so a run cut into legs follows the same cosine as one run).
+``max_steps`` when that ends the run first). A long budget runs in legs (``--leg-minutes``): each
+leg ends with ``state.pt`` (weights, optimiser, step, elapsed time, the data-order and torch RNG
+states, the config and the legs so far) plus a usable ``model.pt``, and ``image2points train
+--resume RUN`` continues where it stopped, with the same config, data order and schedule position
+(the schedule is a function of the training time or steps spent, so a run cut into legs follows
+the same cosine as one run).
+Data made at 128 px (``make-data --res 128``) trains a 128 px model: colours are compared as 2x2
+block means and stage 2 renders the maps pooled to the 64 px novel views.
 Half of each batch is mirrored left-right (``mirror``): exact new samples, as the fixed views map
 onto each other under x -> -x (ShapeDataset._mirror).
 """
@@ -233,7 +235,7 @@ def train(cfg: TrainConfig, gen_cfg: GeneratorConfig | None = None, resume: bool
         # when --max-steps binds (A/B runs on a shared machine see the same schedule per step)
         frac = max(elapsed / budget, step / cfg.max_steps)
         stage2 = frac >= 1 - cfg.stage2_frac
-        for g in opt.param_groups:  # cosine from lr to 1e-5 over the time budget
+        for g in opt.param_groups:  # cosine from lr to 1e-5 over the budget
             g["lr"] = 1e-5 + (cfg.lr - 1e-5) * 0.5 * (1 + math.cos(math.pi * frac))
         ls = _train_step(net, opt, ds, cfg, rng, device, fixed, stage2)
         step += 1

@@ -114,3 +114,22 @@ def test_mirrored_samples_are_the_mirrored_object(tmp_path, layout):
         both = (out["depth"][0] > 0) & (b["ndepth"][i] > 0)
         assert both.sum() > 100
         assert (out["depth"][0] - b["ndepth"][i]).abs()[both].median() < 0.5 * pix
+
+
+def test_samples_at_the_seeds_128_resolution_keep_colours_and_novel_views_at_64():
+    from image2points.backend.data.dataset import block_colours
+
+    s = make_samples(shape_seed("train", 3), MakeConfig(views=1, novel=2, res=128))
+    assert s["inp"].shape == (1, 4, 128, 128) and s["fdepth"].shape == (1, 6, 128, 128)
+    assert s["frgb"].shape == (1, 6, 64, 64, 3) and s["ndepth"].shape == (1, 2, 64, 64)
+    # the same shape and view at 64: the silhouettes agree (128 is the finer sampling of one view)
+    lo = make_samples(shape_seed("train", 3), MakeConfig(views=1, novel=2))
+    coarse = s["fdepth"][0].reshape(6, 64, 2, 64, 2).max((2, 4)) > 0
+    assert (coarse ^ (lo["fdepth"][0] > 0)).mean() < 0.03
+
+    # block means count only the hits: a block half red, half empty stays pure red
+    rgb = np.zeros((1, 2, 2, 3), np.uint8)
+    rgb[0, 0, :] = (200, 10, 10)
+    hit = np.zeros((1, 2, 2), bool)
+    hit[0, 0, :] = True
+    assert block_colours(rgb, hit, 2)[0, 0, 0].tolist() == [200, 10, 10]

@@ -37,7 +37,7 @@ PRIORS = ("none", "inflate")
 ENC = (32, 64, 128, 192, 256)
 DEC = (192, 128, 96, 64)
 STEM = 24    # channels of the 128 -> 64 input stem (in_res 128)
-DEC128 = 16  # channels of the 64 -> 128 decoder block (out_res 128): 32 cost 1.76 s per train step
+DEC128 = 16  # channels of the 64 -> 128 decoder block (out_res 128): narrow, as 128x128 convolutions cost most per channel
 PRIOR_RES = 64  # the inflation prior's height field is computed at this size
 
 
