@@ -339,7 +339,9 @@ def run_eval(checkpoint_path: str | None, data: str, out: str, max_test: int | N
     ckpt = checkpoint_path or str(default_checkpoint_path())
     model, card = checkpoint.load(ckpt)
     recon = Reconstructor(model, card)
-    train, val, test = (ShapeDataset(data, s) for s in ("train", "val", "test"))
+    # the baselines need the inputs and surfaces only; the test split also its raw renders
+    train, val = (ShapeDataset(data, s, keys=("inp", "R_in")) for s in ("train", "val"))
+    test = ShapeDataset(data, "test", keys=("inp", "R_in", "raw"))
     size = int(test.a["inp"].shape[-1])  # the data's input size: every predictor sees the same inputs
     freq = mean_shape_voxels(train)
     tuned = tune_baselines(val, freq)

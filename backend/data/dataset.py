@@ -134,7 +134,10 @@ class ShapeDataset:
     next to the network step on CPU.
     """
 
-    def __init__(self, root: str | Path, split: str, max_shapes: int | None = None):
+    def __init__(self, root: str | Path, split: str, max_shapes: int | None = None,
+                 keys: tuple[str, ...] | None = None):
+        """``keys``: load only these per-sample arrays (plus the bookkeeping ones): the evaluation
+        needs the inputs and surfaces, not the maps, which are most of a 128px set's memory."""
         files = sorted(Path(root, split).glob("shard_*.npz"))
         files = [f for f in files if not f.name.endswith(".tmp.npz")]
         if not files:
@@ -144,6 +147,8 @@ class ShapeDataset:
         for f in files:
             with np.load(f, allow_pickle=False) as z:
                 for k in z.files:
+                    if keys is not None and k in PER_SAMPLE and k not in keys:
+                        continue
                     v = z[k] + offset if k == "shape_index" else z[k]
                     parts.setdefault(k, []).append(v)
                 if "recipe" not in z.files:  # made before recipes existed: the v4 recipe (or older)
