@@ -87,11 +87,8 @@ def _e2e(model: Any, ph: Any, cut: np.ndarray) -> tuple[float, float]:
     """Chamfer to the true surface of the reconstruction from the photo (automatic cut) and from
     the render with its true alpha; both clouds and the truth are centred and unit-scaled."""
     from .evaluate import metrics, normalise, subsample
-    from .model.preprocess import preprocess
 
-    size = model.model.cfg.in_res
-    x = np.stack([preprocess(ph.image, size=size, alpha=cut), preprocess(ph.rgba, size=size)])
-    clouds = model.reconstruct_inputs(x)
+    clouds = model.reconstruct_inputs(model.preprocess([ph.image, ph.rgba], [cut, None]))
     gt = normalise(ph.surf)
     return tuple(metrics(normalise(subsample(c.xyz)), gt)["chamfer"] for c in clouds)  # type: ignore[return-value]
 

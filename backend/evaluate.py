@@ -134,7 +134,7 @@ def embed(inp: np.ndarray) -> np.ndarray:
 
 
 def nn_predictor(train: Any) -> Callable[[np.ndarray], list[np.ndarray]]:
-    bank = torch.from_numpy(embed(train.a["inp"]))  # brute force: exact, and fast at 1024-d
+    bank = torch.from_numpy(embed(train.a["inp"]))  # brute force: exact, and fast at 1024-4096-d
 
     def predict(inp: np.ndarray) -> list[np.ndarray]:
         nearest = torch.cdist(torch.from_numpy(embed(inp)), bank).argmin(1)
@@ -173,7 +173,8 @@ def slab_points(inp: np.ndarray, thickness: float) -> np.ndarray:
 
 
 def inflation_points(inp: np.ndarray, scale: float) -> np.ndarray:
-    return normalise(inflated_points(inp[3] > 127, scale)) if (inp[3] > 127).any() else np.zeros((0, 3), np.float32)
+    p = inflated_points(inp[3] > 127, scale)
+    return normalise(p) if len(p) else p
 
 
 def sphere_points(radius: float, n: int = N_EVAL) -> np.ndarray:

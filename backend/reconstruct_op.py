@@ -198,9 +198,7 @@ def reconstruct(jobs: list[Job], limits: Limits | None = None) -> list[Output | 
             outs[i] = exc
     if images:
         t0 = time.perf_counter()
-        for i in idx:
-            jobs[i].progress(0.2, "loading model" if _model is None else "running model")
-        model = get_model()
+        model = get_model()  # loaded while the first job was prepared (its "loading model")
         for i in idx:
             jobs[i].progress(0.3, "running model")
         clouds = model.reconstruct_inputs(np.stack(images), sources=sources, density=densities)

@@ -96,8 +96,9 @@ def _torus(R: float, r: float) -> trimesh.Trimesh:
     return tc.torus(major_radius=R, minor_radius=r, major_sections=28, minor_sections=12)
 
 
-def _sphere(radii, at=(0, 0, 0)) -> trimesh.Trimesh:
-    m = tc.icosphere(subdivisions=2)
+def _sphere(radii, at=(0, 0, 0), sub: int = 2) -> trimesh.Trimesh:
+    """An ellipsoid with these radii at ``at`` (an icosphere of ``sub`` subdivisions)."""
+    m = tc.icosphere(subdivisions=sub)
     m.apply_scale(np.asarray(radii, dtype=float))
     m.apply_translation(at)
     return m
@@ -537,13 +538,6 @@ def _segment(p0, p1, r: float) -> trimesh.Trimesh:
     return m
 
 
-def _ellipsoid(radii, at=(0, 0, 0), sub: int = 2) -> trimesh.Trimesh:
-    m = tc.icosphere(subdivisions=sub)
-    m.apply_scale(np.asarray(radii, dtype=float))
-    m.apply_translation(at)
-    return m
-
-
 def fam_lumpy(rng):
     """A sculpted blob: a sphere displaced along its normals by random bumps, dents and ridges
     (star-shaped, so always closed and simple), stretched and often bent like a bean or a horn."""
@@ -587,8 +581,8 @@ def fam_tubes(rng):
             radii *= np.linspace(1.0, rng.uniform(0.3, 0.8), len(path))
         m = _tube(path, radii, k=12)
         if rng.random() < 0.5:  # round the ends
-            m = trimesh.util.concatenate([m, _ellipsoid([radii[0]] * 3, path[0], 1),
-                                          _ellipsoid([radii[-1]] * 3, path[-1], 1)])
+            m = trimesh.util.concatenate([m, _sphere([radii[0]] * 3, path[0], 1),
+                                          _sphere([radii[-1]] * 3, path[-1], 1)])
         parts.append(m)
         paths.append(path)
     return parts
@@ -757,21 +751,21 @@ def fam_creature(rng):
     W, H = L * rng.uniform(0.3, 0.6), L * rng.uniform(0.3, 0.6)
     body_at = np.zeros(3)
     if kind in ("biped", "bird"):  # upright-ish body
-        body = _ellipsoid((H, W, L), body_at)
+        body = _sphere((H, W, L), body_at)
         body.apply_transform(trimesh.transformations.rotation_matrix(rng.uniform(-0.5, 0.5), [0, 1, 0]))
         front = np.array([0, 0, L])
     else:
-        body = _ellipsoid((L, W, H), body_at)
+        body = _sphere((L, W, H), body_at)
         front = np.array([L, 0, 0])
     parts = [body]
     hr = rng.uniform(0.3, 0.55) * max(W, H)
     if kind == "fish":
-        head = [_ellipsoid((hr * 1.3, hr * 0.8, hr), front * 0.95)]
+        head = [_sphere((hr * 1.3, hr * 0.8, hr), front * 0.95)]
     else:
         neck_dir = np.array([rng.uniform(0.2, 1.0), 0, rng.uniform(0.3, 1.0)])
         neck_dir /= np.linalg.norm(neck_dir)
         hp = front * 0.85 + neck_dir * rng.uniform(0.1, 0.6) * L
-        head = [_ellipsoid(hr * rng.uniform(0.8, 1.3, 3), hp), _segment(front * 0.8, hp, hr * rng.uniform(0.35, 0.6))]
+        head = [_sphere(hr * rng.uniform(0.8, 1.3, 3), hp), _segment(front * 0.8, hp, hr * rng.uniform(0.35, 0.6))]
         if rng.random() < 0.5:  # a snout, beak or horn: a cone pointing forward
             c = tc.cone(radius=hr * rng.uniform(0.25, 0.5), height=hr * rng.uniform(0.6, 1.5), sections=12)
             c.apply_transform(trimesh.geometry.align_vectors([0, 0, 1], [1, 0, rng.uniform(-0.3, 0.3)]))
@@ -798,14 +792,14 @@ def fam_creature(rng):
                                rng.uniform(0.6, 1.1) * L, lr * 0.8, rng.uniform(0, 0.3))
             if kind == "bird":  # a flat wing: a thin ellipsoid, folded or spread
                 span = rng.uniform(0.6, 1.6) * L
-                wing = _ellipsoid((span * 0.5, L * 0.35, L * 0.05))
+                wing = _sphere((span * 0.5, L * 0.35, L * 0.05))
                 wing.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [0, 0, 1]))
                 wing.apply_transform(trimesh.transformations.rotation_matrix(s * rng.uniform(-0.6, 0.8), [1, 0, 0]))
                 wing.apply_translation((0, s * (W + span * 0.4), L * 0.3))
                 limbs.append(wing)
     else:  # fish: flat fins
         for s in (1, -1):
-            fin = _ellipsoid((L * 0.3, L * 0.25, L * 0.03))
+            fin = _sphere((L * 0.3, L * 0.25, L * 0.03))
             fin.apply_transform(trimesh.transformations.rotation_matrix(s * 0.6, [1, 0, 0]))
             fin.apply_translation((L * 0.3, s * W, -H * 0.3))
             limbs.append(fin)
