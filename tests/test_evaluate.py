@@ -56,3 +56,20 @@ def test_verdict_without_per_sample_rows_has_no_intervals():
     del rep["third_party"]["groups"]
     v = verdict(rep)["third_party"]
     assert v["beats_all_by_20pct"] and "chamfer_gain_ci95" not in v["vs"]["mean_shape"]
+
+
+def test_a_model_scores_inputs_made_at_another_size_as_their_area_resized_copies():
+    import torch
+
+    from image2points.backend.evaluate import model_predictor
+    from image2points.backend.model.generator import GeneratorConfig, StructureGenerator
+
+    torch.manual_seed(0)
+    net = StructureGenerator(GeneratorConfig(latent=32, width=64)).eval()
+    torch.nn.init.normal_(net.head.weight, std=0.3)
+    big = np.zeros((1, 4, 128, 128), np.uint8)
+    big[0, :, 30:100, 40:90] = 200
+    small = np.round(big.reshape(1, 4, 64, 2, 64, 2).mean((3, 5))).astype(np.uint8)
+    predict = model_predictor(net)
+    a, b = predict(big)[0], predict(small)[0]
+    assert len(a) > 0 and a.shape == b.shape and np.allclose(a, b, atol=1e-5)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from image2points.backend import train as T
 from image2points.backend.data import make
+from image2points.backend.model.generator import GeneratorConfig
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +88,20 @@ def test_pipeline_trains_one_leg_per_call_and_evaluates_after_the_last(tiny, tmp
     assert len(legs) == len(calls) and legs[-1]["end_minutes"] >= 0.05
     # the pipeline's train time is the sum over the legs, not the last leg's
     assert calls[-1]["seconds"]["train"] > calls[0]["seconds"]["train"]
+
+
+def test_a_128px_data_set_trains_a_128px_model_through_stage_2(tmp_path):
+    root = tmp_path / "d128"
+    make.make_all(root, {"train": 2, "val": 1, "test": 1}, workers=1, res=128)
+    cfg = T.TrainConfig(data=str(root), out=str(tmp_path / "r128"), minutes=10_000, max_steps=4,
+                        batch=2, threads=1, ckpt_every_s=1e9, gen="prior=inflate")
+    res = T.train(cfg, resume=False)  # the last 30% of the steps are stage 2 (novel views at 64)
+    hist = np.loadtxt(tmp_path / "r128" / "history.csv", delimiter=",")
+    assert res["steps"] == 4 and hist[-1, 6] == 1.0 and np.isfinite(hist[:, 2:6]).all()
+    card = json.loads((tmp_path / "r128" / "model.card.json").read_text())
+    assert (card["config"]["in_res"], card["config"]["out_res"]) == (128, 128)
+    # and weights for 64 px maps are refused on it, clearly
+    with pytest.raises(ValueError, match="128px inputs and 128px maps"):
+        T.train(T.TrainConfig(data=str(root), out=str(tmp_path / "x"), max_steps=1, batch=2,
+                              threads=1, gen="prior=inflate"), gen_cfg=GeneratorConfig(prior="inflate"),
+                resume=False)
