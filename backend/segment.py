@@ -102,11 +102,26 @@ def _segnet():
     return _net[0]
 
 
-def net_probability(rgb: np.ndarray) -> np.ndarray | None:
-    """Foreground probability (H,W) float32 from the trained net; None without its weights."""
-    net = _segnet()
-    if net is None:
-        return None
+ZOOM_MARGIN = 1.5  # the zoomed pass's square: this times the object's longer side
+
+
+def zoom_box(mask: np.ndarray, margin: float) -> tuple[int, int, int, int]:
+    """The square (r0, r1, c0, c1) around the mask's box, ``margin`` times its longer side, kept
+    inside the image; the whole image when that square would not fit. Shared with training
+    (``segment_train``: zoomed composites)."""
+    h, w = mask.shape
+    rr, cc = np.nonzero(mask)
+    if not len(rr):
+        return 0, h, 0, w
+    side = int(round(max(rr.max() + 1 - rr.min(), cc.max() + 1 - cc.min()) * margin))
+    if side >= min(h, w):
+        return 0, h, 0, w
+    r0 = int(np.clip((rr.min() + rr.max() + 1 - side) // 2, 0, h - side))
+    c0 = int(np.clip((cc.min() + cc.max() + 1 - side) // 2, 0, w - side))
+    return r0, r0 + side, c0, c0 + side
+
+
+def _net_pass(net, rgb: np.ndarray) -> np.ndarray:
     import torch
 
     from .model import segnet
@@ -119,6 +134,26 @@ def net_probability(rgb: np.ndarray) -> np.ndarray | None:
     return _cv2().resize(p, (w, h), interpolation=_cv2().INTER_LINEAR)
 
 
+def net_probability(rgb: np.ndarray, zoom: float | None = ZOOM_MARGIN) -> np.ndarray | None:
+    """Foreground probability (H,W) float32 from the trained net; None without its weights.
+
+    ``zoom``: a second pass on the square around the first pass's object, pasted over it. Why:
+    the net sees 128x128, so an object filling a few percent of a photo gets a few hundred input
+    pixels; zoomed, its thin parts and outline get the net's full resolution."""
+    net = _segnet()
+    if net is None:
+        return None
+    p = _net_pass(net, rgb)
+    if zoom:
+        r0, r1, c0, c1 = zoom_box(p > 0.5, zoom)
+        if (r1 - r0, c1 - c0) != p.shape:
+            p[r0:r1, c0:c1] = _net_pass(net, np.ascontiguousarray(rgb[r0:r1, c0:c1]))
+    return p
+
+
+REFINE_IN_BOX = True  # GrabCut on the zoomed square only: its colour models see the object's surroundings
+
+
 def net_cut(rgb: np.ndarray, refine: bool = True) -> np.ndarray:
     """The net's mask (kept pieces, holes filled); ``refine``: GrabCut on its trimap (sure where
     the net is confident) for sharper edges. Falls back to ``grabcut`` without weights."""
@@ -127,11 +162,19 @@ def net_cut(rgb: np.ndarray, refine: bool = True) -> np.ndarray:
         return grabcut(rgb)
     if not refine:
         return _clean(p > 0.5, p).astype(np.float32)
+    fg = p > 0.5
+    r0, r1, c0, c1 = zoom_box(fg, ZOOM_MARGIN) if REFINE_IN_BOX else (0, *p.shape[:1], 0, p.shape[1])
+    fg[r0:r1, c0:c1] = _grabcut_refine(np.ascontiguousarray(rgb[r0:r1, c0:c1, :3]), p[r0:r1, c0:c1])
+    return _clean(fg, p).astype(np.float32)
+
+
+def _grabcut_refine(rgb: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """GrabCut seeded by the net's trimap, at most ``REFINE_SIDE`` on the long side; (H,W) bool."""
     cv2 = _cv2()
     h, w = p.shape
     s = min(1.0, REFINE_SIDE / max(h, w))
     sh, sw = max(8, round(h * s)), max(8, round(w * s))
-    small = cv2.resize(np.ascontiguousarray(rgb[..., :3]), (sw, sh), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA)
     ps = cv2.resize(p, (sw, sh), interpolation=cv2.INTER_AREA)
     gc = np.select([ps > 0.95, ps > 0.5, ps > 0.05], [cv2.GC_FGD, cv2.GC_PR_FGD, cv2.GC_PR_BGD],
                    cv2.GC_BGD).astype(np.uint8)
@@ -142,8 +185,7 @@ def net_cut(rgb: np.ndarray, refine: bool = True) -> np.ndarray:
         except cv2.error:
             pass
     fg = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
-    up = cv2.resize(fg.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    return _clean(up > 0.5, p).astype(np.float32)
+    return cv2.resize(fg.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
 
 
 PLAIN_SPREAD = 12.0  # 95th percentile colour distance (0-255) of the frame from its median colour

@@ -28,11 +28,15 @@ import torch
 import torch.nn.functional as F
 
 from .model import segnet
+from .segment import zoom_box
 from .threads import use_threads
 
 
-def make_arrays(n: int, size: tuple[int, int] = (96, 128), start: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` train-split composites resized to the net's square input: (n,S,S,3) and (n,S,S) uint8."""
+def make_arrays(n: int, size: tuple[int, int] = (96, 128), start: int = 0, zoom: float = 0.0
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` train-split composites resized to the net's square input: (n,S,S,3) and (n,S,S) uint8.
+    ``zoom``: the share of them cut to a square around the object first (margin 1.3-2.2), which
+    is what the zoomed second pass shows the net."""
     import cv2
 
     from .data.photos import make_photo
@@ -40,10 +44,15 @@ def make_arrays(n: int, size: tuple[int, int] = (96, 128), start: int = 0) -> tu
     s = segnet.NET_SIZE
     x = np.zeros((n, s, s, 3), np.uint8)
     y = np.zeros((n, s, s), np.uint8)
+    rng = np.random.default_rng(start + 7919)
     for j in range(n):
         p = make_photo("train", start + j, size)
-        x[j] = cv2.resize(p.image, (s, s), interpolation=cv2.INTER_AREA)
-        y[j] = cv2.resize(p.mask.astype(np.uint8) * 255, (s, s), interpolation=cv2.INTER_AREA)
+        img, mask = p.image, p.mask.astype(np.uint8) * 255
+        if rng.random() < zoom:
+            r0, r1, c0, c1 = zoom_box(p.mask, rng.uniform(1.3, 2.2))
+            img, mask = img[r0:r1, c0:c1], mask[r0:r1, c0:c1]
+        x[j] = cv2.resize(img, (s, s), interpolation=cv2.INTER_AREA)
+        y[j] = cv2.resize(mask, (s, s), interpolation=cv2.INTER_AREA)
     return x, y
 
 
@@ -111,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
                    "when training: all matching files, re-read every 3 minutes")
     p.add_argument("--make", type=int, default=0, help="make this many composites into --data and stop")
     p.add_argument("--start", type=int, default=0, help="first composite index for --make")
+    p.add_argument("--size", type=int, nargs=2, default=[96, 128], metavar=("H", "W"),
+                   help="composite size for --make (area-resized to the net's input after)")
+    p.add_argument("--zoom", type=float, default=0.0,
+                   help="share of --make composites cut to a square around the object first")
     p.add_argument("--init", default=None, help="resume from these weights")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--minutes", type=float, default=15.0)
@@ -119,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     use_threads(1)
     if a.make:
-        x, y = make_arrays(a.make, start=a.start)
+        x, y = make_arrays(a.make, tuple(a.size), a.start, a.zoom)
         np.savez_compressed(a.data, x=x, y=y)
         print(f"wrote {a.make} composites to {a.data}")
         return 0

@@ -30,3 +30,22 @@ def test_eval_mask_reports_every_method_in_one_run(capsys):
         assert name in out
     assert "mean IoU" in out and "bar (mean IoU >= 0.9" in out
     assert main(["eval-mask", "--n", "0"]) == 2
+
+
+def test_training_composites_zoom_in_on_the_object_and_keep_image_and_mask_aligned():
+    from image2points.backend.segment_train import make_arrays
+
+    x0, y0 = make_arrays(6, (120, 160), start=3, zoom=0.0)
+    x1, y1 = make_arrays(6, (120, 160), start=3, zoom=1.0)
+    assert x0.shape == x1.shape == (6, 128, 128, 3) and y0.dtype == np.uint8
+    cover0, cover1 = (y0 > 127).mean((1, 2)), (y1 > 127).mean((1, 2))
+    zoomed = (y0 != y1).any((1, 2))
+    assert zoomed.sum() >= 2  # big objects: the square would not fit, the composite stays whole
+    np.testing.assert_array_equal(x0[~zoomed], x1[~zoomed])
+    # a square of 1.3-2.2x the object's box: a close-up
+    assert (cover1[zoomed] > 1.2 * cover0[zoomed]).all() and (cover1[zoomed] < 0.7).all()
+    # the same composites: the zoomed mask is the plain one's crop, so the object's colour agrees
+    for x, y in ((x0, y0), (x1, y1)):
+        inside = x[y > 200].mean(0)
+        outside = x[y < 50].mean(0)
+        assert np.abs(inside - outside).max() > 5
