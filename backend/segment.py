@@ -2,9 +2,10 @@
 
 Shipped method (measured against the alternatives by ``image2points eval-mask``, same run): a small
 U-Net (``backend.model.segnet``, trained here on photo-like composites) gives a foreground
-probability (mean over the image and its mirror); its confident parts seed OpenCV's GrabCut as a
-trimap, which snaps the edges to the photo's colours at up to ``REFINE_SIDE`` pixels; the largest
-pieces are kept and holes filled. Without the net's weights: GrabCut seeded by a colour prior (a
+probability (mean over the image and its mirror), then again on the square around what it found
+(``ZOOM_MARGIN`` times the object's box: a small object gets the net's full 128 px); inside that
+square its confident parts seed OpenCV's GrabCut as a trimap, which snaps the edges to the
+photo's colours at up to ``REFINE_SIDE`` pixels; the largest pieces are kept and holes filled. Without the net's weights: GrabCut seeded by a colour prior (a
 thin frame band is background, colours far from every border colour cluster are probable object).
 On a flat studio background (``plain_background``) the border rule is exact and is used.
 When the cut finds (next to) nothing, the old border rule's cut is used, flagged by

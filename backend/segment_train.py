@@ -5,9 +5,10 @@
     python -m image2points.backend.segment_train --make 4000 --start 4000 --data runs/seg/more.npz
     python -m image2points.backend.segment_train --data "runs/seg/*.npz" --init backend/weights/segnet.pt --lr 2e-3 --minutes 30
 
-The shipped weights: 16 min from scratch on composites 0-3999, then 30 min (lr 2e-3) and 9 min
-(lr 6e-4) resumed on composites 4000-7999 (each its own cosine schedule), chosen on the ``tune``
-split.
+The shipped weights: 16 min from scratch on composites 0-3999, then resumed runs (each its own
+cosine schedule) on fresh composites: 30 + 9 min (4000-7999), 32 min (0-23999), 45 min
+(24000-51999), 35 min adding composites made at 240x320 with 30% zoomed (100000-123999); each
+chosen on the ``tune`` split (README, Photos).
 
 The composites come from the ``train`` split of ``backend.data.photos`` (its own seeds and the left
 half of each panorama; the eval split uses neither, and its new shape families not at all).
