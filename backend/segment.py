@@ -5,9 +5,10 @@ U-Net (``backend.model.segnet``, trained here on photo-like composites) gives a 
 probability (mean over the image and its mirror), then again on the square around what it found
 (``ZOOM_MARGIN`` times the object's box: a small object gets the net's full 128 px); inside that
 square its confident parts seed OpenCV's GrabCut as a trimap, which snaps the edges to the
-photo's colours at up to ``REFINE_SIDE`` pixels; the largest pieces are kept and holes filled. Without the net's weights: GrabCut seeded by a colour prior (a
-thin frame band is background, colours far from every border colour cluster are probable object).
-On a flat studio background (``plain_background``) the border rule is exact and is used.
+photo's colours at up to ``REFINE_SIDE`` pixels (its colour models see the object's surroundings,
+not the whole frame); the largest pieces are kept and holes filled. Without the net's weights:
+GrabCut seeded by a colour prior (a thin frame band is background, colours far from every border
+colour cluster are probable object). On a flat studio background (``plain_background``) the border rule is exact and is used.
 When the cut finds (next to) nothing, the old border rule's cut is used, flagged by
 ``cut_warnings`` for the artist rather than refused.
 """
@@ -152,9 +153,6 @@ def net_probability(rgb: np.ndarray, zoom: float | None = ZOOM_MARGIN) -> np.nda
     return p
 
 
-REFINE_IN_BOX = True  # GrabCut on the zoomed square only: its colour models see the object's surroundings
-
-
 def net_cut(rgb: np.ndarray, refine: bool = True) -> np.ndarray:
     """The net's mask (kept pieces, holes filled); ``refine``: GrabCut on its trimap (sure where
     the net is confident) for sharper edges. Falls back to ``grabcut`` without weights."""
@@ -164,7 +162,7 @@ def net_cut(rgb: np.ndarray, refine: bool = True) -> np.ndarray:
     if not refine:
         return _clean(p > 0.5, p).astype(np.float32)
     fg = p > 0.5
-    r0, r1, c0, c1 = zoom_box(fg, ZOOM_MARGIN) if REFINE_IN_BOX else (0, *p.shape[:1], 0, p.shape[1])
+    r0, r1, c0, c1 = zoom_box(fg, ZOOM_MARGIN)  # outside it the net's own cut (background) stands
     fg[r0:r1, c0:c1] = _grabcut_refine(np.ascontiguousarray(rgb[r0:r1, c0:c1, :3]), p[r0:r1, c0:c1])
     return _clean(fg, p).astype(np.float32)
 
