@@ -8,8 +8,8 @@ square its confident parts seed OpenCV's GrabCut as a trimap, which snaps the ed
 photo's colours at up to ``REFINE_SIDE`` pixels (its colour models see the object's surroundings,
 not the whole frame); the largest pieces are kept and holes filled. Without the net's weights:
 GrabCut seeded by a colour prior (a thin frame band is background, colours far from every border
-colour cluster are probable object). On a flat studio background (``plain_background``) the border rule is exact and is used.
-When the cut finds (next to) nothing, the old border rule's cut is used, flagged by
+colour cluster are probable object). On a flat studio background (``plain_background``) the
+border rule is exact and is used. When the cut finds (next to) nothing, the old border rule's cut is used, flagged by
 ``cut_warnings`` for the artist rather than refused.
 """
 

@@ -62,22 +62,23 @@ def exif_rotated(arr: np.ndarray, fmt: str = "PNG", orientation: int = 6) -> byt
     return encoded(stored, fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {}))
 
 
-def photo_like(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """A smooth RGB 'photo': a warm object-like blob on a cool gradient (cheap at any size)."""
+def photo_like(h: int, w: int, seed: int = 0, scale: float = 1.0,
+               centre: tuple[float, float] = (0.5, 0.5)) -> np.ndarray:
+    """A smooth RGB 'photo': a warm object-like blob on a cool gradient (cheap at any size);
+    ``scale`` and ``centre`` (fractions of w, h) place the blob."""
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    inside = ((xx - w / 2) / (0.25 * w)) ** 2 + ((yy - h / 2) / (0.3 * h)) ** 2 < 1
     img = np.empty((h, w, 3), np.uint8)
     img[..., 0] = 60 + 40 * yy / h
     img[..., 1] = 90 + 30 * xx / w
     img[..., 2] = 140
-    img[inside] = (200, 90, 40)
+    img[photo_mask(h, w, scale, centre)] = (200, 90, 40)
     return img
 
 
-def photo_mask(h: int, w: int) -> np.ndarray:
-    """The true object mask of ``photo_like(h, w)`` (bool)."""
+def photo_mask(h: int, w: int, scale: float = 1.0, centre: tuple[float, float] = (0.5, 0.5)) -> np.ndarray:
+    """The true object mask of ``photo_like(h, w, scale=, centre=)`` (bool)."""
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    return ((xx - w / 2) / (0.25 * w)) ** 2 + ((yy - h / 2) / (0.3 * h)) ** 2 < 1
+    return ((xx - centre[0] * w) / (0.25 * scale * w)) ** 2 + ((yy - centre[1] * h) / (0.3 * scale * h)) ** 2 < 1
 
 
 def inseparable_photo(h: int = 240, w: int = 320, seed: int = 0) -> np.ndarray:

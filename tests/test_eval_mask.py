@@ -44,7 +44,7 @@ def test_training_composites_zoom_in_on_the_object_and_keep_image_and_mask_align
     np.testing.assert_array_equal(x0[~zoomed], x1[~zoomed])
     # a square of 1.3-2.2x the object's box: a close-up
     assert (cover1[zoomed] > 1.2 * cover0[zoomed]).all() and (cover1[zoomed] < 0.7).all()
-    # the same composites: the zoomed mask is the plain one's crop, so the object's colour agrees
+    # image and mask cropped alike: the pixels the mask marks differ in colour from the rest
     for x, y in ((x0, y0), (x1, y1)):
         inside = x[y > 200].mean(0)
         outside = x[y < 50].mean(0)

@@ -127,13 +127,8 @@ def test_the_zoomed_pass_changes_only_the_object_square_and_cuts_a_small_object(
     from image2points.backend.segment import net_probability, zoom_box
 
     h, w = 480, 640
-    yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    small = ((xx - 200) / (0.05 * w)) ** 2 + ((yy - 300) / (0.06 * h)) ** 2 < 1  # ~1% of the frame
-    bg = np.empty((h, w, 3), np.uint8)  # photo_like's gradient, its object a fifth of the size
-    bg[..., 0] = 60 + 40 * yy / h
-    bg[..., 1] = 90 + 30 * xx / w
-    bg[..., 2] = 140
-    bg[small] = (200, 90, 40)
+    place = dict(scale=0.2, centre=(200 / w, 300 / h))  # the object a fifth of the size: ~1% of the frame
+    bg, small = photo_like(h, w, **place), photo_mask(h, w, **place)
     once = net_probability(bg, zoom=None)
     twice = net_probability(bg)
     r0, r1, c0, c1 = zoom_box(once > 0.5, 1.5)
