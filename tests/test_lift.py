@@ -81,6 +81,25 @@ def test_other_views_points_on_the_lifted_surface_carry_their_pixels_colours():
     assert np.abs(hcol[~on].astype(float) - 0.1 * 255).mean() > 20  # behind: toned model colour
 
 
+def test_picture_is_lifted_on_the_front_maps_own_depth_not_a_nearer_view():
+    img, mask = keyhole()
+    depth, logit, rgb, R, t = disc_maps(colour=0.1)
+    front_z = geometry.CAM_DIST - 1.8
+    depth[1, 0, :, :32] = 2 * geometry.CAM_DIST - 1.8 + 0.15  # back view's left half: 0.15 nearer
+    xyz, col, info = lift.lift(img, mask.astype(np.float32), depth, logit, rgb, R, t, density=30_000)
+    vis = info["visible"]
+    assert np.allclose(xyz[:vis, 2], front_z, atol=1e-5)  # the front map's own estimate
+    hid, hcol = xyz[vis:].astype(np.float64), col[vis:]
+    seen = np.abs(hid[:, 2] - (front_z + 0.15)) < 0.02  # the nearer view's points, within the band
+    assert seen.sum() > 1000
+    cam = hid[seen] @ R[0].T + t[0]
+    c, r = info["view"].to_pixels(cam[:, 0], cam[:, 1], -cam[:, 2])
+    under = img[np.floor(r).astype(int), np.floor(c).astype(int), :3]
+    assert (hcol[seen] == under).all(axis=1).mean() > 0.99  # seen by the camera: the picture's colour
+    hit, pix = splat.render_input_view(xyz, col, info["view"], R[0], t[0])
+    assert (hit == mask).all() and (pix[mask] == img[mask][:, :3]).all()  # still the picture
+
+
 @pytest.mark.parametrize("density", [10_000, 37_000, 250_000])
 def test_density_is_exact_with_hand_made_maps(density):
     img, mask = keyhole()
