@@ -119,6 +119,30 @@ def test_small_density_downscales_and_keeps_the_silhouette():
     assert (hit == wmask).all() and (pix[wmask] == wrgb[wmask]).all()
 
 
+def test_a_photos_outline_loses_the_backdrop_colour():
+    """A red disc shot on white, cut by a hard mask one pixel too generous: the outline pixels
+    that are mostly backdrop take the disc's colour; every pixel inside keeps its bytes."""
+    from scipy import ndimage
+
+    h = w = 160
+    yy, xx = np.mgrid[:h, :w]
+    r = np.hypot(yy - 79.5, xx - 79.5)
+    cover = np.clip(50.5 - r, 0, 1)  # anti-aliased edge
+    red, white = np.array([200, 30, 40], float), np.array([245, 245, 240], float)
+    img = np.round(cover[..., None] * red + (1 - cover[..., None]) * white).astype(np.uint8)
+    mask = r < 51.5  # a hard cut that takes in a ring of backdrop-coloured pixels
+    assert lift.is_photo(img) and lift.is_photo(np.dstack([img, np.full((h, w), 255, np.uint8)]))
+    fixed = lift.unmixed_outline(img, mask)
+    whitish = (fixed[mask].astype(int).min(1) > 150)
+    assert (img[mask].astype(int).min(1) > 150).sum() > 100 and whitish.sum() == 0
+    inner = ndimage.binary_erosion(mask, iterations=lift.OUTLINE_PX)
+    assert (fixed[inner] == img[inner]).all()
+    # through the lift: no lifted point carries the backdrop's colour
+    depth, logit, rgb, R, t = disc_maps()
+    xyz, col, info = lift.lift(img, mask.astype(np.float32), depth, logit, rgb, R, t, density=30_000)
+    assert (col[:info["visible"]].astype(int).min(1) > 150).sum() == 0
+
+
 def test_default_density():
     assert lift.default_density(256, 256) == 100_000
     assert lift.default_density(2000, 1000) == 100_000
