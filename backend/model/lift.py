@@ -260,10 +260,10 @@ def front_depths(depth_q: np.ndarray, logit: np.ndarray, R: np.ndarray, t: np.nd
 
     Both nearest-filled outside. Why two: the picture is lifted onto the front view's own
     estimate (the nearest of six noisy estimates sits in front of the truth: val Chamfer 0.0772
-    lifting on the nearest, 0.0766 on ``lifted``), while other views' points between the two
+    lifting on the nearest, 0.0767 on ``lifted``), while other views' points between the two
     are the same surface seen, kept in the picture's colours; only points in front of
     ``nearest`` are dropped (dropping all in front of ``lifted``: 0.0789; with no band limit
-    0.0766 too, but a view that disagrees by more would leave a second copy of the picture
+    0.0766, but a view that disagrees by more would leave a second copy of the picture
     floating in front). A part the front map lacks is lifted to where the other views put it,
     not floated at a neighbour's depth."""
     q = depth_q.shape[1] // 2
@@ -447,8 +447,9 @@ def _hidden_points(depth_q, logit, rgb, R, t, cen: Centres, behind: np.ndarray, 
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` points (or fewer when the model has none) drawn at jittered sub-pixel positions of
     the back views' masked cells (bilinear depth/colour, no curtains over depth edges), kept
-    inside the carving mask and behind the lifted surface, or on it (``NEAR_KEEP``: inside the
-    mask, the picture's colour; ``near`` marks them).
+    inside the carving mask and behind the lifted surface ``dlift``, or on it or in front of it
+    but not in front of ``dnear`` (``NEAR_KEEP``: seen by the camera, so only inside the mask and
+    in the picture's colour; ``near`` marks them).
 
     All views are sampled in one pass: their maps (Q depths + 3 colours, nearest-filled outside
     the mask, one pixel of edge padding, which is grid_sample's border mode) are stacked into
