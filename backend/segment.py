@@ -9,8 +9,8 @@ photo's colours at up to ``REFINE_SIDE`` pixels (its colour models see the objec
 not the whole frame); the largest pieces are kept and holes filled. Without the net's weights:
 GrabCut seeded by a colour prior (a thin frame band is background, colours far from every border
 colour cluster are probable object). On a flat studio background (``plain_background``) the
-border rule is exact and is used. When the cut finds (next to) nothing, the old border rule's cut is used, flagged by
-``cut_warnings`` for the artist rather than refused.
+border rule is exact and is used. When the cut finds (next to) nothing, the old border rule's cut
+is used, flagged by ``cut_warnings`` for the artist rather than refused.
 """
 
 from __future__ import annotations
@@ -236,15 +236,19 @@ def estimate_alpha(rgb: np.ndarray) -> np.ndarray:
     return fg.astype(np.float32)
 
 
+def alpha_is_mask(image: np.ndarray) -> bool:
+    """Does the image's alpha say where the object ends? RGBA with some pixel under 99% opaque;
+    a fully opaque RGBA is a photo like an RGB one (the automatic cut, a real backdrop)."""
+    return image.ndim == 3 and image.shape[2] == 4 and float(image[..., 3].min()) / 255.0 < 0.99
+
+
 def object_mask(image: np.ndarray) -> tuple[np.ndarray, str]:
     """(alpha (H,W) float32 in [0,1], source): the alpha channel when it carries a mask
     (source "alpha"), else the automatic foreground of ``backend.segment`` (source "auto")."""
     if image.ndim != 3 or image.shape[2] not in (3, 4):
         raise ValueError(f"expected an HxWx3 or HxWx4 image, got shape {image.shape}")
-    if image.shape[2] == 4:
-        a = image[..., 3].astype(np.float32) / 255.0
-        if a.min() < 0.99:  # a real mask; fully opaque RGBA falls back to the automatic cut
-            return a, "alpha"
+    if alpha_is_mask(image):
+        return image[..., 3].astype(np.float32) / 255.0, "alpha"
     return segment(image[..., :3]), "auto"
 
 

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from ..segment import alpha_is_mask
 from .geometry import CAM_DIST, ORTHO_S
 
 WORK_SIZE = 512          # long side of the working image (full resolution when smaller)
@@ -111,10 +112,11 @@ OUTLINE_PX = 2  # how deep a hard mask's outline pixels may be mixed with the ba
 
 
 def is_photo(image: np.ndarray) -> bool:
-    """No alpha that says where the object ends (RGB, or RGBA fully opaque): the pixels outside
-    the mask are a real backdrop, so the mask's outline pixels are partly backdrop."""
+    """No alpha that says where the object ends (``segment.alpha_is_mask``, the cut's own rule):
+    the pixels outside the mask are a real backdrop, so the mask's outline pixels are partly
+    backdrop."""
     im = np.asarray(image)
-    return im.ndim == 3 and (im.shape[2] == 3 or bool(im[..., 3].min() == 255))
+    return im.ndim == 3 and im.shape[2] in (3, 4) and not alpha_is_mask(im)
 
 
 def unmixed_outline(rgb: np.ndarray, mask: np.ndarray, depth: int = OUTLINE_PX) -> np.ndarray:
