@@ -330,6 +330,41 @@ def grid_png(path: Path, inp: np.ndarray, preds: list[np.ndarray], gts: list[np.
     plt.close(fig)
 
 
+def chroma_error(rgb: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Per point L1 distance of rg-chromaticities, x255: hue and saturation without brightness
+    (the inputs are shaded renders, the GT colours albedo)."""
+    a, b = rgb.astype(np.float64) + 1.0, ref.astype(np.float64) + 1.0
+    return np.abs(a / a.sum(-1, keepdims=True) - b / b.sum(-1, keepdims=True)).sum(-1) * 255
+
+
+def hidden_colour_set(recon: Any, raws: np.ndarray, gts: list[tuple[np.ndarray, np.ndarray]]
+                      ) -> dict[str, float]:
+    """Colour of the unseen side: the chromaticity error of the lifted cloud's hidden points
+    against the albedo of the nearest GT surface point, coloured from the picture (the default,
+    ``lift.picture_colours``) and by the model's own colours toned to the picture (the pipeline
+    before); the same points both times (the colouring draws no random numbers)."""
+    from scipy.spatial import cKDTree
+
+    from .model import lift
+
+    out: dict[str, list[float]] = {"picture": [], "model": []}
+    saved = lift.HIDDEN_COLOUR
+    try:
+        for raw, (gt, albedo) in zip(raws, gts):
+            near = None
+            for mode in out:
+                lift.HIDDEN_COLOUR = mode
+                cloud = recon.reconstruct([raw])[0]
+                hid = slice(int(cloud.meta["visible"]), None)
+                if near is None:
+                    near = cKDTree(gt).query(cloud.xyz[hid])[1]
+                if len(near):
+                    out[mode].append(float(chroma_error(cloud.rgb[hid], albedo[near]).mean()))
+    finally:
+        lift.HIDDEN_COLOUR = saved
+    return {k: float(np.mean(v)) if v else float("nan") for k, v in out.items()}
+
+
 def run_eval(checkpoint_path: str | None, data: str, out: str, max_test: int | None = None,
              third_party: bool = True) -> dict[str, Any]:
     from .data.dataset import ShapeDataset
@@ -364,6 +399,7 @@ def run_eval(checkpoint_path: str | None, data: str, out: str, max_test: int | N
     }
     if raw is not None:
         report["test"]["input_view"] = input_view_set(recon, raw)
+        report["test"]["hidden_colour"] = hidden_colour_set(recon, raw, [test.gt_points(i) for i in range(n)])
     if third_party:
         traws: list[np.ndarray] = []
         tinp, tgts, tnames = third_party_set(raws=traws, size=size)
@@ -431,6 +467,10 @@ def format_table(report: dict[str, Any]) -> str:
         if iv:
             lines.append("input view (silhouette IoU with the mask, colour MAE /255): " + "; ".join(
                 f"{k} IoU {v['iou']:.3f}, MAE {v['colour_mae']:.2f}" for k, v in iv.items()))
+        hc = report[split].get("hidden_colour")
+        if hc:
+            lines.append("hidden points' hue error vs the GT albedo (chromaticity L1 x255): picture "
+                         f"colours {hc['picture']:.1f}, the model's toned {hc['model']:.1f}")
         lines.append("")
     return "\n".join(lines)
 
@@ -466,6 +506,18 @@ def markdown(report: dict[str, Any]) -> str:
             ok += (f"; absolute bar (Chamfer <= {THIRD_PARTY_BAR['chamfer']}, F@2% >= {THIRD_PARTY_BAR['f2']}): "
                    + ("**met**" if v["meets_absolute_bar"] else "**not met**"))
         lines.append(f"- {split.replace('_', '-')}: {gains} -> {ok}.")
+    views = [(split, report[split]["input_view"]) for split in splits if "input_view" in report[split]]
+    if views:
+        lines += ["", "Seen from the input's camera (silhouette IoU with the input's mask / colour error "
+                  "of the visible points, 0-255): " + "; ".join(
+                      f"{split.replace('_', '-')} lifted {v['lifted']['iou']:.3f} / "
+                      f"{v['lifted']['colour_mae']:.3f}, model only {v['model']['iou']:.3f} / "
+                      f"{v['model']['colour_mae']:.2f}" for split, v in views) + "."]
+    hc = report.get("test", {}).get("hidden_colour")
+    if hc:
+        lines += ["", "The unseen side's colour (test, hidden points of the lifted cloud, hue error "
+                  "against the GT albedo as rg-chromaticity L1 x255): the picture's colours "
+                  f"{hc['picture']:.1f}, the model's own toned to the picture {hc['model']:.1f}."]
     return "\n".join(lines)
 
 

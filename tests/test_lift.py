@@ -49,7 +49,8 @@ def test_known_shape_projects_to_itself_with_its_own_colours():
     assert info["hidden"] > 0 and (xyz[vis:, 2] < 0.2 - lift.FRONT_TOL).all()
 
 
-def test_hidden_colours_are_toned_like_the_visible_ones():
+def test_hidden_colours_are_toned_like_the_visible_ones(monkeypatch):
+    monkeypatch.setattr(lift, "HIDDEN_COLOUR", "model")  # the model's own colours, toned
     img, mask = keyhole()
     depth, logit, rgb, R, t = disc_maps(colour=0.95)  # the model's albedo: brighter than the photo
     xyz, col, info = lift.lift(img, mask.astype(np.float32), depth, logit, rgb, R, t, density=30_000)
@@ -78,7 +79,25 @@ def test_other_views_points_on_the_lifted_surface_carry_their_pixels_colours():
     c, r = info["view"].to_pixels(cam[:, 0], cam[:, 1], -cam[:, 2])
     under = img[np.floor(r).astype(int), np.floor(c).astype(int), :3]
     assert (hcol[on] == under).all(axis=1).mean() > 0.99  # the picture's colour, not the model's
-    assert np.abs(hcol[~on].astype(float) - 0.1 * 255).mean() > 20  # behind: toned model colour
+    assert np.abs(hcol[~on].astype(float) - 0.1 * 255).mean() > 20  # behind: not the model's dark grey
+
+
+def test_hidden_points_take_the_picture_colours_where_they_project():
+    img, mask = keyhole()
+    left = mask & (np.arange(img.shape[1]) < 140)[None]
+    img[left, :3] = (200, 40, 40)
+    img[mask & ~left, :3] = (40, 40, 200)
+    depth, logit, rgb, R, t = disc_maps(colour=0.1)  # the model's dark grey: a hue the picture lacks
+    xyz, col, info = lift.lift(img, mask.astype(np.float32), depth, logit, rgb, R, t, density=30_000)
+    vis = info["visible"]
+    cam = xyz[vis:].astype(np.float64) @ R[0].T + t[0]
+    c, _ = info["view"].to_pixels(cam[:, 0], cam[:, 1], -cam[:, 2])
+    red, blue = (col[vis:] == (200, 40, 40)).all(1), (col[vis:] == (40, 40, 200)).all(1)
+    assert info["hidden"] > 5000 and (red | blue).mean() > 0.9
+    hc = col[vis:].astype(int)  # the rest blend the two across the seam: no model grey anywhere
+    assert (hc[:, 1] == 40).all() and (np.abs(hc[:, 0] + hc[:, 2] - 240) <= 2).all()
+    away = np.abs(c - 140) > 12  # off the seam, each side takes the colour in front of it
+    assert (red[away] == (c[away] < 140)).mean() > 0.99
 
 
 def test_picture_is_lifted_on_the_front_maps_own_depth_not_a_nearer_view():

@@ -31,6 +31,8 @@ def test_pipeline_smoke(tmp_path):
         m = report["test"][name]["mean"]
         assert 0 <= m["f2"] <= 1 and m["chamfer"] > 0
     assert "nn_retrieval" in out
+    hidden = report["test"]["hidden_colour"]  # the test split keeps its renders: the lifted cloud's
+    assert 0 <= hidden["picture"] < 255 and 0 <= hidden["model"] < 255
     summary = json.loads((runs / "pipeline.json").read_text())
     assert set(summary["seconds"]) == {"make_data", "train", "eval"}
     assert summary["shards_present_before"] == 0 and summary["smoke"] is True
