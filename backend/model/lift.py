@@ -418,7 +418,8 @@ def picture_colours(rgb: np.ndarray, cen: Centres, ref_x: np.ndarray, ref_y: np.
     had (a yellow and blue car got a teal back; hue error on hidden points halves, measured
     against the shapes' albedo); the model still says which of the picture's colours goes where.
     By projection, not 3D nearest neighbours: a k-d tree query from the back to the front surface
-    costs 30-50 ms, this 2-3 ms."""
+    costs 30-50 ms, this 4-6 ms (and the hidden points are no longer toned one by one: the lift
+    takes as long as before)."""
     g, win = HIDDEN_GRID, HIDDEN_WINDOW
     ci = np.clip(((ref_x / s + 1) * (g / 2)).astype(np.int64), 0, g - 1)
     ri = np.clip(((1 - ref_y / s) * (g / 2)).astype(np.int64), 0, g - 1)
