@@ -212,15 +212,16 @@ def filled(m: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return m[..., idx[0], idx[1]]
 
 
-def sample_map(m: np.ndarray, x: np.ndarray, y: np.ndarray, s: float = ORTHO_S) -> np.ndarray:
-    """Bilinear value of map(s) ``m`` ((h, w) or (C, h, w)) at camera-plane (x, y)."""
+def sample_map(m: np.ndarray, x: np.ndarray, y: np.ndarray, s: float = ORTHO_S,
+               dtype: type = np.float64) -> np.ndarray:
+    """Bilinear value of map(s) ``m`` ((h, w) or (C, h, w)) at camera-plane (x, y), as ``dtype``."""
     mt = torch.from_numpy(np.ascontiguousarray(m, np.float32))
     mt = mt.view(1, -1, *m.shape[-2:])
     grid = torch.from_numpy(np.stack([np.asarray(x, np.float32) / s, -np.asarray(y, np.float32) / s], -1))
     # align_corners=False: -1/+1 are the map's outer edges, pixel centres at (j + 0.5) / w * 2 - 1
     out = F.grid_sample(mt, grid.view(1, 1, -1, 2), mode="bilinear", padding_mode="border",
                         align_corners=False)[0, :, 0]
-    res = out.numpy().astype(np.float64)
+    res = out.numpy().astype(dtype, copy=False)
     return res[0] if m.ndim == 2 else res
 
 
@@ -527,8 +528,9 @@ def _hidden_points(depth_q, logit, rgb, R, t, cen: Centres, behind: np.ndarray, 
         big.transpose(1, 0, 2, 3).reshape(1, nc, nv * (h + 2), w + 2), np.float32))
     # per view, view camera -> front camera in one affine: fc = cam @ A_k + b_k
     Rf64, tf64 = Rf.astype(np.float64), tf.astype(np.float64)
-    aff = [(R[k].astype(np.float64) @ Rf64.T, tf64 - t[k].astype(np.float64) @ R[k] @ Rf64.T)
-           for k, _ in cells]
+    aff = [((R[k].astype(np.float64) @ Rf64.T).astype(np.float32),
+            (tf64 - t[k].astype(np.float64) @ R[k] @ Rf64.T).astype(np.float32)) for k, _ in cells]
+    tf32, Rf32 = tf64.astype(np.float32), Rf64.astype(np.float32)  # the points are float32 anyway
     depths = np.stack([dlift, dnear])
     xyz_parts, rgb_parts, near_parts, got, want = [], [], [], 0, n * 1.15
     near_ok = NEAR_KEEP and mask is not None and wrgb is not None
@@ -560,7 +562,7 @@ def _hidden_points(depth_q, logit, rgb, R, t, cen: Centres, behind: np.ndarray, 
             fc[sl] = matmul(cam[sl], A) + b
         ok, pix = _in_mask(fc, view, carve_mask)
         dist = -fc[ok, 2]
-        both = sample_map(depths, fc[ok, 0], fc[ok, 1], s)
+        both = sample_map(depths, fc[ok, 0], fc[ok, 1], s, np.float32)
         gap = dist - both[0]  # behind the lifted surface
         near = np.zeros(m, bool)
         if near_ok:  # on the lifted surface (within FRONT_TOL) or in front of it but not of the
@@ -575,7 +577,7 @@ def _hidden_points(depth_q, logit, rgb, R, t, cen: Centres, behind: np.ndarray, 
             drop = np.zeros(len(idx), bool)
             drop[rng.choice(len(idx), got + len(idx) - n, replace=False)] = True
             idx = idx[~drop]
-        p = matmul(fc[idx] - tf, Rf).astype(np.float32)  # back to the world (Rf orthonormal)
+        p = matmul(fc[idx] - tf32, Rf32)  # back to the world (Rf orthonormal)
         if mask is not None and len(p):  # kept by the tolerance, outside the mask: snapped in
             out = ~mask.ravel()[pix[idx]]
             if out.any():
