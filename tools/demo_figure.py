@@ -57,6 +57,7 @@ def main() -> int:
     first = np.asarray(white.convert("RGB"))
     tmp = tempfile.mkdtemp(prefix="i2p-demofig-")
     strips = []
+    saved = lift.HIDDEN_COLOUR
     for i, (title, kw, colour) in enumerate(rows):
         lift.HIDDEN_COLOUR = colour
         cloud = model.reconstruct([img], **kw)[0]
@@ -69,7 +70,7 @@ def main() -> int:
         views = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
         strip = np.concatenate([first, *views], 1)
         strips.append(label(strip, f"{title} ({len(cloud.xyz):,} points)"))
-    lift.HIDDEN_COLOUR = "picture"
+    lift.HIDDEN_COLOUR = saved
     out = Image.fromarray(np.concatenate(strips, 0))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     out.quantize(256).save(args.out, optimize=True)  # a palette keeps the committed picture small

@@ -322,8 +322,9 @@ def tone_match(src: np.ndarray, ref: np.ndarray, target: np.ndarray) -> np.ndarr
     the hidden side must not come out brighter than the side the camera saw."""
     if len(src) == 0 or len(ref) == 0:
         return target
-    ms, ss = src.mean(0), src.std(0)
-    mr, sr = ref.mean(0), ref.std(0)
+    src, ref = np.ascontiguousarray(src.T), np.ascontiguousarray(ref.T)  # per channel: rows, fast
+    ms, ss = src.mean(1), src.std(1)
+    mr, sr = ref.mean(1), ref.std(1)
     gain = np.where(ss > 2.0, np.clip(sr / np.maximum(ss, 1e-6), 0.25, 4.0), 1.0)
     dt = target.dtype
     return np.clip(target * gain.astype(dt) + (mr - ms * gain).astype(dt), 0, 255)
