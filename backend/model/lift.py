@@ -423,23 +423,25 @@ def picture_colours(rgb: np.ndarray, cen: Centres, ref_x: np.ndarray, ref_y: np.
     costs 30-50 ms, this 4-6 ms (and the hidden points are no longer toned one by one: the lift
     takes as long as before)."""
     g, win = HIDDEN_GRID, HIDDEN_WINDOW
-    ci = np.clip(((ref_x / s + 1) * (g / 2)).astype(np.int64), 0, g - 1)
-    ri = np.clip(((1 - ref_y / s) * (g / 2)).astype(np.int64), 0, g - 1)
+
+    def cell(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # camera plane -> (row, col)
+        return (np.clip(((1 - y / s) * (g / 2)).astype(np.int64), 0, g - 1),
+                np.clip(((x / s + 1) * (g / 2)).astype(np.int64), 0, g - 1))
+
+    ri, ci = cell(ref_x, ref_y)
     grid = np.zeros((3, g, g), np.float32)
     have = np.zeros((g, g), bool)
     grid[:, ri, ci] = ref_rgb.T  # one representative colour per grid cell
     have[ri, ci] = True
     grid = np.pad(filled(grid, have), ((0, 0), (win, win), (win, win)), mode="edge")
     grid = np.ascontiguousarray(grid.reshape(3, -1).T)  # (cells, 3)
-    cam = cen.cam
-    qc = np.clip(((cam[:, 0] / s + 1) * (g / 2)).astype(np.int64), 0, g - 1) + win
-    qr = np.clip(((1 - cam[:, 1] / s) * (g / 2)).astype(np.int64), 0, g - 1) + win
+    qr, qc = (q + win for q in cell(cen.cam[:, 0], cen.cam[:, 1]))  # in the padded grid
     d = np.arange(-win, win + 1)
-    nb = ((qr[:, None, None] + d[:, None]) * (g + 2 * win) + qc[:, None, None] + d).reshape(len(cam), -1)
+    nb = ((qr[:, None, None] + d[:, None]) * (g + 2 * win) + qc[:, None, None] + d).reshape(len(qr), -1)
     model = np.concatenate([rgb[view].reshape(3, -1)[:, c] for view, c in cen.views], 1).T
     want = tone_match(model_front, ref_rgb, model * 255).astype(np.float32)
     cand = grid[nb]  # (cells, window, 3)
-    pick = cand[np.arange(len(cam)), np.argmin(np.abs(cand - want[:, None, :]).sum(-1), 1)] / 255
+    pick = cand[np.arange(len(cand)), np.argmin(np.abs(cand - want[:, None, :]).sum(-1), 1)] / 255
     out = rgb.copy()
     off = 0
     for view, c in cen.views:
