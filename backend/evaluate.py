@@ -62,9 +62,32 @@ def metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
 
 
 def subsample(p: np.ndarray, n: int = N_EVAL, seed: int = 0) -> np.ndarray:
-    if len(p) <= n:
-        return p
-    return p[np.random.default_rng(seed).choice(len(p), n, replace=False)]
+    """``n`` of the points, stratified: every (len / n)-th point along a Z-order (Morton) curve
+    through the cloud, from a random start. Why not a plain random choice: that thins a cloud into
+    clumps and gaps, the more so the denser it was, so a 25k-point lifted cloud lost to the model's
+    own 6k-point grid on GT->cloud distance for its thinning alone (val: 0.0738 random against
+    0.0723 stratified; the grid's 0.0716 against 0.0713). A curve, unlike a voxel or farthest-point
+    subsample, keeps the cloud's own density: where it has more points, it keeps more."""
+    return p if len(p) <= n else p[subsample_index(p, n, seed)]
+
+
+def subsample_index(p: np.ndarray, n: int = N_EVAL, seed: int = 0) -> np.ndarray:
+    """The indices ``subsample`` keeps (``len(p) > n``), for data that goes with the points."""
+    lo = p.min(0)
+    span = max(float((p.max(0) - lo).max()), 1e-12)
+    q = np.clip((p - lo) / span * 1023, 0, 1023).astype(np.uint64)  # 10 bits per axis
+    key = _spread_bits(q[:, 0]) | (_spread_bits(q[:, 1]) << np.uint64(1)) | (_spread_bits(q[:, 2]) << np.uint64(2))
+    order = np.argsort(key, kind="stable")
+    start = np.random.default_rng(seed).random()
+    return order[((np.arange(n) + start) * (len(p) / n)).astype(np.int64)]
+
+
+def _spread_bits(x: np.ndarray) -> np.ndarray:
+    """The 10 low bits of ``x`` moved to every third bit (one axis of a 30-bit Morton key)."""
+    x = x & np.uint64(0x3FF)
+    for shift, mask in ((16, 0x30000FF), (8, 0x300F00F), (4, 0x30C30C3), (2, 0x9249249)):
+        x = (x | (x << np.uint64(shift))) & np.uint64(mask)
+    return x
 
 
 def normalise(p: np.ndarray) -> np.ndarray:

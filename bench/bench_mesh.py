@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from image2points.backend.evaluate import N_EVAL, metrics, subsample
+from image2points.backend.evaluate import N_EVAL, metrics, subsample, subsample_index
 from image2points.backend.model import meshing
 from image2points.backend.threads import torch_threads
 from image2points.bench.timing import measure, table
@@ -133,6 +133,14 @@ def third_party_clouds(per_object: int) -> list[tuple[str, np.ndarray, np.ndarra
 
 # -- scoring -----------------------------------------------------------------------------------
 
+def mesh_samples(m: meshing.Mesh) -> tuple[np.ndarray, np.ndarray]:
+    """N_EVAL points on the mesh thinned from 8x as many as a cloud is (evaluate.subsample), so
+    the mesh and the cloud are scored by the same stratified sampling."""
+    pts, col = meshing.surface_samples(m, 8 * N_EVAL)
+    i = subsample_index(pts)
+    return pts[i], col[i]
+
+
 def score_set(cases: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], with_gn: bool) -> dict:
     rows: dict[str, list[dict[str, float]]] = {"cloud": [], "mesh": [], "shell": [], "gn": []}
     tight = {"mesh": 0, "shell": 0, "gn": 0}
@@ -143,18 +151,18 @@ def score_set(cases: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], with_
         t0 = time.perf_counter()
         m = meshing.mesh_points(xyz, rgb)
         secs.append(time.perf_counter() - t0)
-        pts, col = meshing.surface_samples(m, N_EVAL)
+        pts, col = mesh_samples(m)
         rows["mesh"].append(metrics(pts, g))
         tight["mesh"] += meshing.is_watertight(m.faces)
         colour.append(float(np.abs(col - meshing.nearest_colors(xyz, rgb, pts)).mean()))
         sh = meshing.mesh_points(xyz, rgb, meshing.MeshParams(fill_holes=0))  # no closing: thin shells
-        rows["shell"].append(metrics(meshing.surface_samples(sh, N_EVAL)[0], g))
+        rows["shell"].append(metrics(mesh_samples(sh)[0], g))
         tight["shell"] += meshing.is_watertight(sh.faces)
         if with_gn:
             voxel = m.info["voxel"]
             v, f = gn_mesh(xyz, voxel, max(voxel, meshing.point_spacing(xyz)))
             gm = meshing.Mesh(v, f, np.zeros((len(v), 3), np.uint8))
-            rows["gn"].append(metrics(meshing.surface_samples(gm, N_EVAL)[0], g))
+            rows["gn"].append(metrics(mesh_samples(gm)[0], g))
             tight["gn"] += meshing.is_watertight(f)
     n = len(cases)
     res: dict[str, Any] = {"samples": n, "mesh_seconds_mean": float(np.mean(secs)),

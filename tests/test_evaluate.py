@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from image2points.backend.evaluate import gain_ci, metrics, verdict
+from image2points.backend.evaluate import gain_ci, metrics, subsample, verdict
 
 
 def _cloud(n: int = 3000, seed: int = 0) -> np.ndarray:
@@ -21,6 +21,30 @@ def test_metrics_on_known_clouds():
     assert 0 < near["chamfer"] < far["chamfer"] < 0.3  # a shifted sphere is closer than the shift
     assert far["f2"] < near["f2"] < 1 and far["f2"] < 0.3  # 0.3 is 4x the F@2% radius (~0.07)
     assert metrics(np.zeros((0, 3)), gt)["f2"] == 0.0
+
+
+def test_subsample_keeps_the_density_and_spreads_the_points():
+    """The thinning every cloud goes through before it is scored: a random choice leaves clumps and
+    gaps that cost a dense cloud GT->cloud distance; the stratified one spreads the kept points
+    (they sit farther from each other) and keeps where the cloud is dense."""
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(3)
+    dense = rng.random((40_000, 3)) * [1.0, 1.0, 0.02]  # a thin plate, 80% of it on the left half
+    dense[:32_000, 0] *= 0.5
+    dense[32_000:, 0] = 0.5 + 0.5 * dense[32_000:, 0]
+    kept = subsample(dense)
+    assert kept.shape == (4096, 3) and np.array_equal(kept, subsample(dense))  # deterministic
+    assert len(np.unique(kept, axis=0)) == 4096  # no point twice
+    assert abs((kept[:, 0] < 0.5).mean() - 0.8) < 0.02  # the cloud's own density
+    rand = dense[rng.choice(len(dense), 4096, replace=False)]
+    gap = [cKDTree(k).query(k, k=2)[0][:, 1].mean() for k in (kept, rand)]
+    assert gap[0] > 1.05 * gap[1]  # spread out, not clumped (1.11-1.14 over five seeds)
+    gt = rng.random((4096, 3)) * [1.0, 1.0, 0.02]
+    gt[:, 0] = np.where(gt[:, 0] < 0.8, gt[:, 0] / 1.6, 0.5 + (gt[:, 0] - 0.8) * 2.5)
+    assert metrics(kept, gt)["g2p"] < metrics(rand, gt)["g2p"]
+    small = dense[:100]
+    assert subsample(small) is small  # fewer than n: all of them
 
 
 def _report(model: dict, base: dict, groups: list[str]) -> dict:
