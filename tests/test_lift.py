@@ -218,3 +218,23 @@ def test_model_cloud_seen_from_the_input_is_the_input(recon):
     assert 0.7 < np.linalg.norm(cloud.xyz, axis=1).max() < 1.3
     plain = recon.reconstruct([img], lift=False)[0]  # the model's own cloud: no input view
     assert 0 < len(plain.xyz) < len(cloud.xyz) and "input_view" not in plain.meta
+
+
+def test_a_part_the_model_missed_does_not_drag_the_picture_off_its_surface():
+    """A table seen from the front: the picture has the top and a leg, the model's front mask only
+    a thick top (it missed the leg). Matching centroids would lift the picture's top 0.2 above the
+    model's; with the frame's own rule (the object's box centre is the origin) as a second
+    candidate, scored by overlap, it lands on it."""
+    s = geometry.ORTHO_S
+    n, a_true = 160, 0.01
+    col, row = np.meshgrid(np.arange(n) + 0.5, np.arange(n) + 0.5)
+    x, y = a_true * col - 0.8, 0.8 - a_true * row  # the object's box is centred on the origin
+    top = (np.abs(x) <= 0.6) & (y >= 0.35) & (y <= 0.5)
+    mask = top | ((np.abs(x) <= 0.1) & (y >= -0.5) & (y < 0.35))
+    f = ((np.arange(64) + 0.5) / 64 * 2 - 1) * s
+    fx, fy = np.meshgrid(f, -f)
+    front = (np.abs(fx) <= 0.6) & (fy >= 0.2) & (fy <= 0.55)  # the model's top, no leg
+    view = lift.fit_input_view(mask, front, np.full((64, 64), geometry.CAM_DIST, np.float32))
+    r, c = np.nonzero(top)
+    _, ty = view.to_plane(c + 0.5, r + 0.5)
+    assert abs(ty.mean() - 0.425) < 0.07  # the true top's height (centroids alone: 0.645)

@@ -164,8 +164,9 @@ def fit_input_view(mask: np.ndarray, front_mask: np.ndarray, front_d: np.ndarray
                    s: float = ORTHO_S) -> InputView:
     """Moment match of the working mask (pixels) to the model's front surface (camera plane
     and depth): for each camera distance in ``PERSPECTIVE_K`` (orthographic first), the surface
-    is brought to the origin plane along its rays, matched in centroid and area, and scored by
-    the IoU of its splat with the mask; the best one wins. Without depths: orthographic."""
+    is brought to the origin plane along its rays, matched in area and either in centroid or
+    with the mask's box centre on the origin, and scored by the IoU of its splat with the mask;
+    the best one wins. Without depths: orthographic."""
     rows, cols = np.nonzero(mask)
     cc, rc = cols.mean() + 0.5, rows.mean() + 0.5
     fr, fc = np.nonzero(front_mask)
@@ -182,24 +183,30 @@ def fit_input_view(mask: np.ndarray, front_mask: np.ndarray, front_d: np.ndarray
     a0 = np.sqrt(len(fr) / len(rows)) * px  # the orthographic scale: one map pixel ~ px / a0
     f = max(1, int(px / a0))  # score on a grid of about the map's pitch
     small = mask[::f, ::f]
+    # the frame's origin is the object's box centre, so the mask's box centre sits near (0, 0)
+    # (exactly for an orthographic photo): the second candidate for each distance. Why: where the
+    # model's front mask lacks a part (a table's legs) or has one too many, its centroid drags the
+    # picture off the model's surface (val, 400 shapes: tables 0.0771 -> 0.0734, all 0.0776 -> 0.0772)
+    bc, br = (cols.min() + cols.max() + 1) / 2, (rows.min() + rows.max() + 1) / 2
     for k in PERSPECTIVE_K if front_d is not None else (0.0,):
         g = np.maximum(1.0 + k * (fd - CAM_DIST), 1e-3)
         wt = 1.0 / g ** 2  # a map pixel's area on the origin plane
         ox, oy = fx / g, fy / g
         a = float(np.sqrt(wt.sum() * px * px / len(rows)))
-        view = InputView(a, float((ox * wt).sum() / wt.sum() - a * cc),
-                         float((oy * wt).sum() / wt.sum() + a * rc), mask.shape, k)
-        c, r = view.to_pixels(fx, fy, fd)
-        hit = np.zeros(small.shape, bool)
-        ci, ri = np.floor(c / f).astype(int), np.floor(r / f).astype(int)
-        ok = (ci >= 0) & (ci < small.shape[1]) & (ri >= 0) & (ri < small.shape[0])
-        hit[ri[ok], ci[ok]] = True
-        rad = int(np.ceil(px / a / f / 2))
-        if rad > 0:
-            hit = ndimage.maximum_filter(hit, size=2 * rad + 1)  # a square dilation, separable
-        iou = (hit & small).sum() / max((hit | small).sum(), 1)
-        if iou > best_iou + 1e-3:
-            best, best_iou = view, iou
+        moment = InputView(a, float((ox * wt).sum() / wt.sum() - a * cc),
+                           float((oy * wt).sum() / wt.sum() + a * rc), mask.shape, k)
+        for view in (moment, InputView(a, -a * bc, a * br, mask.shape, k)):
+            c, r = view.to_pixels(fx, fy, fd)
+            hit = np.zeros(small.shape, bool)
+            ci, ri = np.floor(c / f).astype(int), np.floor(r / f).astype(int)
+            ok = (ci >= 0) & (ci < small.shape[1]) & (ri >= 0) & (ri < small.shape[0])
+            hit[ri[ok], ci[ok]] = True
+            rad = int(np.ceil(px / a / f / 2))
+            if rad > 0:
+                hit = ndimage.maximum_filter(hit, size=2 * rad + 1)  # a square dilation, separable
+            iou = (hit & small).sum() / max((hit | small).sum(), 1)
+            if iou > best_iou + 1e-3:
+                best, best_iou = view, iou
     assert best is not None
     return best
 
