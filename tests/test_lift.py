@@ -238,3 +238,13 @@ def test_a_part_the_model_missed_does_not_drag_the_picture_off_its_surface():
     r, c = np.nonzero(top)
     _, ty = view.to_plane(c + 0.5, r + 0.5)
     assert abs(ty.mean() - 0.425) < 0.07  # the true top's height (centroids alone: 0.645)
+
+
+def test_dilate_square_is_the_maximum_filter():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    for shape in ((64, 80), (5, 200), (1, 7)):
+        for r in (1, 2, 4):
+            m = rng.random(shape) < 0.05
+            assert np.array_equal(lift.dilate_square(m, r), ndimage.maximum_filter(m, size=2 * r + 1))
