@@ -248,3 +248,25 @@ def test_dilate_square_is_the_maximum_filter():
         for r in (1, 2, 4):
             m = rng.random(shape) < 0.05
             assert np.array_equal(lift.dilate_square(m, r), ndimage.maximum_filter(m, size=2 * r + 1))
+
+
+def test_points_kept_by_the_tolerance_are_snapped_into_the_mask():
+    """The carving keeps model points up to CARVE_TOL_PX outside the mask; each is moved onto the
+    nearest mask pixel at its depth, so the input-view silhouette stays the mask's own."""
+    R, t = (x.numpy().astype(np.float64) for x in geometry.fixed_views(layout="axis"))
+    f = int(np.argmax(R[:, 2, 2]))
+    mask = np.zeros((60, 60), bool)
+    mask[20:40, 20:40] = True
+    view = lift.InputView(0.02, -0.6, 0.6, mask.shape)
+    col = np.array([19.5, 40.5, 30.2, 41.7, 18.4, 41.3])  # pixels 1 and 2 outside, all sides
+    row = np.array([30.0, 25.0, 41.6, 41.5, 18.6, 18.9])
+    d = np.full(len(col), geometry.CAM_DIST)
+    x, y = view.to_plane(col, row, d)
+    p = lift.to_world(x, y, d, R[f], t[f])
+    q = lift.snap_inside(p, view, mask, R[f], t[f])
+    cam = lift.matmul(q.astype(np.float64), R[f].T, t[f])
+    c, r = view.to_pixels(cam[:, 0], cam[:, 1], -cam[:, 2])
+    assert lift.CARVE_TOL_PX >= 2
+    assert mask[np.floor(r).astype(int), np.floor(c).astype(int)].all()
+    assert np.abs(cam[:, 2] + geometry.CAM_DIST).max() < 1e-6  # at their depth
+    assert np.hypot(c - col, r - row).max() < 2.9  # by whole pixels, at most the tolerance

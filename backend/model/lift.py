@@ -34,7 +34,7 @@ from .geometry import CAM_DIST, ORTHO_S
 WORK_SIZE = 512          # long side of the working image (full resolution when smaller)
 DEFAULT_DENSITY = 100_000
 MIN_DENSITY, MAX_DENSITY = 10_000, 1_000_000
-CARVE_TOL_PX = 1         # model points may project this far outside the mask (working pixels)
+CARVE_TOL_PX = 2         # model points may project this far outside the mask (working pixels); snapped in
 FRONT_TOL = 0.06         # model points within this of the lifted depth are on it; nearer: dropped
 VISIBLE_SHARE = (0.2, 0.7)
 DEPTH_JUMP: float | None = 0.1  # a bilinear depth this far from its cell's own is a depth edge
@@ -483,6 +483,13 @@ def picture_colours(rgb: np.ndarray, cen: Centres, ref_x: np.ndarray, ref_y: np.
     return out
 
 
+def ring_offsets(r: int) -> list[tuple[int, int]]:
+    """Pixel offsets within ``r`` (a square), nearest first (ties: same row, then below, right)."""
+    r = max(r, 1)
+    off = [(dr, dc) for dr in range(-r, r + 1) for dc in range(-r, r + 1) if dr or dc]
+    return sorted(off, key=lambda o: (o[0] ** 2 + o[1] ** 2, abs(o[0]), -o[0], -o[1]))
+
+
 def snap_inside(p: np.ndarray, view: InputView, mask: np.ndarray, Rf: np.ndarray, tf: np.ndarray
                 ) -> np.ndarray:
     """Points kept by the carving tolerance that project just outside the mask move, at their
@@ -501,7 +508,7 @@ def snap_inside(p: np.ndarray, view: InputView, mask: np.ndarray, Rf: np.ndarray
     fc, fr = c[idx] - np.floor(c[idx]), r[idx] - np.floor(r[idx])
     nc, nr = ci[idx].copy(), ri[idx].copy()
     todo = np.ones(len(idx), bool)
-    for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1)):
+    for dr, dc in ring_offsets(CARVE_TOL_PX):  # nearest first, out to the carving tolerance
         rr, cc = np.clip(ri[idx] + dr, 0, h - 1), np.clip(ci[idx] + dc, 0, w - 1)
         hit = todo & mask[rr, cc]
         nr[hit], nc[hit], todo[hit] = rr[hit], cc[hit], False
