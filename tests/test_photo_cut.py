@@ -138,3 +138,32 @@ def test_the_zoomed_pass_changes_only_the_object_square_and_cuts_a_small_object(
     np.testing.assert_array_equal(once[outside], twice[outside])
     assert iou(twice > 0.5, small) > max(iou(once > 0.5, small), 0.95)  # measured 0.94 -> 0.99
     assert iou(segment(bg) > 0.5, small) > 0.85
+
+
+def test_a_hole_the_net_doubts_is_filled_when_it_shows_the_object_and_kept_when_the_background():
+    """A highlight on the object (its own colour) is no opening; a handle's opening (the
+    background's colour) is. The net doubts both (p < 0.5); the colours decide."""
+    from image2points.backend.segment import _clean
+
+    h, w = 120, 160
+    img = photo_like(h, w)
+    obj = photo_mask(h, w)
+    on_object = np.zeros((h, w), bool)
+    on_object[50:58, 60:70] = True  # object-coloured pixels the cut missed
+    opening = np.zeros((h, w), bool)
+    opening[55:65, 90:100] = True
+    img[opening] = (80, 110, 140)  # the background seen through the object
+    fg = obj & ~on_object & ~opening
+    p = np.where(fg, 0.9, 0.1).astype(np.float32)
+    cut = _clean(fg, p, img)
+    assert cut[on_object].all()
+    assert not cut[opening].any()
+    assert not _clean(fg, p)[on_object].any()  # without the picture: the net's word, as before
+
+
+def test_the_same_photo_is_cut_the_same_way_twice():
+    from image2points.backend.data.photos import make_photo
+
+    img = make_photo("tune", 1).image  # GrabCut's k-means and sampling draw random numbers
+    first = segment(img)
+    np.testing.assert_array_equal(first, segment(img))
