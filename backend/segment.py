@@ -95,10 +95,10 @@ def looks_like_object(rgb: np.ndarray, lab: np.ndarray, k: int, box: tuple[slice
     near = ndimage.binary_dilation(hole, iterations=HOLE_RING) & fg[sl]
     if not near.any() or not len(bg):
         return False
-    h, obj = few_colours(rgb[sl], hole), few_colours(rgb[sl], near)
+    inside, obj = few_colours(rgb[sl], hole), few_colours(rgb[sl], near)
 
     def dist(ref: np.ndarray) -> float:
-        return float(np.sqrt(((h[:, None] - ref[None]) ** 2).sum(-1).min(1)).mean())
+        return float(np.sqrt(((inside[:, None] - ref[None]) ** 2).sum(-1).min(1)).mean())
 
     return dist(obj) < dist(bg)
 
