@@ -97,10 +97,12 @@ def looks_like_object(rgb: np.ndarray, lab: np.ndarray, k: int, box: tuple[slice
         return False
     inside, obj = few_colours(rgb[sl], hole), few_colours(rgb[sl], near)
 
-    def dist(ref: np.ndarray) -> float:
-        return float(np.sqrt(((inside[:, None] - ref[None]) ** 2).sum(-1).min(1)).mean())
+    return float(colour_distance(inside, obj).mean()) < float(colour_distance(inside, bg).mean())
 
-    return dist(obj) < dist(bg)
+
+def colour_distance(colours: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Each of ``colours`` (N,3) to its nearest of ``ref`` (K,3), Euclidean (N,)."""
+    return np.sqrt(((colours[:, None] - ref[None]) ** 2).sum(-1).min(1))
 
 
 def grabcut(rgb: np.ndarray, iterations: int = ITERATIONS, side: int = SEG_SIDE) -> np.ndarray:
@@ -114,8 +116,7 @@ def grabcut(rgb: np.ndarray, iterations: int = ITERATIONS, side: int = SEG_SIDE)
     small = cv2.GaussianBlur(small, (3, 3), 0)
     band = max(1, round(BAND * min(sh, sw)))
     centres = _border_clusters(small, band)
-    f = small.astype(np.float32).reshape(-1, 1, 3)
-    dist = np.sqrt(((f - centres[None]) ** 2).sum(-1).min(1)).reshape(sh, sw)
+    dist = colour_distance(small.astype(np.float32).reshape(-1, 3), centres).reshape(sh, sw)
     gc = np.where(dist > PRIOR_DIST, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
     gc[:band], gc[-band:], gc[:, :band], gc[:, -band:] = (cv2.GC_BGD,) * 4
     if not (gc == cv2.GC_PR_FGD).any():  # nothing differs from the border: no object to cut
