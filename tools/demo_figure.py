@@ -2,10 +2,11 @@
 
     .venv/bin/python tools/demo_figure.py [--image examples/chair.png] [--out docs/img/demo_fidelity.png]
 
-Rows: the model's own fused cloud; the input view lifted from the picture with the unseen side in
-the model's colours toned to the picture (the pipeline before ``lift.picture_colours``); the
-default (the unseen side coloured from the picture). Each row is the input and the batch's framed
-camera ring (``addon.render.render_ring``, Cycles, CPU), so the views are the ones a user gets.
+Rows: the model's own fused cloud; the input view lifted from the picture, the unseen side the
+model's alone (coloured from the picture; the pipeline before ``lift.MIRROR``); the default (the
+visible side's mirror image across the object's mirror plane takes over part of the unseen side).
+Each row is the input and the batch's framed camera ring (``addon.render.render_ring``, Cycles,
+CPU), so the views are the ones a user gets.
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ def main() -> int:
 
     model = Reconstructor.load()
     img = decode_image(Path(args.image).read_bytes())
-    rows = [("model cloud only", dict(lift=False), "picture"),
-            ("input view lifted from the picture, unseen side in the model's colours (toned)", {}, "model"),
-            ("now: input view lifted, unseen side coloured from the picture (default)", {}, "picture")]
+    rows = [("model cloud only", dict(lift=False), False),
+            ("input view lifted from the picture, unseen side the model's (coloured from the picture)", {}, False),
+            ("now: the same, the visible side's mirror image takes over part of the unseen side (default)", {},
+             True)]
     inp = Image.fromarray(img).convert("RGBA")
     inp.thumbnail((args.size, args.size))
     white = Image.new("RGBA", (args.size, args.size), (255, 255, 255, 255))
@@ -57,9 +59,9 @@ def main() -> int:
     first = np.asarray(white.convert("RGB"))
     tmp = tempfile.mkdtemp(prefix="i2p-demofig-")
     strips = []
-    saved = lift.HIDDEN_COLOUR
-    for i, (title, kw, colour) in enumerate(rows):
-        lift.HIDDEN_COLOUR = colour
+    saved = lift.MIRROR
+    for i, (title, kw, mirror) in enumerate(rows):
+        lift.MIRROR = mirror
         cloud = model.reconstruct([img], **kw)[0]
         bpy.ops.wm.read_factory_settings(use_empty=True)
         scene = bpy.context.scene
@@ -70,7 +72,7 @@ def main() -> int:
         views = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
         strip = np.concatenate([first, *views], 1)
         strips.append(label(strip, f"{title} ({len(cloud.xyz):,} points)"))
-    lift.HIDDEN_COLOUR = saved
+    lift.MIRROR = saved
     out = Image.fromarray(np.concatenate(strips, 0))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     out.quantize(256).save(args.out, optimize=True)  # a palette keeps the committed picture small

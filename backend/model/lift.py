@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ..segment import alpha_is_mask
+from . import symmetry
 from .geometry import CAM_DIST, ORTHO_S
 
 WORK_SIZE = 512          # long side of the working image (full resolution when smaller)
@@ -46,6 +47,8 @@ HIDDEN_COLOUR = "picture"  # the unseen side: "picture" colours (picture_colours
 HIDDEN_GRID = 32  # the picture's colours on this grid over the input view...
 HIDDEN_WINDOW = 1  # ...and this many cells round a hidden cell's projection are its candidates
 SEEN_BAND = 0.3  # other views' points this far in front of the lifted surface: the same surface seen
+MIRROR_CELLS = 64  # mirrored points replace the model's in the cells they reach (cells across the cloud)
+MIRROR = True  # the visible side reflected across the object's mirror plane joins the unseen side
 
 
 def default_density(h: int, w: int) -> int:
@@ -435,10 +438,77 @@ def lift(image: np.ndarray, alpha: np.ndarray, depth_q: np.ndarray, logit: np.nd
         seen = back_rgb[near]  # the picture's own colours: not toned
         back_rgb = tone_match(model_front, ref_rgb, back_rgb)
         back_rgb[near] = seen
+    # 4. the visible side's mirror image, where the picture allows it, takes over part of the unseen side
+    plane = None
+    if MIRROR and len(back_xyz):
+        back_xyz, back_rgb, plane = mirror_side(vis_xyz, vis_rgb, back_xyz, back_rgb, view, carve_mask,
+                                                wmask, dlift, Rf, tf, rng, s)
     xyz = np.concatenate([vis_xyz, back_xyz]).astype(np.float32)
     col = np.concatenate([vis_rgb, np.round(back_rgb).astype(np.uint8).reshape(-1, 3)])
-    info = {"view": view, "scale": scale, "visible": len(vis_xyz), "hidden": len(back_xyz)}
+    info = {"view": view, "scale": scale, "visible": len(vis_xyz), "hidden": len(back_xyz),
+            "mirror": plane}
     return xyz, col, info
+
+
+def mirror_side(vis_xyz: np.ndarray, vis_rgb: np.ndarray, back_xyz: np.ndarray, back_rgb: np.ndarray,
+                view: InputView, carve_mask: np.ndarray, mask: np.ndarray, dlift: np.ndarray,
+                Rf: np.ndarray, tf: np.ndarray, rng: np.random.Generator, s: float = ORTHO_S
+                ) -> tuple[np.ndarray, np.ndarray, symmetry.Plane | None]:
+    """The hidden points, where the visible points' mirror images (``symmetry.find_plane``) fall
+    inside the mask and behind the lifted surface, replaced by those images in the picture's
+    colours; as many points as before. Why replace, not add: two estimates of one surface a few
+    voxels apart render speckled (val F@2%: replacing in cells of 1/64 of the cloud and a uniform
+    third of a mix both +0.0036, cells of 1/24 +0.0015). Inside the mask itself, not the carving
+    tolerance: no snapping needed, and the same gain.
+    Returns the plane, or None where no plane is cheap enough to be a symmetry."""
+    Rf32, tf32 = Rf.astype(np.float32), tf.astype(np.float32)
+
+    def camera(p: np.ndarray) -> np.ndarray:
+        return matmul(np.ascontiguousarray(p.reshape(-1, 3), np.float32), Rf32.T, tf32)
+
+    def in_front_or_outside(p: np.ndarray, within: np.ndarray = carve_mask
+                            ) -> tuple[np.ndarray, np.ndarray]:
+        """Whether each point projects inside ``within``; its depth behind the lifted surface."""
+        cam = camera(p)
+        inside, _ = _in_mask(cam, view, within)
+        gap = -cam[:, 2] - sample_map(dlift, cam[:, 0], cam[:, 1], s, np.float32)
+        return inside, gap
+
+    def rules_out(p: np.ndarray) -> np.ndarray:
+        inside, gap = in_front_or_outside(p)
+        return (~inside | (gap < -FRONT_TOL)).reshape(p.shape[:-1])
+
+    plane = symmetry.find_plane(np.concatenate([vis_xyz, back_xyz]), vis_xyz, rules_out, rng)
+    if plane.cost > symmetry.MAX_COST:
+        return back_xyz, back_rgb, None
+    # at most as many visible points as the hidden side holds are mirrored: more would cost time alone
+    nb, nv = len(back_xyz), len(vis_xyz)
+    src = np.sort(rng.choice(nv, nb, replace=False)) if nv > nb else np.arange(nv)
+    r = symmetry.reflect(vis_xyz[src], plane.n.astype(np.float32), np.float32(plane.d))
+    inside, gap = in_front_or_outside(r, mask)
+    keep = np.flatnonzero(inside & (gap > FRONT_TOL))
+    if not len(keep):
+        return back_xyz, back_rgb, plane
+    # a model point in a cell (of MIRROR_CELLS across the cloud) that a mirrored point reaches
+    # gives way; as many mirrored points as went, drawn uniformly, take their place
+    g = MIRROR_CELLS
+    both = torch.from_numpy(np.concatenate([back_xyz, r[keep]]))
+    lo_t, hi_t = torch.aminmax(both, dim=0)  # numpy's reduction down 3-wide rows is 5x slower
+    lo = lo_t.numpy()
+    span = float((hi_t - lo_t).max()) * (1 + 1e-6) + 1e-9
+
+    def cell(p: np.ndarray) -> np.ndarray:
+        return np.clip(((p - lo) / span * g).astype(np.int64), 0, g - 1) @ np.array([g * g, g, 1])
+
+    reached = np.zeros(g ** 3, bool)
+    reached[cell(r[keep])] = True
+    old = np.flatnonzero(~reached[cell(back_xyz)])
+    new = keep[np.sort(rng.choice(len(keep), min(nb - len(old), len(keep)), replace=False))]
+    if len(old) + len(new) < nb:  # fewer mirrored points than places freed: some model points stay
+        freed = np.setdiff1d(np.arange(nb), old)
+        old = np.sort(np.concatenate([old, rng.choice(freed, nb - len(old) - len(new), replace=False)]))
+    return (np.concatenate([back_xyz[old], r[new]]),
+            np.concatenate([back_rgb[old], vis_rgb[src[new]].astype(back_rgb.dtype)]), plane)
 
 
 def picture_colours(rgb: np.ndarray, cen: Centres, ref_x: np.ndarray, ref_y: np.ndarray,
@@ -506,13 +576,17 @@ def snap_inside(p: np.ndarray, view: InputView, mask: np.ndarray, Rf: np.ndarray
         return p
     idx = np.flatnonzero(out)
     fc, fr = c[idx] - np.floor(c[idx]), r[idx] - np.floor(r[idx])
-    nc, nr = ci[idx].copy(), ri[idx].copy()
-    todo = np.ones(len(idx), bool)
+    # the nearest mask pixel depends on the pixel alone: found once per distinct pixel (a few
+    # thousand round the outline) rather than once per point
+    pix, inv = np.unique(ri[idx] * w + ci[idx], return_inverse=True)
+    pr, pc = np.divmod(pix, w)
+    nr, nc = pr.copy(), pc.copy()
+    todo = np.ones(len(pix), bool)
     for dr, dc in ring_offsets(CARVE_TOL_PX):  # nearest first, out to the carving tolerance
-        rr, cc = np.clip(ri[idx] + dr, 0, h - 1), np.clip(ci[idx] + dc, 0, w - 1)
+        rr, cc = np.clip(pr + dr, 0, h - 1), np.clip(pc + dc, 0, w - 1)
         hit = todo & mask[rr, cc]
         nr[hit], nc[hit], todo[hit] = rr[hit], cc[hit], False
-    x, y = view.to_plane(nc + fc, nr + fr, d[idx])
+    x, y = view.to_plane(nc[inv] + fc, nr[inv] + fr, d[idx])
     q = p.copy()
     q[idx] = to_world(x, y, d[idx], Rf, tf)
     return q
