@@ -484,13 +484,16 @@ def mirror_side(vis_xyz: np.ndarray, vis_rgb: np.ndarray, back_xyz: np.ndarray, 
     # at most as many visible points as the hidden side holds are mirrored: more would cost time alone
     nb, nv = len(back_xyz), len(vis_xyz)
     src = np.sort(rng.choice(nv, nb, replace=False)) if nv > nb else np.arange(nv)
+    # a fixed priority per candidate and per model point: where float noise flips one point's test
+    # (a batched forward against a single one), one pick changes, not the whole draw
+    mirror_first, model_first = rng.random(len(src)), rng.random(nb)
     r = symmetry.reflect(vis_xyz[src], plane.n.astype(np.float32), np.float32(plane.d))
     inside, gap = in_front_or_outside(r, mask)
     keep = np.flatnonzero(inside & (gap > FRONT_TOL))
     if not len(keep):
         return back_xyz, back_rgb, plane
     # a model point in a cell (of MIRROR_CELLS across the cloud) that a mirrored point reaches
-    # gives way; as many mirrored points as went, drawn uniformly, take their place
+    # gives way; as many mirrored points as went, by priority, take their place
     g = MIRROR_CELLS
     both = torch.from_numpy(np.concatenate([back_xyz, r[keep]]))
     lo_t, hi_t = torch.aminmax(both, dim=0)  # numpy's reduction down 3-wide rows is 5x slower
@@ -503,10 +506,12 @@ def mirror_side(vis_xyz: np.ndarray, vis_rgb: np.ndarray, back_xyz: np.ndarray, 
     reached = np.zeros(g ** 3, bool)
     reached[cell(r[keep])] = True
     old = np.flatnonzero(~reached[cell(back_xyz)])
-    new = keep[np.sort(rng.choice(len(keep), min(nb - len(old), len(keep)), replace=False))]
+    n_new = min(nb - len(old), len(keep))
+    new = np.sort(keep[np.argsort(mirror_first[keep], kind="stable")[:n_new]])
     if len(old) + len(new) < nb:  # fewer mirrored points than places freed: some model points stay
         freed = np.setdiff1d(np.arange(nb), old)
-        old = np.sort(np.concatenate([old, rng.choice(freed, nb - len(old) - len(new), replace=False)]))
+        back = freed[np.argsort(model_first[freed], kind="stable")[:nb - len(old) - len(new)]]
+        old = np.sort(np.concatenate([old, back]))
     return (np.concatenate([back_xyz[old], r[new]]),
             np.concatenate([back_rgb[old], vis_rgb[src[new]].astype(back_rgb.dtype)]), plane)
 
