@@ -49,9 +49,10 @@ def main() -> int:
     model = Reconstructor.load()
     img = decode_image(Path(args.image).read_bytes())
     rows = [("model cloud only", dict(lift=False), False),
-            ("input view lifted from the picture, unseen side the model's (coloured from the picture)", {}, False),
-            ("now: the same, the visible side's mirror image takes over part of the unseen side (default)", {},
-             True)]
+            ("input view lifted from the picture, unseen side the model's (coloured from the picture)",
+             {}, False),
+            ("now: the same, the visible side's mirror image takes over part of the unseen side (default)",
+             {}, True)]
     inp = Image.fromarray(img).convert("RGBA")
     inp.thumbnail((args.size, args.size))
     white = Image.new("RGBA", (args.size, args.size), (255, 255, 255, 255))

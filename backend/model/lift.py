@@ -48,7 +48,7 @@ HIDDEN_GRID = 32  # the picture's colours on this grid over the input view...
 HIDDEN_WINDOW = 1  # ...and this many cells round a hidden cell's projection are its candidates
 SEEN_BAND = 0.3  # other views' points this far in front of the lifted surface: the same surface seen
 MIRROR_CELLS = 64  # mirrored points replace the model's in the cells they reach (cells across the cloud)
-MIRROR = True  # the visible side reflected across the object's mirror plane joins the unseen side
+MIRROR = True  # the visible side mirrored across the object's mirror plane takes over part of the unseen side
 
 
 def default_density(h: int, w: int) -> int:
