@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from image2points.backend.data.render import view_rotation as camera  # object (z up) -> camera
 from image2points.backend.model import geometry, lift, splat, symmetry
 
 
@@ -23,17 +24,6 @@ def chair(rng: np.random.Generator) -> np.ndarray:
             parts.append(box((x, y, -0.8), (x + 0.05, y + 0.05, 0.0), 300, rng))  # legs
     p = np.concatenate(parts)
     return p - np.array([0.0, 0.0, 0.05])
-
-
-def camera(azim: float, elev: float) -> np.ndarray:
-    """Object frame (z up) -> camera frame (x right, y up, looking down -z), as the data's cameras."""
-    a, e = math.radians(azim), math.radians(elev)
-    eye = np.array([math.cos(e) * math.cos(a), math.cos(e) * math.sin(a), math.sin(e)])
-    back = eye
-    right = np.cross([0.0, 0.0, 1.0], back)
-    right /= np.linalg.norm(right)
-    up = np.cross(back, right)
-    return np.stack([right, up, back])
 
 
 def test_reflect_is_an_involution_and_batches_planes():

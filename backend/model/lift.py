@@ -466,17 +466,10 @@ def mirror_side(vis_xyz: np.ndarray, vis_rgb: np.ndarray, back_xyz: np.ndarray, 
     def camera(p: np.ndarray) -> np.ndarray:
         return matmul(np.ascontiguousarray(p.reshape(-1, 3), np.float32), Rf32.T, tf32)
 
-    def in_front_or_outside(p: np.ndarray, within: np.ndarray = carve_mask
-                            ) -> tuple[np.ndarray, np.ndarray]:
-        """Whether each point projects inside ``within``; its depth behind the lifted surface."""
+    def rules_out(p: np.ndarray) -> np.ndarray:  # outside the carving mask, or in front of the picture
         cam = camera(p)
-        inside, _ = _in_mask(cam, view, within)
-        gap = -cam[:, 2] - sample_map(dlift, cam[:, 0], cam[:, 1], s, np.float32)
-        return inside, gap
-
-    def rules_out(p: np.ndarray) -> np.ndarray:
-        inside, gap = in_front_or_outside(p)
-        return (~inside | (gap < -FRONT_TOL)).reshape(p.shape[:-1])
+        seen = _in_mask(cam, view, carve_mask)[0] & _behind(cam, dlift, s, -FRONT_TOL)
+        return ~seen.reshape(p.shape[:-1])
 
     plane = symmetry.find_plane(np.concatenate([vis_xyz, back_xyz]), vis_xyz, rules_out, rng)
     if plane.cost > symmetry.MAX_COST:
@@ -488,14 +481,15 @@ def mirror_side(vis_xyz: np.ndarray, vis_rgb: np.ndarray, back_xyz: np.ndarray, 
     # (a batched forward against a single one), one pick changes, not the whole draw
     mirror_first, model_first = rng.random(len(src)), rng.random(nb)
     r = symmetry.reflect(vis_xyz[src], plane.n.astype(np.float32), np.float32(plane.d))
-    inside, gap = in_front_or_outside(r, mask)
-    keep = np.flatnonzero(inside & (gap > FRONT_TOL))
+    cam = camera(r)
+    keep = np.flatnonzero(_in_mask(cam, view, mask)[0] & _behind(cam, dlift, s))
     if not len(keep):
         return back_xyz, back_rgb, plane
     # a model point in a cell (of MIRROR_CELLS across the cloud) that a mirrored point reaches
     # gives way; as many mirrored points as went, by priority, take their place
     g = MIRROR_CELLS
-    both = torch.from_numpy(np.concatenate([back_xyz, r[keep]]))
+    mirrored = r[keep]
+    both = torch.from_numpy(np.concatenate([back_xyz, mirrored]))
     lo_t, hi_t = torch.aminmax(both, dim=0)  # numpy's reduction down 3-wide rows is 5x slower
     lo = lo_t.numpy()
     span = float((hi_t - lo_t).max()) * (1 + 1e-6) + 1e-9
@@ -504,7 +498,7 @@ def mirror_side(vis_xyz: np.ndarray, vis_rgb: np.ndarray, back_xyz: np.ndarray, 
         return np.clip(((p - lo) / span * g).astype(np.int64), 0, g - 1) @ np.array([g * g, g, 1])
 
     reached = np.zeros(g ** 3, bool)
-    reached[cell(r[keep])] = True
+    reached[cell(mirrored)] = True
     old = np.flatnonzero(~reached[cell(back_xyz)])
     n_new = min(nb - len(old), len(keep))
     new = np.sort(keep[np.argsort(mirror_first[keep], kind="stable")[:n_new]])

@@ -96,17 +96,19 @@ def find_plane(cloud: np.ndarray, visible: np.ndarray,
         ii = np.clip(ii, 0, GRID - 1)
         return np.where(inside, field[ii[..., 0], ii[..., 1], ii[..., 2]], 1.0).mean(0)
 
-    def costs(ns: np.ndarray, ds: np.ndarray) -> np.ndarray:
-        return np.stack([asymmetry(ns, ds), picture_rules_out(reflect(v, ns, ds)).mean(0)], 1)
+    def costs(ns: np.ndarray, ds: np.ndarray, asym: np.ndarray | None = None) -> np.ndarray:
+        asym = asymmetry(ns, ds) if asym is None else asym
+        return np.stack([asym, picture_rules_out(reflect(v, ns, ds)).mean(0)], 1)
 
     ns = upright_normals()
     # through the centroid of the occupied voxels, not of the points: the lifted side is denser
     centre = (np.argwhere(occ).mean(0) + 0.5) / GRID * span + lo
     ds = centre @ ns.T
     # the picture's test (the dearer half) only for the planes the cloud itself finds most symmetric
-    short = np.argsort(asymmetry(ns, ds))[:SHORTLIST]
+    asym = asymmetry(ns, ds)
+    short = np.argsort(asym)[:SHORTLIST]
     ns, ds = ns[short], ds[short]
-    c = costs(ns, ds)
+    c = costs(ns, ds, asym[short])
     seeds: list[int] = []
     for k in np.argsort(c.sum(1)):  # distinct seeds: a flat part tilted by the grid's step costs
         if all(abs(ns[k] @ ns[j]) < SEED_COS for j in seeds):  # much before it is refined
