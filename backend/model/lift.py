@@ -491,11 +491,11 @@ def mirror_side(vis_xyz: np.ndarray, vis_rgb: np.ndarray, back_xyz: np.ndarray, 
     mirrored = r[keep]
     both = torch.from_numpy(np.concatenate([back_xyz, mirrored]))
     lo_t, hi_t = torch.aminmax(both, dim=0)  # numpy's reduction down 3-wide rows is 5x slower
-    lo = lo_t.numpy()
     span = float((hi_t - lo_t).max()) * (1 + 1e-6) + 1e-9
 
-    def cell(p: np.ndarray) -> np.ndarray:
-        return np.clip(((p - lo) / span * g).astype(np.int64), 0, g - 1) @ np.array([g * g, g, 1])
+    def cell(p: np.ndarray) -> np.ndarray:  # by torch: numpy's (N, 3) arithmetic is 2-3x slower
+        i = ((torch.from_numpy(p) - lo_t) / span * g).to(torch.int64).clamp_(0, g - 1)
+        return ((i[:, 0] * g + i[:, 1]) * g + i[:, 2]).numpy()
 
     reached = np.zeros(g ** 3, bool)
     reached[cell(mirrored)] = True
@@ -579,12 +579,14 @@ def snap_inside(p: np.ndarray, view: InputView, mask: np.ndarray, Rf: np.ndarray
     # thousand round the outline) rather than once per point
     pix, inv = np.unique(ri[idx] * w + ci[idx], return_inverse=True)
     pr, pc = np.divmod(pix, w)
-    nr, nc = pr.copy(), pc.copy()
-    todo = np.ones(len(pix), bool)
-    for dr, dc in ring_offsets(CARVE_TOL_PX):  # nearest first, out to the carving tolerance
-        rr, cc = np.clip(pr + dr, 0, h - 1), np.clip(pc + dc, 0, w - 1)
-        hit = todo & mask[rr, cc]
-        nr[hit], nc[hit], todo[hit] = rr[hit], cc[hit], False
+    off = np.array(ring_offsets(CARVE_TOL_PX))  # nearest first, out to the carving tolerance
+    rr = np.clip(pr[:, None] + off[:, 0], 0, h - 1)  # (pixels, offsets)
+    cc = np.clip(pc[:, None] + off[:, 1], 0, w - 1)
+    inside = mask[rr, cc]
+    first = inside.argmax(1)  # the nearest offset in the mask; none: the pixel stays
+    any_in = inside[np.arange(len(pix)), first]
+    nr = np.where(any_in, rr[np.arange(len(pix)), first], pr)
+    nc = np.where(any_in, cc[np.arange(len(pix)), first], pc)
     x, y = view.to_plane(nc[inv] + fc, nr[inv] + fr, d[idx])
     q = p.copy()
     q[idx] = to_world(x, y, d[idx], Rf, tf)

@@ -78,8 +78,9 @@ def find_plane(cloud: np.ndarray, visible: np.ndarray,
     """The cheapest mirror plane of ``cloud`` (N, 3); ``visible`` (M, 3) are the points the picture
     shows; ``picture_rules_out`` maps reflected points (..., 3) to a bool (...) array."""
     grid_pts = cloud[:: max(1, len(cloud) // OCCUPANCY_POINTS)]  # a strided view: fast, enough
-    lo = grid_pts.min(0) - 0.05
-    span = float((grid_pts.max(0) - lo).max()) + 0.1
+    # column by column: numpy's reduction down the rows of a strided (N, 3) view is 10x slower
+    lo = np.array([grid_pts[:, i].min() for i in range(3)]) - 0.05
+    span = float((np.array([grid_pts[:, i].max() for i in range(3)]) - lo).max()) + 0.1
     idx = np.clip(((grid_pts - lo) / span * GRID).astype(np.int64), 0, GRID - 1)
     occ = np.zeros((GRID,) * 3, bool)
     occ[idx[:, 0], idx[:, 1], idx[:, 2]] = True
@@ -87,14 +88,15 @@ def find_plane(cloud: np.ndarray, visible: np.ndarray,
     # seeds and 100 points, val F@2% +0.0031 against +0.0035 for a search 5x as slow)
     field = (np.minimum(ndimage.distance_transform_cdt(~occ, metric="taxicab"), CAP) / CAP
              ).astype(np.float32)
+    # one voxel of border at the full cost: a reflection that leaves the grid looks it up there
+    field = np.pad(field, 1, constant_values=1.0).ravel()
+    strides = np.array([(GRID + 2) ** 2, GRID + 2, 1])
     q = cloud[rng.choice(len(cloud), min(SAMPLE, len(cloud)), replace=False)]
     v = visible[rng.choice(len(visible), min(SAMPLE, len(visible)), replace=False)]
 
     def asymmetry(ns: np.ndarray, ds: np.ndarray) -> np.ndarray:
-        ii = ((reflect(q, ns, ds) - lo) / span * GRID).astype(np.int64)
-        inside = ((ii >= 0) & (ii < GRID)).all(-1)
-        ii = np.clip(ii, 0, GRID - 1)
-        return np.where(inside, field[ii[..., 0], ii[..., 1], ii[..., 2]], 1.0).mean(0)
+        ii = np.clip(((reflect(q, ns, ds) - lo) / span * GRID).astype(np.int64), -1, GRID) + 1
+        return field[ii @ strides].mean(0)
 
     def costs(ns: np.ndarray, ds: np.ndarray, asym: np.ndarray | None = None) -> np.ndarray:
         asym = asymmetry(ns, ds) if asym is None else asym
