@@ -1,6 +1,6 @@
 """README picture: points | mesh for sample images, rendered by the add-on's own render code.
 
-    .venv/bin/python tools/mesh_picture.py [--out docs/img/mesh.png] [--images chair.png mug.png]
+    .venv/bin/python tools/mesh_picture.py [--out docs/img/mesh.png] [--images chair.png mug.png car.png]
 
 Runs the model and the mesher in-process (no server) and the bpy wheel for the renders: each row
 is one image, the point object and the Make Mesh result seen by the same camera (Cycles, CPU).
@@ -24,9 +24,9 @@ sys.path.insert(0, str(ROOT))
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(ROOT / "docs" / "img" / "mesh.png"))
-    ap.add_argument("--images", nargs="+", default=["chair.png", "mug.png"])
+    ap.add_argument("--images", nargs="+", default=["chair.png", "mug.png", "car.png"])
     ap.add_argument("--variants", nargs="*", default=[], help="extra mesh columns: key=value,...")
-    ap.add_argument("--resolution", type=int, default=200)
+    ap.add_argument("--resolution", type=int, default=256)
     ap.add_argument("--samples", type=int, default=16)
     args = ap.parse_args()
 
@@ -60,8 +60,11 @@ def main() -> int:
             objs.append(obj)
             print(f"{name}: {len(cloud.xyz)} points -> {m.info}", flush=True)
         centre, radius = render.object_bounds(pts)
-        # a three-quarter view, 35 degrees round from the input camera (at -Y)
-        pose = camera.ring_poses(1, 0.75 * camera.fit_radius(radius), 20.0, centre, -55.0)[0]
+        # a three-quarter view, 35 degrees round from the input camera (at -Y), framed on the
+        # points like the batch's views (camera.framed_pose)
+        pose = camera.ring_poses(1, camera.fit_radius(radius), 20.0, centre, -55.0)[0]
+        pose = camera.framed_pose(render.cloud_points(pts), pose, 50.0, 36.0, args.resolution,
+                                  args.resolution)
         cam = render.add_camera(f"{name} cam", pose, 50.0, collection=scene.collection)
         scene.camera = cam
         tiles = []
