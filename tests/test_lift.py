@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from image2points.backend.model import geometry, lift, splat
 
@@ -44,8 +45,22 @@ def test_known_shape_projects_to_itself_with_its_own_colours():
     hit_all, pix_all = splat.render_input_view(xyz, col, info["view"], R[0], t[0])
     assert (pix_all[mask] == img[mask][:, :3]).all()
     assert (hit_all == mask).all()  # hidden points kept by the tolerance are snapped inside
-    # the visible surface sits at the front depth (z = CAM_DIST - 1.8), the hidden one behind it
-    assert np.allclose(xyz[:vis, 2], geometry.CAM_DIST - 1.8, atol=1e-5)
+    # the visible surface sits at the front depth (z = CAM_DIST - 1.8), the hidden one behind it;
+    # along the outline (lift.RIM_BAND map pixels) the picture bends back toward the middle of the
+    # front and the back (z = 1.6 - CAM_DIST), where a ray through the outline grazes the object
+    front_z, back_z = geometry.CAM_DIST - 1.8, 1.6 - geometry.CAM_DIST
+    mid = (front_z + back_z) / 2
+    z = xyz[:vis, 2]
+    assert ((z <= front_z + 1e-5) & (z >= mid - 1e-5)).all()
+    view = info["view"]
+    c, r = view.to_pixels(xyz[:vis, 0], xyz[:vis, 1], geometry.CAM_DIST - z)
+    edge = ndimage.distance_transform_edt(mask)[np.floor(r).astype(int), np.floor(c).astype(int)]
+    band = lift.RIM_BAND * (2 * geometry.ORTHO_S / 64) / view.a  # in pixels of the image
+    f = -(-max(mask.shape) // lift.RIM_GRID)  # rim_weight measures on f x f blocks: up to 2f px nearer
+    assert band > 2 and np.allclose(z[edge > band + 2 * f], front_z, atol=1e-5)
+    rim, inner = z[edge <= 1.5], z[(edge > 1.5) & (edge <= band / 2)]
+    assert np.abs(rim - mid).mean() < 0.3 * (front_z - mid)  # the outline: nearly halfway back
+    assert rim.mean() < inner.mean() < front_z - 0.01  # bending back steadily toward it
     assert info["hidden"] > 0 and (xyz[vis:, 2] < 0.2 - lift.FRONT_TOL).all()
 
 
@@ -100,7 +115,8 @@ def test_hidden_points_take_the_picture_colours_where_they_project():
     assert (red[away] == (c[away] < 140)).mean() > 0.99
 
 
-def test_picture_is_lifted_on_the_front_maps_own_depth_not_a_nearer_view():
+def test_picture_is_lifted_on_the_front_maps_own_depth_not_a_nearer_view(monkeypatch):
+    monkeypatch.setattr(lift, "RIM_BAND", 0.0)  # the outline's bend is test_known_shape_...'s
     img, mask = keyhole()
     depth, logit, rgb, R, t = disc_maps(colour=0.1)
     front_z = geometry.CAM_DIST - 1.8
