@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from ..segment import alpha_is_mask
+from ..segment import _cv2, alpha_is_mask
 from . import symmetry
 from .geometry import CAM_DIST, ORTHO_S
 
@@ -351,8 +351,7 @@ def rim_weight(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray, band: float
     distance is Euclidean (OpenCV's exact transform: 6x faster than scipy's), on the mask in
     blocks of f x f pixels (a block is inside when all of it is), so a 512 px mask costs what a
     128 px one does; the image border is not an outline."""
-    import cv2
-
+    cv2 = _cv2()
     h, w = mask.shape
     f = max(1, -(-max(h, w) // RIM_GRID))
     hb, wb = -(-h // f), -(-w // f)
@@ -462,18 +461,29 @@ def lift(image: np.ndarray, alpha: np.ndarray, depth_q: np.ndarray, logit: np.nd
         pick = np.concatenate([pick, np.minimum(extra, len(rows) - 1)])
     elif n_vis < len(pick):
         pick = np.sort(rng.choice(len(pick), n_vis, replace=False))
-    pr, pc = rows[pick], cols[pick]
-    jc, jr = pc + rng.random(len(pick)), pr + rng.random(len(pick))
-    x, y, d = view.lift(jc, jr, dlift, s)
-    if RIM_BAND > 0:  # near the outline the ray grazes the object: toward the middle of front and back
-        wgt = rim_weight(wmask, pr, pc, RIM_BAND * (2 * s / fmask.shape[1]) / view.a)
+    rim = rim_depth(cen, dlift, s) if RIM_BAND > 0 else None
+    band = RIM_BAND * (2 * s / fmask.shape[1]) / view.a  # in working pixels
+
+    def lift_pixels(r: np.ndarray, c: np.ndarray, jc: np.ndarray, jr: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Working pixels (r, c), at the spots (jc, jr) inside them, onto the lifted surface; near
+        the outline, where the ray grazes the object, bent toward the middle of front and back."""
+        x, y, d = view.lift(jc, jr, dlift, s)
+        if rim is None:
+            return x, y, d
+        wgt = rim_weight(wmask, r, c, band)
         near = np.flatnonzero(wgt > 0)
         if len(near):
-            xr, yr, dr = view.lift(jc[near], jr[near], rim_depth(cen, dlift, s), s)
+            xr, yr, dr = view.lift(jc[near], jr[near], rim, s)
             k = wgt[near]
             x[near] += k * (xr - x[near])
             y[near] += k * (yr - y[near])
             d[near] += k * (dr - d[near])
+        return x, y, d
+
+    pr, pc = rows[pick], cols[pick]
+    jc = pc + rng.random(len(pick))
+    x, y, d = lift_pixels(pr, pc, jc, pr + rng.random(len(pick)))
     vis_xyz = to_world(x, y, d, Rf, tf)
     vis_rgb = wrgb[pr, pc]
     # 2. hidden surface from the model, carved by the mask and by the lifted surface
@@ -489,8 +499,8 @@ def lift(image: np.ndarray, alpha: np.ndarray, depth_q: np.ndarray, logit: np.nd
                                               view, carve_mask, n_back, rng, s, wmask, wrgb)
     if len(back_xyz) < n_back:  # not enough hidden surface: the density goes to the visible side
         extra = rng.integers(0, len(rows), n_back - len(back_xyz))
-        xe, ye, de = view.lift(cols[extra] + rng.random(len(extra)), rows[extra] + rng.random(len(extra)),
-                               dlift, s)
+        jc = cols[extra] + rng.random(len(extra))
+        xe, ye, de = lift_pixels(rows[extra], cols[extra], jc, rows[extra] + rng.random(len(extra)))
         vis_xyz = np.concatenate([vis_xyz, to_world(xe, ye, de, Rf, tf)])
         vis_rgb = np.concatenate([vis_rgb, wrgb[rows[extra], cols[extra]]])
     # 3. hidden colours, 0-255: the picture's already, or the model's toned like the visible ones
