@@ -64,6 +64,24 @@ def test_known_shape_projects_to_itself_with_its_own_colours():
     assert info["hidden"] > 0 and (xyz[vis:, 2] < 0.2 - lift.FRONT_TOL).all()
 
 
+def test_the_unseen_side_bends_along_its_views_outlines_too(monkeypatch):
+    """The back view's map, like the picture, puts its outline on its own front (z = -0.4 here);
+    its outermost cells move toward the middle of front and back (lift.HIDDEN_RIM), the rest stays."""
+    monkeypatch.setattr(lift, "MIRROR", False)  # the model's own unseen side only
+    img, mask = keyhole()
+    depth, logit, rgb, R, t = disc_maps()
+    xyz, col, info = lift.lift(img, mask.astype(np.float32), depth, logit, rgb, R, t, density=60_000)
+    hid = xyz[info["visible"]:].astype(np.float64)
+    back_z, mid = 1.6 - geometry.CAM_DIST, (1.6 - 1.8) / 2
+    rad = np.hypot(hid[:, 0], hid[:, 1]) / (2 * geometry.ORTHO_S / 64)  # map pixels from the disc's centre
+    z = hid[:, 2]
+    assert ((z >= back_z - 1e-5) & (z <= mid + 1e-5)).all()
+    assert np.median(z[rad < 18]) == pytest.approx(back_z, abs=1e-5)  # the disc of radius 20 inside
+    assert (np.abs(z[rad < 18] - back_z) < 1e-3).mean() > 0.99
+    ring = z[rad > 19.5]  # its outermost cells
+    assert len(ring) > 200 and ring.mean() > back_z + 0.1
+
+
 def test_hidden_colours_are_toned_like_the_visible_ones(monkeypatch):
     monkeypatch.setattr(lift, "HIDDEN_COLOUR", "model")  # the model's own colours, toned
     img, mask = keyhole()

@@ -90,7 +90,8 @@ def test_the_lift_mirrors_the_picture_onto_the_unseen_side_and_keeps_the_silhoue
     rgb = np.random.default_rng(3).integers(0, 256, (h, w, 3), dtype=np.uint8)
     img = np.concatenate([rgb, (mask * 255).astype(np.uint8)[..., None]], -1)
     depth, logit, mrgb, R, t = slab_maps()
-    monkeypatch.setattr(lift, "RIM_BAND", 0.0)  # the slab's face flat to its outline: its mirror is the back
+    monkeypatch.setattr(lift, "RIM_BAND", 0.0)  # the slab's faces flat to their outlines: the mirror of
+    monkeypatch.setattr(lift, "HIDDEN_RIM", 0.0)  # the front is the back, and the back is where it was
     monkeypatch.setattr(lift, "MIRROR", False)
     plain, plain_col, plain_info = lift.lift(img, mask.astype(np.float32), depth, logit, mrgb, R, t, 40_000)
     monkeypatch.setattr(lift, "MIRROR", True)

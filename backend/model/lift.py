@@ -30,7 +30,7 @@ from scipy import ndimage
 
 from ..segment import _cv2, alpha_is_mask
 from . import symmetry
-from .geometry import CAM_DIST, ORTHO_S
+from .geometry import CAM_DIST, ORTHO_S, ortho_pixel_grid
 
 WORK_SIZE = 512          # long side of the working image (full resolution when smaller)
 DEFAULT_DENSITY = 100_000
@@ -49,6 +49,7 @@ HIDDEN_WINDOW = 1  # ...and this many cells round a hidden cell's projection are
 SEEN_BAND = 0.3  # other views' points this far in front of the lifted surface: the same surface seen
 MIRROR_CELLS = 64  # mirrored points replace the model's in the cells they reach (cells across the cloud)
 RIM_BAND = 2.0  # front-map pixels: the lifted surface's band along the outline that rim_depth bends back
+HIDDEN_RIM = 1.0  # map pixels: the same bend for the unseen side's views, along their own outlines
 MIRROR = True  # the visible side mirrored across the object's mirror plane takes over part of the unseen side
 
 
@@ -268,8 +269,6 @@ class Centres:
 
 def centres(depth_q: np.ndarray, logit: np.ndarray, R: np.ndarray, t: np.ndarray, front: int,
             s: float = ORTHO_S) -> Centres:
-    from .geometry import ortho_pixel_grid
-
     q = depth_q.shape[1] // 2
     h, w = logit.shape[-2:]
     gx, gy = (g.numpy().ravel() for g in ortho_pixel_grid(h, w, s))
@@ -367,6 +366,30 @@ def rim_weight(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray, band: float
     if f > 1:  # back to pixels, each block's value in all of its pixels
         wgt = cv2.resize(wgt, (wb * f, hb * f), interpolation=cv2.INTER_NEAREST)
     return wgt[rows, cols]
+
+
+def view_rims(cells: list[tuple[int, np.ndarray]], depth_q: np.ndarray, logit: np.ndarray, R: np.ndarray,
+              t: np.ndarray, world: np.ndarray, band: float, s: float = ORTHO_S
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """For the unseen side's views, what ``rim_depth`` and ``rim_weight`` are for the picture:
+    per view and map cell (flat, views stacked), the depth halfway between the view's own map and
+    the farthest of all the model's points (``world``) on that cell's ray, and a weight that is
+    1 - (distance to the view's mask outline - 0.5) / ``band`` (map pixels), 0 beyond. Why: each
+    fixed view's map, too, puts its outline on its own front where its rays graze the object."""
+    cv2 = _cv2()
+    q = depth_q.shape[1] // 2
+    h, w = logit.shape[-2:]
+    rims, wts = [], []
+    for k, _ in cells:
+        own = depth_q[k, q]
+        far = zbuffer(matmul(world, R[k].T, t[k]).astype(np.float32), h, w, "amax", s)
+        have = np.isfinite(far)
+        back = filled(np.where(have, far, 0.0), have) if have.any() else own
+        rims.append((0.5 * (own + np.maximum(back, own))).astype(np.float32).ravel())
+        inside = np.pad(logit[k] > 0, 1).astype(np.uint8)  # past the map's edge: outside
+        dist = cv2.distanceTransform(inside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+        wts.append(np.clip(1 - (dist - np.float32(0.5)) / np.float32(band), 0, 1).ravel())
+    return np.concatenate(rims), np.concatenate(wts)
 
 
 MAX_STRETCH = 4.0
@@ -711,6 +734,12 @@ def _hidden_points(depth_q, logit, rgb, R, t, cen: Centres, behind: np.ndarray, 
     if not cells:
         return empty
     sizes = np.array([len(c) for _, c in cells], np.float64)
+    if HIDDEN_RIM > 0:  # the model's points in the front view too: the far side of the back view's rays
+        fc0 = np.flatnonzero(logit[front].ravel() > 0)
+        gx, gy = (g.numpy().ravel() for g in ortho_pixel_grid(h, w, s))
+        world = np.concatenate([cen.world, to_world(gx[fc0], gy[fc0], depth_q[front, q // 2].ravel()[fc0],
+                                                    Rf, tf)])
+        rim_all, wt_all = view_rims(cells, depth_q, logit, R, t, world, HIDDEN_RIM, s)
     stack = np.stack([filled(np.concatenate([depth_q[k], rgb[k]]), logit[k] > 0) for k, _ in cells])
     nv, nc = len(cells), q + 3
     big = np.pad(stack, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")  # (nv, nc, h+2, w+2)
@@ -741,6 +770,9 @@ def _hidden_points(depth_q, logit, rgb, R, t, cen: Centres, behind: np.ndarray, 
         if DEPTH_JUMP is not None:  # across a depth edge, the cell's own depth (no curtain)
             own = stack[:, q // 2].reshape(-1)[slot * (h * w) + flat]
             d = np.where(np.abs(d - own) > DEPTH_JUMP, own, d)
+        if HIDDEN_RIM > 0:  # near its view's outline, toward the middle of that view's front and back
+            ci = slot * (h * w) + flat
+            d = d + wt_all[ci] * (rim_all[ci] - d)
         cam = np.empty((m, 3), np.float32)
         cam[:, 0] = u * (2 * s / w) - s
         cam[:, 1] = s - vv * (2 * s / h)
