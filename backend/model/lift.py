@@ -334,12 +334,19 @@ def rim_depth(cen: Centres, dlift: np.ndarray, s: float = ORTHO_S) -> np.ndarray
     the outline grazes the object, so the surface it meets there lies between the front and the
     back, where the front map alone (a 64x64 map's last pixels, nearest-filled past its edge) puts
     it on the front."""
-    far = zbuffer(cen.cam, *dlift.shape, "amax", s)
+    return halfway_back(dlift, cen.cam, s)
+
+
+def halfway_back(own: np.ndarray, cam: np.ndarray, s: float = ORTHO_S) -> np.ndarray:
+    """Per pixel of a view's depth map ``own`` (h, w), halfway between it and the farthest of the
+    points ``cam`` (that view's camera frame) on the pixel's ray; the farthest depths
+    nearest-filled where none falls, ``own`` where none falls at all."""
+    far = zbuffer(cam, *own.shape, "amax", s)
     have = np.isfinite(far)
     if not have.any():
-        return dlift
+        return own
     back = filled(np.where(have, far, 0.0), have).astype(np.float32)
-    return (0.5 * (dlift + np.maximum(back, dlift))).astype(np.float32)
+    return (0.5 * (own + np.maximum(back, own))).astype(np.float32)
 
 
 RIM_GRID = 128  # the outline distance is measured on a grid of at most this many pixels a side
@@ -378,14 +385,9 @@ def view_rims(cells: list[tuple[int, np.ndarray]], depth_q: np.ndarray, logit: n
     fixed view's map, too, puts its outline on its own front where its rays graze the object."""
     cv2 = _cv2()
     q = depth_q.shape[1] // 2
-    h, w = logit.shape[-2:]
     rims, wts = [], []
     for k, _ in cells:
-        own = depth_q[k, q]
-        far = zbuffer(matmul(world, R[k].T, t[k]).astype(np.float32), h, w, "amax", s)
-        have = np.isfinite(far)
-        back = filled(np.where(have, far, 0.0), have) if have.any() else own
-        rims.append((0.5 * (own + np.maximum(back, own))).astype(np.float32).ravel())
+        rims.append(halfway_back(depth_q[k, q], matmul(world, R[k].T, t[k]).astype(np.float32), s).ravel())
         inside = np.pad(logit[k] > 0, 1).astype(np.uint8)  # past the map's edge: outside
         dist = cv2.distanceTransform(inside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
         wts.append(np.clip(1 - (dist - np.float32(0.5)) / np.float32(band), 0, 1).ravel())
