@@ -3,8 +3,10 @@
 Why this route (bench/bench_mesh.py measures it beside Blender's Points to Volume -> Volume to
 Mesh): the points are splatted into an occupancy grid (voxel about the point spacing), which an
 optional morphological closing seals ("fill holes") and ``binary_fill_holes`` makes solid;
-marching cubes on that solid gives ONE closed surface through the points. A volume grown around surface points (what Points to Volume
-does) has no inside, so its mesh is a double wall a point radius off each side of the surface.
+``tidy_solid`` thickens its thin sheets and drops crumbs; marching cubes on that solid gives ONE
+closed surface through the points, without see-through pinholes. A volume grown around surface
+points (what Points to Volume does) has no inside, so its mesh is a double wall a point radius off
+each side of the surface.
 
 Decimation is a coarser grid (faces scale with 1/voxel^2), not edge collapse, so the result stays
 watertight by construction; smoothing is Taubin's (volume-keeping) filter; colours are the
@@ -22,6 +24,8 @@ MAX_GRID = 384  # voxels along the longest side: 384^3 bytes = 57 MB, a few seco
 MIN_POINTS = 4
 AUTO_FILL_MAX = 3  # auto fill_holes tries closing radii 0..this
 AUTO_FILL_GAIN = 1.1  # ...and takes the first whose fill grows the shell by this factor (an inside)
+CRUMB_VOXELS = 64  # solid parts smaller than this and than CRUMB_SHARE of the largest are dropped
+CRUMB_SHARE = 0.002
 SPACING_FACTOR = 1.0  # voxel vs the point spacing: finer (0.85) scores 0.0852 vs 0.0870 but snaps into visible creases
 
 
@@ -123,6 +127,29 @@ def solid_grid(xyz: np.ndarray, voxel: float, p: MeshParams) -> tuple[np.ndarray
     # nothing encloses an inside (a sheet, a plate, a chair's open frame): a thin closed shell,
     # with the one-voxel closing so its pits are shut (snapped back onto the points after)
     return first, lo, first_r
+
+
+def tidy_solid(occ: np.ndarray) -> np.ndarray:
+    """Two repairs so that marching cubes gives a surface one can use as an asset.
+
+    - Sheets under three voxels thick grow one voxel on each side (the snap after a closing pulls
+      the surface back onto the points). Marching cubes wraps a one- or two-voxel sheet
+      in a surface with a tunnel wherever the sheet steps diagonally; rendered, these are
+      see-through pinholes (the mug's rim in tools/mesh_picture.py). On 40 test clouds: genus 157
+      -> 36, see-through pixels 1.5% -> 0.7% of the silhouette, Chamfer +1.6%.
+    - Crumbs, the lone voxels of stray points (parts under CRUMB_VOXELS and under CRUMB_SHARE of
+      the largest), go: 51 -> 2 separate surfaces per mesh on the same clouds.
+    """
+    from scipy import ndimage
+
+    cube = ndimage.generate_binary_structure(3, 3)
+    occ = occ | ndimage.binary_dilation(occ & ~ndimage.binary_opening(occ, cube), cube)
+    lab, n = ndimage.label(occ, cube)
+    if n > 1:
+        size = np.bincount(lab.ravel())[1:]
+        least = min(max(CRUMB_VOXELS, CRUMB_SHARE * size.max()), size.max())
+        occ = np.isin(lab, np.flatnonzero(size >= least) + 1)
+    return occ
 
 
 def close_bottom(occ: np.ndarray, axis: int, layers: int = 2) -> np.ndarray:
@@ -230,6 +257,8 @@ def mesh_points(xyz: np.ndarray, rgb: np.ndarray | None = None, params: MeshPara
     voxel = max(voxel, extent / MAX_GRID, 1e-9)
     for _ in range(4):  # coarsen until under target_faces (faces ~ 1/voxel^2)
         occ, lo, radius = solid_grid(xyz, voxel, p)
+        if radius:  # no closing (fill_holes 0) asks for the leaky shell as it is, pieces and all
+            occ = tidy_solid(occ)
         verts, faces = marching_cubes(occ, lo, voxel)
         if not p.target_faces or len(faces) <= p.target_faces:
             break
