@@ -267,19 +267,25 @@ class Centres:
     cam: np.ndarray    # (N,3) float32, front camera
 
 
-def centres(depth_q: np.ndarray, logit: np.ndarray, R: np.ndarray, t: np.ndarray, front: int,
-            s: float = ORTHO_S) -> Centres:
-    q = depth_q.shape[1] // 2
+def map_points(depth_q: np.ndarray, logit: np.ndarray, R: np.ndarray, t: np.ndarray, k: int,
+               s: float = ORTHO_S) -> tuple[np.ndarray, np.ndarray]:
+    """View ``k``'s masked map cells (flat indices) and their centres at the median depth, in world."""
     h, w = logit.shape[-2:]
     gx, gy = (g.numpy().ravel() for g in ortho_pixel_grid(h, w, s))
+    c = np.flatnonzero(logit[k].ravel() > 0)
+    return c, to_world(gx[c], gy[c], depth_q[k, depth_q.shape[1] // 2].ravel()[c], R[k], t[k])
+
+
+def centres(depth_q: np.ndarray, logit: np.ndarray, R: np.ndarray, t: np.ndarray, front: int,
+            s: float = ORTHO_S) -> Centres:
     views, parts = [], []
     for k in range(len(R)):
         if k == front:
             continue
-        c = np.flatnonzero(logit[k].ravel() > 0)
+        c, world_k = map_points(depth_q, logit, R, t, k, s)
         if len(c):
             views.append((k, c))
-            parts.append(to_world(gx[c], gy[c], depth_q[k, q].ravel()[c], R[k], t[k]))
+            parts.append(world_k)
     world = np.concatenate(parts) if parts else np.zeros((0, 3), np.float32)
     return Centres(views, world, matmul(world, R[front].T, t[front]).astype(np.float32))
 
@@ -341,7 +347,8 @@ def halfway_back(own: np.ndarray, cam: np.ndarray, s: float = ORTHO_S) -> np.nda
     """Per pixel of a view's depth map ``own`` (h, w), halfway between it and the farthest of the
     points ``cam`` (that view's camera frame) on the pixel's ray; the farthest depths
     nearest-filled where none falls, ``own`` where none falls at all."""
-    far = zbuffer(cam, *own.shape, "amax", s)
+    h, w = own.shape
+    far = zbuffer(cam, h, w, "amax", s)
     have = np.isfinite(far)
     if not have.any():
         return own
@@ -352,11 +359,19 @@ def halfway_back(own: np.ndarray, cam: np.ndarray, s: float = ORTHO_S) -> np.nda
 RIM_GRID = 128  # the outline distance is measured on a grid of at most this many pixels a side
 
 
+def outline_falloff(inside: np.ndarray, per_px: float) -> np.ndarray:
+    """``inside`` (uint8, with a one-pixel ring of padding that says what lies past the edge) ->
+    1 on the outline, falling by ``per_px`` per pixel inward (Euclidean: OpenCV's exact transform,
+    6x faster than scipy's), 0 beyond; the padding ring dropped."""
+    cv2 = _cv2()
+    dist = cv2.distanceTransform(inside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    return np.clip(1 - (dist - np.float32(0.5)) * np.float32(per_px), 0, 1)
+
+
 def rim_weight(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray, band: float) -> np.ndarray:
     """1 for mask pixels on the outline, falling linearly to 0 at ``band`` pixels inside. The
-    distance is Euclidean (OpenCV's exact transform: 6x faster than scipy's), on the mask in
-    blocks of f x f pixels (a block is inside when all of it is), so a 512 px mask costs what a
-    128 px one does; the image border is not an outline."""
+    distance is measured on the mask in blocks of f x f pixels (a block is inside when all of it
+    is), so a 512 px mask costs what a 128 px one does; the image border is not an outline."""
     cv2 = _cv2()
     h, w = mask.shape
     f = max(1, -(-max(h, w) // RIM_GRID))
@@ -368,8 +383,7 @@ def rim_weight(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray, band: float
         inside = np.pad(inside == 255, 1, constant_values=True).astype(np.uint8)
     if inside.all():  # no outline in the picture (the object fills it): nothing bends
         return np.zeros(len(rows))
-    dist = cv2.distanceTransform(inside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
-    wgt = np.clip(1 - (dist - np.float32(0.5)) * np.float32(f / max(band, 1e-6)), 0, 1)  # f = 1: exact
+    wgt = outline_falloff(inside, f / max(band, 1e-6))  # f = 1: exact
     if f > 1:  # back to pixels, each block's value in all of its pixels
         wgt = cv2.resize(wgt, (wb * f, hb * f), interpolation=cv2.INTER_NEAREST)
     return wgt[rows, cols]
@@ -383,14 +397,12 @@ def view_rims(cells: list[tuple[int, np.ndarray]], depth_q: np.ndarray, logit: n
     the farthest of all the model's points (``world``) on that cell's ray, and a weight that is
     1 - (distance to the view's mask outline - 0.5) / ``band`` (map pixels), 0 beyond. Why: each
     fixed view's map, too, puts its outline on its own front where its rays graze the object."""
-    cv2 = _cv2()
     q = depth_q.shape[1] // 2
     rims, wts = [], []
     for k, _ in cells:
         rims.append(halfway_back(depth_q[k, q], matmul(world, R[k].T, t[k]).astype(np.float32), s).ravel())
         inside = np.pad(logit[k] > 0, 1).astype(np.uint8)  # past the map's edge: outside
-        dist = cv2.distanceTransform(inside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
-        wts.append(np.clip(1 - (dist - np.float32(0.5)) / np.float32(band), 0, 1).ravel())
+        wts.append(outline_falloff(inside, 1.0 / band).ravel())
     return np.concatenate(rims), np.concatenate(wts)
 
 
@@ -737,10 +749,7 @@ def _hidden_points(depth_q, logit, rgb, R, t, cen: Centres, behind: np.ndarray, 
         return empty
     sizes = np.array([len(c) for _, c in cells], np.float64)
     if HIDDEN_RIM > 0:  # the model's points in the front view too: the far side of the back view's rays
-        fc0 = np.flatnonzero(logit[front].ravel() > 0)
-        gx, gy = (g.numpy().ravel() for g in ortho_pixel_grid(h, w, s))
-        world = np.concatenate([cen.world, to_world(gx[fc0], gy[fc0], depth_q[front, q // 2].ravel()[fc0],
-                                                    Rf, tf)])
+        world = np.concatenate([cen.world, map_points(depth_q, logit, R, t, front, s)[1]])
         rim_all, wt_all = view_rims(cells, depth_q, logit, R, t, world, HIDDEN_RIM, s)
     stack = np.stack([filled(np.concatenate([depth_q[k], rgb[k]]), logit[k] > 0) for k, _ in cells])
     nv, nc = len(cells), q + 3
