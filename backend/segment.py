@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from .islands import keep_large
+
 SEG_SIDE = 200  # working side of the GrabCut pass (time ~ pixels * iterations)
 REFINE_SIDE = 320  # working side of the GrabCut refinement of the net's trimap
 BAND = 0.04  # frame band taken as sure background, fraction of the shorter side
@@ -53,10 +55,7 @@ def _clean(fg: np.ndarray, p: np.ndarray | None = None, rgb: np.ndarray | None =
     """Small pieces dropped, holes filled; with the net's probability ``p``, a hole the net sees
     as background (a ring's or a handle's opening) stays open, unless (with ``rgb``) its colours
     are the object's round it rather than the background's (``looks_like_object``)."""
-    lab, n = ndimage.label(fg)
-    if n > 1:
-        sizes = ndimage.sum(fg, lab, index=np.arange(1, n + 1))
-        fg = np.isin(lab, 1 + np.flatnonzero(sizes >= KEEP_FRACTION * sizes.max()))
+    fg = keep_large(fg, KEEP_FRACTION)
     filled = ndimage.binary_fill_holes(fg)
     if p is None or not (holes := filled & ~fg).any():
         return filled
@@ -271,10 +270,7 @@ def estimate_alpha(rgb: np.ndarray) -> np.ndarray:
     border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
     bg = np.median(border, axis=0)
     fg = np.linalg.norm(img - bg, axis=-1) > BORDER_THRESH
-    lab, n = ndimage.label(fg)
-    if n > 1:  # drop specks: keep components at least 5% of the largest
-        sizes = ndimage.sum(fg, lab, index=np.arange(1, n + 1))
-        fg = np.isin(lab, 1 + np.flatnonzero(sizes >= 0.05 * sizes.max()))
+    fg = keep_large(fg, 0.05)  # drop specks: keep components at least 5% of the largest
     fg = ndimage.binary_fill_holes(fg)
     return fg.astype(np.float32)
 

@@ -403,14 +403,6 @@ def _grid_mesh(sdf, lo, hi, res: int = 64) -> trimesh.Trimesh:
     return _mcubes(sdf(P).reshape(n), lo, step)
 
 
-def _keep_big_islands(vol_inside: np.ndarray, frac: float = 0.1) -> np.ndarray:
-    from scipy import ndimage
-    lab, k = ndimage.label(vol_inside)
-    if k <= 1:
-        return vol_inside
-    sizes = np.bincount(lab.ravel())[1:]
-    keep = np.flatnonzero(sizes >= frac * sizes.max()) + 1
-    return np.isin(lab, keep)
 
 
 def _sd_box(P, half):
@@ -724,7 +716,9 @@ def fam_csg(rng):
     ins = P[d < step]
     P, n, lo, step = _grid(ins.min(0) - step, ins.max(0) + step, 60)
     d = combine(fields(P.astype(np.float32))).astype(np.float64)
-    inside = _keep_big_islands(d.reshape(n) < 0)  # drop crumbs a cut left behind
+    from ..islands import keep_large
+
+    inside = keep_large(d.reshape(n) < 0, 0.1)  # drop crumbs a cut left behind
     m = _mcubes(np.where(inside, d.reshape(n), np.abs(d.reshape(n)) + 1e-3), lo, step)
     # each face belongs to the primitive whose surface it lies on (a cut is the cutter's colour)
     m.metadata["face_part"] = np.argmin(np.abs(fields(m.triangles_center)), axis=0).astype(np.int32)
